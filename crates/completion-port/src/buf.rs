@@ -1,0 +1,358 @@
+//! [`Buf`]: the one buffer type every operation owns while it is in flight.
+//!
+//! # Why one concrete type
+//!
+//! An operation must own its memory until its packet is dequeued, and the
+//! packet must hand that memory back. With one concrete type the packet
+//! returns it typed ([`Packet::take_buf`](crate::Packet::take_buf)), with no
+//! downcast and no extra allocation. [`Buf`] converts from and into
+//! `Vec<u8>` without copying (`Box<[u8]>` goes through `Vec`), and it can
+//! also hold memory aligned for `O_DIRECT` ([`Buf::aligned`]), which a
+//! `Vec<u8>` cannot soundly do (a `Vec` must be freed with the alignment it
+//! was allocated with).
+//!
+//! # Filled part and spare capacity
+//!
+//! Like a `Vec<u8>`, a `Buf` has a length (the filled bytes, `0..len`) and a
+//! capacity. Operations that **send** (`write_at`, `send`, …) transfer the
+//! filled bytes. Operations that **receive** (`read_at`, `recv`, …) fill the
+//! spare capacity (`len..capacity`) and advance the length by the bytes
+//! received, exactly as `Read::read_to_end` appends. To receive into a
+//! whole buffer, start from [`Buf::with_capacity`] or call [`Buf::clear`].
+
+use std::alloc::{self, Layout};
+use std::fmt;
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+
+/// An owned byte buffer with a stable address, optionally aligned.
+///
+/// See the [module docs](self) for how operations use its length and
+/// capacity.
+pub struct Buf {
+    /// Start of the allocation; dangling (but aligned) when `cap == 0`.
+    ptr: NonNull<u8>,
+    /// Bytes `0..len` are initialised and belong to the buffer's contents.
+    len: usize,
+    /// Size of the allocation in bytes.
+    cap: usize,
+    /// Alignment the allocation was made with (1 for buffers from a `Vec`).
+    align: usize,
+}
+
+// SAFETY: `Buf` owns its allocation exclusively, like `Vec<u8>`.
+unsafe impl Send for Buf {}
+// SAFETY: shared access only reads the bytes, like `&Vec<u8>`.
+unsafe impl Sync for Buf {}
+
+impl Buf {
+    /// An empty buffer with room for `capacity` bytes (no bytes filled).
+    pub fn with_capacity(capacity: usize) -> Buf {
+        Buf::from(Vec::with_capacity(capacity))
+    }
+
+    /// A zero-filled buffer of `capacity` bytes whose address is a multiple
+    /// of `align`, for `O_DIRECT` I/O (use the device's logical block size,
+    /// usually 512 or 4096, for both). Its length starts at 0.
+    ///
+    /// Fails with `InvalidInput` when `align` is not a power of two or the
+    /// size overflows.
+    pub fn aligned(capacity: usize, align: usize) -> io::Result<Buf> {
+        let layout = Layout::from_size_align(capacity, align).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid buffer alignment {align} for {capacity} bytes (alignment must be a power of two)"),
+            )
+        })?;
+        if capacity == 0 {
+            return Ok(Buf {
+                ptr: dangling(align),
+                len: 0,
+                cap: 0,
+                align,
+            });
+        }
+        // SAFETY: `layout` has a non-zero size.
+        let raw = unsafe { alloc::alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            alloc::handle_alloc_error(layout)
+        };
+        Ok(Buf {
+            ptr,
+            len: 0,
+            cap: capacity,
+            align,
+        })
+    }
+
+    /// A buffer holding a copy of `bytes`.
+    pub fn copy_from(bytes: &[u8]) -> Buf {
+        Buf::from(bytes.to_vec())
+    }
+
+    /// Number of filled bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no byte is filled.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Size of the allocation.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Room left after the filled bytes: what a receiving operation fills.
+    pub fn spare_capacity(&self) -> usize {
+        self.cap - self.len
+    }
+
+    /// Alignment of the allocation (1 for buffers made from a `Vec`).
+    pub fn alignment(&self) -> usize {
+        self.align
+    }
+
+    /// Forgets the filled bytes, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Shortens the filled part to `len` bytes; no effect if it is shorter.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Appends `bytes`, growing the allocation (keeping its alignment) when
+    /// needed.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.reserve(bytes.len());
+        // SAFETY: `reserve` made room for `bytes.len()` bytes after `len`;
+        // source and destination cannot overlap (`bytes` is borrowed shared
+        // while `self` is borrowed exclusively).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.as_ptr().add(self.len),
+                bytes.len(),
+            );
+        }
+        self.len += bytes.len();
+    }
+
+    /// Makes room for at least `additional` more bytes after the filled part.
+    pub fn reserve(&mut self, additional: usize) {
+        let need = self
+            .len
+            .checked_add(additional)
+            .expect("buffer size overflows usize");
+        if need <= self.cap {
+            return;
+        }
+        let new_cap = need.max(self.cap.saturating_mul(2)).max(64);
+        let mut grown = if self.align == 1 {
+            Buf::with_capacity(new_cap)
+        } else {
+            Buf::aligned(new_cap, self.align).expect("alignment was valid when the buffer was made")
+        };
+        // SAFETY: `grown` has room for `new_cap >= len` bytes; the two
+        // allocations are distinct.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), grown.ptr.as_ptr(), self.len) };
+        grown.len = self.len;
+        *self = grown;
+    }
+
+    /// The filled bytes as a `Vec<u8>`: free for buffers made from a `Vec`
+    /// or with [`Buf::with_capacity`]; a copy for aligned buffers.
+    pub fn into_vec(self) -> Vec<u8> {
+        if self.align != 1 {
+            return self.as_ref().to_vec();
+        }
+        let me = std::mem::ManuallyDrop::new(self);
+        if me.cap == 0 {
+            return Vec::new();
+        }
+        // SAFETY: `align == 1` buffers with a capacity came from a `Vec<u8>`
+        // (see `From<Vec<u8>>`), allocated with `Layout::array::<u8>(cap)`;
+        // `len <= cap` bytes are initialised; `me` is never dropped, so the
+        // allocation has exactly one owner again.
+        unsafe { Vec::from_raw_parts(me.ptr.as_ptr(), me.len, me.cap) }
+    }
+
+    /// Pointer to the start of the allocation.
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Pointer to the first spare byte (`len`), where a receive writes.
+    pub(crate) fn spare_ptr(&mut self) -> *mut u8 {
+        // SAFETY: `len <= cap`, so the result is within (or one past) the
+        // allocation.
+        unsafe { self.ptr.as_ptr().add(self.len) }
+    }
+
+    /// Records that `n` more bytes after `len` were written by the kernel.
+    ///
+    /// # Safety
+    /// The bytes `len..len + n` must have been initialised (the kernel
+    /// reported writing them), and `len + n <= cap`.
+    pub(crate) unsafe fn advance(&mut self, n: usize) {
+        debug_assert!(self.len + n <= self.cap);
+        self.len += n;
+    }
+}
+
+fn dangling(align: usize) -> NonNull<u8> {
+    // `align` is a non-zero power of two (checked by `Layout`), so it is a
+    // valid, well-aligned, non-null dangling address, the same trick
+    // `NonNull::dangling` uses for alignment 1.
+    NonNull::new(std::ptr::without_provenance_mut(align)).expect("alignment is non-zero")
+}
+
+impl From<Vec<u8>> for Buf {
+    fn from(v: Vec<u8>) -> Buf {
+        let mut v = std::mem::ManuallyDrop::new(v);
+        if v.capacity() == 0 {
+            return Buf {
+                ptr: NonNull::dangling(),
+                len: 0,
+                cap: 0,
+                align: 1,
+            };
+        }
+        Buf {
+            // SAFETY: a `Vec` with non-zero capacity has a non-null pointer.
+            ptr: unsafe { NonNull::new_unchecked(v.as_mut_ptr()) },
+            len: v.len(),
+            cap: v.capacity(),
+            align: 1,
+        }
+    }
+}
+
+impl From<Box<[u8]>> for Buf {
+    fn from(b: Box<[u8]>) -> Buf {
+        Buf::from(b.into_vec())
+    }
+}
+
+impl From<&[u8]> for Buf {
+    fn from(b: &[u8]) -> Buf {
+        Buf::copy_from(b)
+    }
+}
+
+impl From<Buf> for Vec<u8> {
+    fn from(b: Buf) -> Vec<u8> {
+        b.into_vec()
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        if self.cap == 0 {
+            return;
+        }
+        // SAFETY: the allocation was made with exactly this size and
+        // alignment (by `Vec` for align 1, by `Buf::aligned` otherwise) and
+        // is owned by `self` alone.
+        unsafe {
+            alloc::dealloc(
+                self.ptr.as_ptr(),
+                Layout::from_size_align_unchecked(self.cap, self.align),
+            )
+        };
+    }
+}
+
+impl Deref for Buf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: bytes `0..len` are initialised and owned by `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl AsRef<[u8]> for Buf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Clone for Buf {
+    /// Copies the filled bytes into a new buffer with the same capacity and
+    /// alignment.
+    fn clone(&self) -> Buf {
+        let mut b = if self.align == 1 {
+            Buf::with_capacity(self.cap)
+        } else {
+            Buf::aligned(self.cap, self.align)
+                .expect("alignment was valid when the buffer was made")
+        };
+        b.extend_from_slice(self);
+        b
+    }
+}
+
+impl PartialEq for Buf {
+    fn eq(&self, other: &Buf) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl fmt::Debug for Buf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Buf")
+            .field("len", &self.len)
+            .field("capacity", &self.cap)
+            .field("align", &self.align)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vec_round_trip_keeps_allocation() {
+        let mut v = Vec::with_capacity(100);
+        v.extend_from_slice(b"hello");
+        let p = v.as_ptr();
+        let b = Buf::from(v);
+        assert_eq!(&b[..], b"hello");
+        assert_eq!(b.capacity(), 100);
+        let v = b.into_vec();
+        assert_eq!(v.as_ptr(), p);
+        assert_eq!(v, b"hello");
+    }
+
+    #[test]
+    fn aligned_is_aligned_and_grows_aligned() {
+        let mut b = Buf::aligned(4096, 4096).unwrap();
+        assert_eq!(b.as_ptr() as usize % 4096, 0);
+        assert_eq!(b.len(), 0);
+        b.extend_from_slice(&[7u8; 5000]);
+        assert_eq!(b.as_ptr() as usize % 4096, 0);
+        assert_eq!(b.len(), 5000);
+        assert!(b.iter().all(|&x| x == 7));
+        assert_eq!(b.clone().into_vec().len(), 5000);
+    }
+
+    #[test]
+    fn bad_alignment_is_an_error() {
+        let e = Buf::aligned(10, 3).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(Buf::aligned(0, 4096).unwrap().is_empty());
+    }
+}

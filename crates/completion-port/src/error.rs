@@ -1,0 +1,153 @@
+//! Errors of the port itself (as opposed to the OS errors that packets of
+//! failed I/O carry in [`Packet::result`](crate::Packet::result)).
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+
+use crate::op::Buffers;
+use crate::Buf;
+
+/// Why [`Port::get`](crate::Port::get) or
+/// [`Port::get_many`](crate::Port::get_many) returned no packet.
+///
+/// Windows reports these two as `WAIT_TIMEOUT` and `ERROR_ABANDONED_WAIT_0`;
+/// here they are distinct variants, so a worker loop can tell "nothing to
+/// do yet" from "stop".
+#[derive(Debug)]
+pub enum GetError {
+    /// The time-out passed with no packet for this thread. No packet was
+    /// consumed.
+    Timeout,
+    /// The port is closed (before or during the wait). Nothing more will
+    /// ever be dequeued from it.
+    Closed,
+    /// The backend failed in a way the port could not absorb (for example
+    /// the kernel refused memory for the wait). The port stays usable; a
+    /// retry may succeed.
+    Io(io::Error),
+}
+
+impl fmt::Display for GetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GetError::Timeout => f.write_str("timed out waiting for a completion packet"),
+            GetError::Closed => f.write_str("the completion port is closed"),
+            GetError::Io(e) => write!(f, "waiting for completions failed: {e}"),
+        }
+    }
+}
+
+impl Error for GetError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            GetError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<GetError> for io::Error {
+    /// `Timeout` becomes `ETIMEDOUT` (kind `TimedOut`), `Closed` becomes
+    /// the [port-closed error](is_port_closed).
+    fn from(e: GetError) -> io::Error {
+        match e {
+            GetError::Timeout => io::Error::from_raw_os_error(libc::ETIMEDOUT),
+            GetError::Closed => port_closed(),
+            GetError::Io(e) => e,
+        }
+    }
+}
+
+/// The payload of the "port is closed" `io::Error`.
+#[derive(Debug)]
+struct PortClosed;
+
+impl fmt::Display for PortClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the completion port is closed")
+    }
+}
+
+impl Error for PortClosed {}
+
+/// The error for a call on a closed port (kind `BrokenPipe`: the port is a
+/// pipe of packets whose reading end is gone). Test for it with
+/// [`is_port_closed`].
+pub(crate) fn port_closed() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, PortClosed)
+}
+
+/// Whether `e` says the completion port is closed (as returned when an
+/// operation is issued or a packet posted after [`Port::close`](crate::Port::close)).
+pub fn is_port_closed(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<PortClosed>())
+}
+
+pub(crate) fn invalid_input(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg.into())
+}
+
+/// An operation or post the port refused at the call: the error, and
+/// everything the call was given, handed back untouched. No packet will
+/// come for it (spec §3.13, "failed at once").
+///
+/// `?` turns it into its `io::Error` (dropping the context and buffers).
+pub struct Rejected<C> {
+    /// Why the call was refused.
+    pub error: io::Error,
+    /// The context the call was given.
+    pub context: C,
+    pub(crate) buffers: Buffers,
+}
+
+impl<C> Rejected<C> {
+    pub(crate) fn new(error: io::Error, context: C, buffers: Buffers) -> Self {
+        Rejected {
+            error,
+            context,
+            buffers,
+        }
+    }
+
+    /// The single buffer the call was given, if it took one.
+    pub fn take_buf(&mut self) -> Option<Buf> {
+        self.buffers.take_one()
+    }
+
+    /// The buffers of a vectored call (empty for other calls).
+    pub fn take_bufs(&mut self) -> Vec<Buf> {
+        self.buffers.take_many()
+    }
+
+    /// The error, dropping the context and buffers.
+    pub fn into_error(self) -> io::Error {
+        self.error
+    }
+}
+
+impl<C> fmt::Debug for Rejected<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rejected")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> fmt::Display for Rejected<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "operation refused: {}", self.error)
+    }
+}
+
+impl<C> Error for Rejected<C> {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<C> From<Rejected<C>> for io::Error {
+    fn from(r: Rejected<C>) -> io::Error {
+        r.error
+    }
+}

@@ -1,0 +1,211 @@
+//! Association: an fd bound to one port, with the completion key that comes
+//! back in every packet of its operations.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::error::{invalid_input, Rejected};
+use crate::op::{Buffers, OpIo, OpKind, OpRecord, Token};
+use crate::port::core::Core;
+
+/// Every fd currently owned by some handle, in any port of the process.
+/// An fd number is in here from association until the last operation that
+/// uses it has completed and the fd is closed, so a double association (the
+/// same open fd owned twice, which only `unsafe` code can arrange) is
+/// refused, and a reused fd number is never confused with the old one.
+static ASSOCIATED: Mutex<BTreeSet<RawFd>> = Mutex::new(BTreeSet::new());
+
+/// Owns an associated fd. Shared by the handle's clones and by every
+/// operation in flight on it, so the fd is closed only when the handle is
+/// dropped **and** its last operation has completed: an fd number is never
+/// reused while the kernel may still act on the old file.
+pub(crate) struct FdOwner {
+    fd: OwnedFd,
+}
+
+impl FdOwner {
+    pub(crate) fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl Drop for FdOwner {
+    fn drop(&mut self) {
+        // Unregister before closing: until `fd` is closed nobody else can own
+        // this number, so no concurrent `associate` can be refused by mistake.
+        ASSOCIATED.lock().remove(&self.fd.as_raw_fd());
+    }
+}
+
+/// An association refused: the reason, and the fd handed back open.
+#[derive(Debug)]
+pub struct AssociateError {
+    /// Why the association was refused.
+    pub error: io::Error,
+    /// The fd the call was given, still open and unassociated.
+    pub fd: OwnedFd,
+}
+
+impl fmt::Display for AssociateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot associate fd {}: {}",
+            self.fd.as_raw_fd(),
+            self.error
+        )
+    }
+}
+
+impl std::error::Error for AssociateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<AssociateError> for io::Error {
+    fn from(e: AssociateError) -> io::Error {
+        e.error
+    }
+}
+
+pub(crate) fn associate<C: Send + 'static>(
+    core: &Arc<Core<C>>,
+    fd: OwnedFd,
+    key: usize,
+) -> Result<Handle<C>, AssociateError> {
+    let raw = fd.as_raw_fd();
+    if core.is_closed() {
+        return Err(AssociateError {
+            error: crate::error::port_closed(),
+            fd,
+        });
+    }
+    // An `OwnedFd` is open by contract; this catches one that unsafe code
+    // built from a closed number.
+    // SAFETY: F_GETFD only reads the fd's flags.
+    if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
+        return Err(AssociateError {
+            error: io::Error::last_os_error(),
+            fd,
+        });
+    }
+    if !ASSOCIATED.lock().insert(raw) {
+        return Err(AssociateError {
+            error: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("fd {raw} is already associated with a completion port (a handle belongs to one port for life)"),
+            ),
+            fd,
+        });
+    }
+    Ok(Handle {
+        inner: Arc::new(HandleInner {
+            core: core.clone(),
+            owner: Arc::new(FdOwner { fd }),
+            key,
+        }),
+    })
+}
+
+/// An fd associated with a port: operations issued on it queue their
+/// packets to that port, carrying its completion key.
+///
+/// Cheap to clone; clones share the fd. The fd is closed when the last
+/// clone is dropped and the last operation on it has completed. A handle
+/// keeps its port's backend alive, but not the port's open state: after
+/// [`Port::close`](crate::Port::close) every new operation is refused with the port-closed
+/// error, and the fd stays usable for blocking I/O through [`AsFd`].
+pub struct Handle<C> {
+    inner: Arc<HandleInner<C>>,
+}
+
+struct HandleInner<C> {
+    core: Arc<Core<C>>,
+    owner: Arc<FdOwner>,
+    key: usize,
+}
+
+impl<C> Clone for Handle<C> {
+    fn clone(&self) -> Self {
+        Handle {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<C> fmt::Debug for Handle<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("fd", &self.inner.owner.raw())
+            .field("key", &self.inner.key)
+            .finish()
+    }
+}
+
+impl<C> AsFd for Handle<C> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.owner.fd.as_fd()
+    }
+}
+
+impl<C> AsRawFd for Handle<C> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.owner.raw()
+    }
+}
+
+impl<C: Send + 'static> Handle<C> {
+    /// The completion key given at association.
+    pub fn key(&self) -> usize {
+        self.inner.key
+    }
+
+    /// A no-op that travels through the backend like real I/O and completes
+    /// with `Ok(0)`: for tests, benchmarks and waking the pool through the
+    /// kernel path.
+    pub fn nop(&self, context: C) -> Result<Token, Rejected<C>> {
+        self.issue(OpKind::Nop, 0, Buffers::None, context)
+    }
+
+    /// Starts an operation: boxes its record and hands it to the backend.
+    pub(crate) fn issue(
+        &self,
+        kind: OpKind,
+        offset: u64,
+        bufs: Buffers,
+        context: C,
+    ) -> Result<Token, Rejected<C>> {
+        let mut io = OpIo::new(kind, self.inner.owner.clone(), self.inner.key, bufs);
+        io.offset = offset;
+        self.inner.core.submit(OpRecord::new(io, context))
+    }
+
+    /// Like [`issue`](Self::issue), after `check` accepted the arguments.
+    pub(crate) fn issue_checked(
+        &self,
+        kind: OpKind,
+        offset: u64,
+        bufs: Buffers,
+        context: C,
+        check: impl FnOnce(&Buffers) -> Option<String>,
+    ) -> Result<Token, Rejected<C>> {
+        if let Some(msg) = check(&bufs) {
+            return Err(Rejected::new(invalid_input(msg), context, bufs));
+        }
+        self.issue(kind, offset, bufs, context)
+    }
+
+    pub(crate) fn issue_record(&self, rec: Box<OpRecord<C>>) -> Result<Token, Rejected<C>> {
+        self.inner.core.submit(rec)
+    }
+
+    pub(crate) fn new_io(&self, kind: OpKind, bufs: Buffers) -> OpIo {
+        OpIo::new(kind, self.inner.owner.clone(), self.inner.key, bufs)
+    }
+}

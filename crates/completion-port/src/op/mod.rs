@@ -1,0 +1,304 @@
+//! Overlapped operations: the heap record an operation lives in while the
+//! kernel owns it, and what its completion turns into.
+//!
+//! # Life of an operation
+//! 1. A [`Handle`](crate::Handle) method (`read_at`, `recv`, …; see
+//!    [`file`] and [`net`]) validates its arguments and boxes an
+//!    [`OpRecord`]: the fd, the buffers, the caller's context, the key.
+//! 2. The port hands `&mut record.io` to the backend
+//!    ([`Driver::submit`](crate::sys::Driver::submit)); from then on the
+//!    record belongs to the kernel and nothing in user space touches it.
+//! 3. The backend reports a [`Completion`](crate::sys::Completion) carrying
+//!    the same pointer exactly once; the port turns the record back into a
+//!    `Box` ([`OpRecord::from_completion`]) and builds the [`Packet`]
+//!    (crate::Packet) that hands buffers and context back to the user.
+
+pub mod file;
+pub mod net;
+
+use std::io;
+use std::mem;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::handle::FdOwner;
+use crate::Buf;
+
+/// Identifies one issued operation; the same value comes back in its
+/// packet ([`Packet::token`](crate::Packet::token)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token(pub(crate) u64);
+
+impl Token {
+    /// The token's number (unique in this process).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+/// What a packet reports: which call produced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PacketKind {
+    /// A packet queued by [`Port::post`](crate::Port::post).
+    Posted,
+    /// [`Handle::nop`](crate::Handle::nop).
+    Nop,
+    /// `read_at` / `read`.
+    Read,
+    /// `write_at` / `write`.
+    Write,
+    /// `recv` / `recv_vectored`.
+    Recv,
+    /// `send` / `send_vectored`.
+    Send,
+    /// `accept`: see [`Packet::take_accepted`](crate::Packet::take_accepted).
+    Accept,
+    /// `connect`.
+    Connect,
+}
+
+/// The operation, as the backends see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    Nop,
+    /// Read into the spare capacity at `offset` ([`OFFSET_CURRENT`]: the
+    /// file position, for pipes and character devices).
+    Read,
+    Write,
+    Recv,
+    Send,
+    RecvVectored,
+    SendVectored,
+    Accept,
+    Connect,
+}
+
+impl OpKind {
+    pub(crate) fn packet_kind(self) -> PacketKind {
+        match self {
+            OpKind::Nop => PacketKind::Nop,
+            OpKind::Read => PacketKind::Read,
+            OpKind::Write => PacketKind::Write,
+            OpKind::Recv | OpKind::RecvVectored => PacketKind::Recv,
+            OpKind::Send | OpKind::SendVectored => PacketKind::Send,
+            OpKind::Accept => PacketKind::Accept,
+            OpKind::Connect => PacketKind::Connect,
+        }
+    }
+}
+
+/// `offset` value meaning "the fd's current position" (what the kernel
+/// calls `-1`): used by the stream `read`/`write` of pipes.
+pub(crate) const OFFSET_CURRENT: u64 = u64::MAX;
+
+/// The buffers an operation owns.
+#[derive(Debug, Default)]
+pub(crate) enum Buffers {
+    #[default]
+    None,
+    One(Buf),
+    Many(Vec<Buf>),
+}
+
+impl Buffers {
+    pub(crate) fn take_one(&mut self) -> Option<Buf> {
+        match mem::take(self) {
+            Buffers::One(b) => Some(b),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    pub(crate) fn take_many(&mut self) -> Vec<Buf> {
+        match mem::take(self) {
+            Buffers::Many(v) => v,
+            other => {
+                *self = other;
+                Vec::new()
+            }
+        }
+    }
+
+    pub(crate) fn one_mut(&mut self) -> &mut Buf {
+        match self {
+            Buffers::One(b) => b,
+            _ => unreachable!("single-buffer op without its buffer"),
+        }
+    }
+
+    pub(crate) fn many_mut(&mut self) -> &mut [Buf] {
+        match self {
+            Buffers::Many(v) => v,
+            _ => unreachable!("vectored op without its buffers"),
+        }
+    }
+}
+
+/// The backend-independent part of an operation: everything the kernel
+/// reads or writes. Lives inside a boxed [`OpRecord`]; its address is the
+/// io_uring `user_data` and must not change while the op is in flight
+/// (hence the box).
+pub(crate) struct OpIo {
+    pub(crate) kind: OpKind,
+    pub(crate) fd: RawFd,
+    pub(crate) offset: u64,
+    pub(crate) bufs: Buffers,
+    /// Vectored ops: one entry per buffer, pointing into `bufs`' heap memory.
+    pub(crate) iov: Vec<libc::iovec>,
+    /// Vectored ops: points at `iov`.
+    pub(crate) msg: libc::msghdr,
+    /// Accept: the peer address (written by the kernel). Connect: the
+    /// address to connect to.
+    pub(crate) addr: libc::sockaddr_storage,
+    pub(crate) addr_len: libc::socklen_t,
+    /// Accept: the new socket, once completed.
+    pub(crate) accepted: Option<OwnedFd>,
+    pub(crate) key: usize,
+    pub(crate) token: Token,
+    /// Keeps the fd open (and its number reserved) until this op is gone.
+    pub(crate) _owner: Arc<FdOwner>,
+}
+
+// SAFETY: the raw pointers in `iov` and `msg` point into memory owned by this
+// same record (`bufs`, `iov`); they are only dereferenced by the kernel or the
+// backend while the record is in flight, which is never concurrent with user
+// access. Moving the record between threads is therefore like moving a
+// `Vec<u8>` and its slices together.
+unsafe impl Send for OpIo {}
+
+impl OpIo {
+    pub(crate) fn new(kind: OpKind, owner: Arc<FdOwner>, key: usize, bufs: Buffers) -> OpIo {
+        OpIo {
+            kind,
+            fd: owner.raw(),
+            offset: 0,
+            bufs,
+            iov: Vec::new(),
+            // SAFETY: all-zero is a valid `msghdr` and `sockaddr_storage`.
+            msg: unsafe { mem::zeroed() },
+            // SAFETY: as above.
+            addr: unsafe { mem::zeroed() },
+            addr_len: 0,
+            accepted: None,
+            key,
+            token: Token(NEXT_TOKEN.fetch_add(1, Ordering::Relaxed)),
+            _owner: owner,
+        }
+    }
+
+    /// Points `iov` and `msg` at the buffers. Called once the record is in
+    /// its final (boxed) place, right before submission.
+    pub(crate) fn prepare(&mut self) {
+        match self.kind {
+            OpKind::RecvVectored => {
+                self.iov = self
+                    .bufs
+                    .many_mut()
+                    .iter_mut()
+                    .map(|b| libc::iovec {
+                        iov_base: b.spare_ptr().cast(),
+                        iov_len: b.spare_capacity(),
+                    })
+                    .collect();
+            }
+            OpKind::SendVectored => {
+                self.iov = self
+                    .bufs
+                    .many_mut()
+                    .iter()
+                    .map(|b| libc::iovec {
+                        iov_base: b.as_ptr() as *mut libc::c_void,
+                        iov_len: b.len(),
+                    })
+                    .collect();
+            }
+            _ => return,
+        }
+        self.msg.msg_iov = self.iov.as_mut_ptr();
+        self.msg.msg_iovlen = self.iov.len();
+    }
+
+    /// Applies the kernel's result (`>= 0`: a count or an fd; `< 0`:
+    /// `-errno`) to the buffers and returns the packet's result.
+    pub(crate) fn complete(&mut self, res: i32) -> io::Result<usize> {
+        if res < 0 {
+            return Err(io::Error::from_raw_os_error(-res));
+        }
+        let n = res as usize;
+        match self.kind {
+            OpKind::Read | OpKind::Recv => {
+                let b = self.bufs.one_mut();
+                // The kernel never reports more than the spare capacity it was given.
+                let n = n.min(b.spare_capacity());
+                // SAFETY: the kernel wrote `n` bytes at `len..`, within the
+                // spare capacity it was given.
+                unsafe { b.advance(n) };
+            }
+            OpKind::RecvVectored => {
+                let mut left = n;
+                for b in self.bufs.many_mut() {
+                    let take = left.min(b.spare_capacity());
+                    // SAFETY: the kernel filled the iovecs in order, each up to
+                    // its buffer's spare capacity; `take` bytes landed here.
+                    unsafe { b.advance(take) };
+                    left -= take;
+                }
+            }
+            OpKind::Accept => {
+                // SAFETY: a successful accept returns a new fd that nobody
+                // else owns.
+                self.accepted = Some(unsafe { OwnedFd::from_raw_fd(res) });
+                return Ok(0);
+            }
+            OpKind::Connect | OpKind::Nop => return Ok(0),
+            OpKind::Write | OpKind::Send | OpKind::SendVectored => {}
+        }
+        Ok(n)
+    }
+}
+
+/// An operation in flight: [`OpIo`] first (backends only ever see a
+/// pointer to it), then the caller's context.
+#[repr(C)]
+pub(crate) struct OpRecord<C> {
+    /// Must stay the first field: backends get `*mut OpIo` and the port
+    /// casts it back to `*mut OpRecord<C>`.
+    pub(crate) io: OpIo,
+    /// `Some` until the packet is built.
+    pub(crate) ctx: Option<C>,
+}
+
+impl<C> OpRecord<C> {
+    pub(crate) fn new(io: OpIo, ctx: C) -> Box<Self> {
+        Box::new(OpRecord { io, ctx: Some(ctx) })
+    }
+
+    /// Takes back a record that a backend reported complete.
+    ///
+    /// # Safety
+    /// `io` must come from [`Box::into_raw`] of a `Box<OpRecord<C>>` (with
+    /// this same `C`) whose ownership was handed to the backend, and the
+    /// backend must report it exactly once.
+    pub(crate) unsafe fn from_completion(io: std::ptr::NonNull<OpIo>) -> Box<Self> {
+        // SAFETY: `OpRecord<C>` is `repr(C)` with `io` first, so the two
+        // pointers are equal; ownership comes back exactly once per the
+        // caller's contract.
+        unsafe { Box::from_raw(io.as_ptr().cast::<OpRecord<C>>()) }
+    }
+}
+
+/// A socket accepted by [`Handle::accept`](crate::Handle::accept): not yet
+/// associated with any port.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The new connection.
+    pub socket: socket2::Socket,
+    /// The peer's address.
+    pub peer: socket2::SockAddr,
+}

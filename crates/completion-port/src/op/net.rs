@@ -1,0 +1,104 @@
+//! Socket operations: `recv`/`send` (and vectored), `accept`, `connect`.
+
+use socket2::SockAddr;
+
+use crate::error::{invalid_input, Rejected};
+use crate::op::file::{check_len, filled, spare};
+use crate::op::{Buffers, OpKind, OpRecord, Token};
+use crate::{Buf, Handle};
+
+/// Most buffers one vectored call takes (the kernel's `UIO_MAXIOV`).
+pub const MAX_IOVECS: usize = 1024;
+
+fn check_vectored(bufs: &Buffers, measure: impl Fn(&Buf) -> usize) -> Option<String> {
+    let Buffers::Many(v) = bufs else { return None };
+    if v.is_empty() {
+        return Some("a vectored operation needs at least one buffer".into());
+    }
+    if v.len() > MAX_IOVECS {
+        return Some(format!(
+            "{} buffers exceed the limit of {MAX_IOVECS} per vectored operation",
+            v.len()
+        ));
+    }
+    let total = v.iter().map(&measure).fold(0usize, usize::saturating_add);
+    check_len("vectored transfer", total)
+}
+
+impl<C: Send + 'static> Handle<C> {
+    /// Receives into `buf`'s spare capacity. The packet's result is the
+    /// number of bytes received; `Ok(0)` when the peer closed gracefully
+    /// (or, with no spare capacity, when data became available: the
+    /// zero-byte receive idiom of spec §7.30).
+    ///
+    /// A reset by the peer arrives as `ECONNRESET` (kind `ConnectionReset`).
+    pub fn recv(&self, buf: Buf, context: C) -> Result<Token, Rejected<C>> {
+        self.issue_checked(OpKind::Recv, 0, Buffers::One(buf), context, |b| {
+            check_len("receive", spare(b))
+        })
+    }
+
+    /// Sends `buf`'s filled bytes; the packet's result is the number of
+    /// bytes the stack accepted (it may be less than `buf.len()`). Never
+    /// raises `SIGPIPE`: a closed peer gives `EPIPE`.
+    pub fn send(&self, buf: Buf, context: C) -> Result<Token, Rejected<C>> {
+        self.issue_checked(OpKind::Send, 0, Buffers::One(buf), context, |b| {
+            check_len("send", filled(b))
+        })
+    }
+
+    /// Receives into the spare capacity of several buffers, filled in order
+    /// (scatter). Get them back with
+    /// [`Packet::take_bufs`](crate::Packet::take_bufs). Needs 1 to
+    /// [`MAX_IOVECS`] buffers.
+    pub fn recv_vectored(&self, bufs: Vec<Buf>, context: C) -> Result<Token, Rejected<C>> {
+        self.issue_checked(OpKind::RecvVectored, 0, Buffers::Many(bufs), context, |b| {
+            check_vectored(b, Buf::spare_capacity)
+        })
+    }
+
+    /// Sends the filled bytes of several buffers in order (gather). Needs 1
+    /// to [`MAX_IOVECS`] buffers.
+    pub fn send_vectored(&self, bufs: Vec<Buf>, context: C) -> Result<Token, Rejected<C>> {
+        self.issue_checked(OpKind::SendVectored, 0, Buffers::Many(bufs), context, |b| {
+            check_vectored(b, Buf::len)
+        })
+    }
+
+    /// Accepts one connection on this listening socket. The packet comes to
+    /// this handle's port with this handle's key (as `AcceptEx` does) and
+    /// yields the new socket, not associated with any port, through
+    /// [`Packet::take_accepted`](crate::Packet::take_accepted). The new
+    /// socket is close-on-exec.
+    pub fn accept(&self, context: C) -> Result<Token, Rejected<C>> {
+        let mut io = self.new_io(OpKind::Accept, Buffers::None);
+        io.addr_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        self.issue_record(OpRecord::new(io, context))
+    }
+
+    /// Connects this socket to `addr`; the packet's result is `Ok(0)` once
+    /// connected, or the connection error (`ECONNREFUSED`, …).
+    pub fn connect(&self, addr: impl Into<SockAddr>, context: C) -> Result<Token, Rejected<C>> {
+        let addr: SockAddr = addr.into();
+        let len = addr.len() as usize;
+        if len > std::mem::size_of::<libc::sockaddr_storage>() {
+            return Err(Rejected::new(
+                invalid_input("socket address too long"),
+                context,
+                Buffers::None,
+            ));
+        }
+        let mut io = self.new_io(OpKind::Connect, Buffers::None);
+        // SAFETY: `addr` holds `len` initialised bytes of a sockaddr, and
+        // `io.addr` has room for them (checked above); distinct objects.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                addr.as_ptr().cast::<u8>(),
+                (&mut io.addr as *mut libc::sockaddr_storage).cast::<u8>(),
+                len,
+            )
+        };
+        io.addr_len = addr.len();
+        self.issue_record(OpRecord::new(io, context))
+    }
+}

@@ -1,0 +1,463 @@
+//! The port's state machine: where packets are queued and dequeued, and
+//! which thread waits where. Backend-independent: the kernel is reached only
+//! through [`Driver`].
+//!
+//! # Roles of a waiting thread
+//! - At most one **leader** waits in the kernel (`Driver::wait`) for
+//!   completions. When it returns it queues what it reaped, takes a packet
+//!   if the concurrency value allows, and gives up the leadership.
+//! - Every other waiter is **parked** in user space on a LIFO stack
+//!   (`State::waiters`, top = last). Packets are handed to parked threads
+//!   directly, top first ([`Waiter`] describes the hand-off).
+//!
+//! # Invariants (all under the state lock)
+//! 1. `running` is the number of threads counted as running (see
+//!    `running.rs`); a packet is taken by, or handed to, a thread only while
+//!    `running < concurrency`, and `running` is incremented in the same
+//!    critical section.
+//! 2. After every change (`dispatch`): if `running < concurrency` and a
+//!    thread is parked, then the queue is empty and a leader exists. So a
+//!    queued packet never waits while a thread that may take it sleeps, and
+//!    the ring is never left unwatched while a waiter could use a
+//!    completion.
+//! 3. `leader` is true from the moment a thread takes (or is given) the
+//!    leadership until it has re-taken the lock after its kernel wait.
+//!    `leader_woken` records that a wake request is already on its way, so
+//!    a burst of posts costs one wake, not one per post.
+//! 4. Packets are only queued while `!closed`; `close` empties the queue
+//!    and the stack in the same critical section that sets `closed`.
+//! 5. Nothing is dropped, unparked or submitted under the lock: that work is
+//!    collected in [`Deferred`] and done after release (a context's `Drop`
+//!    may call back into the port).
+
+use std::collections::VecDeque;
+use std::mem;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard};
+
+use super::running::{self, Accounting};
+use super::waiter::{Waiter, Wake};
+use crate::error::{port_closed, GetError, Rejected};
+use crate::op::{Buffers, OpRecord, Token};
+use crate::sys::{Completion, Driver};
+use crate::{Packet, PortStats};
+
+static NEXT_PORT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) struct Core<C> {
+    id: u64,
+    pub(crate) concurrency: usize,
+    pub(crate) driver: Driver,
+    state: Mutex<State<C>>,
+    /// Operations handed to the driver and not yet turned into packets.
+    in_flight: AtomicUsize,
+    /// Set once by `close` (also mirrored in `State::closed`).
+    closed: AtomicBool,
+    me: Weak<Core<C>>,
+}
+
+struct State<C> {
+    /// FIFO of packets ready to be dequeued.
+    queue: VecDeque<Packet<C>>,
+    /// Parked threads, LIFO (the last element is released first).
+    waiters: Vec<Arc<Waiter<C>>>,
+    /// Threads counted as running for this port (invariant 1).
+    running: usize,
+    /// A thread holds the leadership (invariant 3).
+    leader: bool,
+    /// A wake is already on its way to the leader.
+    leader_woken: bool,
+    closed: bool,
+    /// Packets dequeued since creation (statistics).
+    dequeued: u64,
+}
+
+/// Work collected under the state lock and done after releasing it.
+struct Deferred<C> {
+    unpark: Vec<Arc<Waiter<C>>>,
+    wake_leader: bool,
+    drop: Vec<Packet<C>>,
+}
+
+impl<C> Default for Deferred<C> {
+    fn default() -> Self {
+        Deferred {
+            unpark: Vec::new(),
+            wake_leader: false,
+            drop: Vec::new(),
+        }
+    }
+}
+
+impl<C: Send + 'static> Core<C> {
+    pub(crate) fn new(concurrency: usize, driver: Driver) -> Arc<Core<C>> {
+        Arc::new_cyclic(|me| Core {
+            id: NEXT_PORT_ID.fetch_add(1, Ordering::Relaxed),
+            concurrency,
+            driver,
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                waiters: Vec::new(),
+                running: 0,
+                leader: false,
+                leader_woken: false,
+                closed: false,
+                dequeued: 0,
+            }),
+            in_flight: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            me: me.clone(),
+        })
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn stats(&self) -> PortStats {
+        let st = self.state.lock();
+        PortStats {
+            queued: st.queue.len(),
+            running: st.running,
+            parked: st.waiters.len(),
+            leader: st.leader,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            dequeued: st.dequeued,
+        }
+    }
+
+    /// Hands an operation to the backend. On refusal everything comes back.
+    pub(crate) fn submit(&self, rec: Box<OpRecord<C>>) -> Result<Token, Rejected<C>> {
+        let token = rec.io.token;
+        let raw = Box::into_raw(rec);
+        // SAFETY: `raw` comes from `Box::into_raw`, so it is valid and
+        // unaliased; `io` is its first field.
+        let io = unsafe { &mut (*raw).io };
+        io.prepare();
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let mut spill = Vec::new();
+        let r = self.driver.submit(std::ptr::NonNull::from(io), &mut spill);
+        self.absorb(spill);
+        match r {
+            // From here on the record belongs to the backend: not touched.
+            Ok(()) => Ok(token),
+            Err(error) => {
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                // SAFETY: the driver refused the op, so ownership never left us.
+                let mut rec = unsafe { Box::from_raw(raw) };
+                let bufs = mem::take(&mut rec.io.bufs);
+                let ctx = rec.ctx.take().expect("context present until completion");
+                Err(Rejected::new(error, ctx, bufs))
+            }
+        }
+    }
+
+    /// Queues a user packet.
+    pub(crate) fn post(&self, key: usize, bytes: usize, context: C) -> Result<(), Rejected<C>> {
+        let mut later = Deferred::default();
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(Rejected::new(port_closed(), context, Buffers::None));
+        }
+        st.queue.push_back(Packet::posted(key, bytes, context));
+        self.dispatch(&mut st, &mut later);
+        drop(st);
+        self.run(later);
+        Ok(())
+    }
+
+    /// Dequeues one packet for the calling thread (spec §4.17, §1.3–1.5).
+    pub(crate) fn get(&self, timeout: Option<Duration>) -> Result<Packet<C>, GetError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let was_running = running::begin_get(self.id);
+        let mut later = Deferred::default();
+        let mut st = self.state.lock();
+        if was_running {
+            // It asked again: it stops counting (spec §1.4), and may take the
+            // next packet at once below without any hand-off (§1.5).
+            st.running -= 1;
+        }
+        // `leading`: this thread owns `st.leader`.
+        let mut leading = false;
+        let outcome = loop {
+            if st.closed {
+                if leading {
+                    st.leader = false;
+                }
+                break Err(GetError::Closed);
+            }
+            if st.running < self.concurrency {
+                if let Some(p) = st.queue.pop_front() {
+                    if leading {
+                        st.leader = false;
+                    }
+                    st.running += 1;
+                    st.dequeued += 1;
+                    self.dispatch(&mut st, &mut later);
+                    break Ok(p);
+                }
+                // Nothing queued: collect ready completions without blocking.
+                st = self.reap_unlocked(st, &mut later);
+                if !st.queue.is_empty() || st.closed {
+                    continue;
+                }
+            }
+            if leading && st.running >= self.concurrency {
+                // Promoted, but the slots filled meanwhile: nothing to lead for.
+                st.leader = false;
+                leading = false;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                if leading {
+                    st.leader = false;
+                    self.dispatch(&mut st, &mut later);
+                }
+                break Err(GetError::Timeout);
+            }
+            if !leading && !st.leader && st.running < self.concurrency {
+                st.leader = true;
+                st.leader_woken = false;
+                leading = true;
+            }
+            if leading {
+                // Wait in the kernel, without the lock.
+                drop(st);
+                self.run(mem::take(&mut later));
+                let mut done = Vec::new();
+                let r = self.driver.wait(deadline, &mut done);
+                st = self.state.lock();
+                st.leader = false;
+                st.leader_woken = false;
+                leading = false;
+                self.enqueue(&mut st, done, &mut later);
+                if let Err(e) = r {
+                    self.dispatch(&mut st, &mut later);
+                    break Err(GetError::Io(e));
+                }
+                continue;
+            }
+            // Park (LIFO), after a last look at the queue above (done under
+            // this same lock hold: no lost wake-up).
+            let me = Arc::new(Waiter::new());
+            st.waiters.push(me.clone());
+            self.dispatch(&mut st, &mut later);
+            drop(st);
+            self.run(mem::take(&mut later));
+            match me.park(deadline) {
+                Some(Wake::Packet(p)) => {
+                    // The giver counted this thread as running already.
+                    running::counted(self.id, || self.me.clone() as Weak<dyn Accounting>);
+                    return Ok(p);
+                }
+                Some(Wake::Closed) => return Err(GetError::Closed),
+                Some(Wake::Lead) => {
+                    st = self.state.lock();
+                    leading = true;
+                }
+                None => {
+                    // Timed out: settle the race with a giver under the lock.
+                    st = self.state.lock();
+                    match me.take() {
+                        Some(Wake::Packet(p)) => break Ok(p),
+                        Some(Wake::Closed) => break Err(GetError::Closed),
+                        Some(Wake::Lead) => leading = true,
+                        None => {
+                            let pos = st.waiters.iter().rposition(|w| Arc::ptr_eq(w, &me));
+                            st.waiters
+                                .remove(pos.expect("a waiter given nothing is still on the stack"));
+                        }
+                    }
+                }
+            }
+        };
+        drop(st);
+        self.run(later);
+        if outcome.is_ok() {
+            running::counted(self.id, || self.me.clone() as Weak<dyn Accounting>);
+        }
+        outcome
+    }
+
+    /// Takes up to `max - 1` more packets for a thread that just got one
+    /// (spec §4.18: what is queued, without waiting).
+    pub(crate) fn take_more(&self, out: &mut Vec<Packet<C>>, max: usize) {
+        let mut later = Deferred::default();
+        let mut st = self.state.lock();
+        let mut want = max;
+        while want > 0 {
+            if let Some(p) = st.queue.pop_front() {
+                out.push(p);
+                st.dequeued += 1;
+                want -= 1;
+                continue;
+            }
+            let before = st.queue.len();
+            st = self.reap_unlocked(st, &mut later);
+            if st.queue.len() == before {
+                break;
+            }
+        }
+        drop(st);
+        self.run(later);
+    }
+
+    /// Reaps ready completions with the lock released, then re-locks and
+    /// queues them.
+    fn reap_unlocked<'a>(
+        &'a self,
+        st: MutexGuard<'a, State<C>>,
+        later: &mut Deferred<C>,
+    ) -> MutexGuard<'a, State<C>> {
+        drop(st);
+        let mut done = Vec::new();
+        self.driver.reap(&mut done);
+        let mut st = self.state.lock();
+        if !done.is_empty() {
+            self.enqueue(&mut st, done, later);
+        }
+        st
+    }
+
+    /// Turns completions into packets and queues them (or drops them after
+    /// the lock if the port is closed), then dispatches.
+    fn enqueue(&self, st: &mut State<C>, done: Vec<Completion>, later: &mut Deferred<C>) {
+        if done.is_empty() {
+            return;
+        }
+        self.in_flight.fetch_sub(done.len(), Ordering::AcqRel);
+        for c in done {
+            // SAFETY: every op this port's driver reports was submitted by
+            // `Core::<C>::submit` (so it is an `OpRecord<C>`), and the
+            // driver reports each exactly once.
+            let p = unsafe { Packet::completed(c) };
+            if st.closed {
+                later.drop.push(p);
+            } else {
+                st.queue.push_back(p);
+            }
+        }
+        self.dispatch(st, later);
+    }
+
+    /// Restores invariant 2 after any change of the state.
+    fn dispatch(&self, st: &mut State<C>, later: &mut Deferred<C>) {
+        if st.closed {
+            return;
+        }
+        while st.running < self.concurrency && !st.queue.is_empty() {
+            let Some(w) = st.waiters.pop() else { break };
+            let p = st.queue.pop_front().expect("queue is not empty");
+            st.running += 1;
+            st.dequeued += 1;
+            w.give(Wake::Packet(p));
+            later.unpark.push(w);
+        }
+        if st.running < self.concurrency && !st.leader {
+            if let Some(w) = st.waiters.pop() {
+                st.leader = true;
+                st.leader_woken = false;
+                w.give(Wake::Lead);
+                later.unpark.push(w);
+            }
+        }
+        if st.running < self.concurrency && !st.queue.is_empty() && st.leader && !st.leader_woken {
+            // No parked thread, but the leader may take these: wake it.
+            st.leader_woken = true;
+            later.wake_leader = true;
+        }
+    }
+
+    /// Does the work collected under the lock.
+    fn run(&self, later: Deferred<C>) {
+        for w in &later.unpark {
+            w.unpark();
+        }
+        if later.wake_leader {
+            let mut spill = Vec::new();
+            self.driver.wake(&mut spill);
+            self.absorb(spill);
+        }
+        drop(later.drop);
+    }
+
+    /// Queues completions a backend collected as a side effect.
+    fn absorb(&self, spill: Vec<Completion>) {
+        if spill.is_empty() {
+            return;
+        }
+        let mut later = Deferred::default();
+        let mut st = self.state.lock();
+        self.enqueue(&mut st, spill, &mut later);
+        drop(st);
+        self.run(later);
+    }
+
+    /// Closes the port: waiters get `Closed`, queued packets are dropped,
+    /// in-flight operations are cancelled and reaped (their buffers and
+    /// contexts dropped exactly once). Returns once nothing is in flight.
+    pub(crate) fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut spill = Vec::new();
+        self.driver.shutdown(&mut spill);
+        let mut st = self.state.lock();
+        st.closed = true;
+        let queued = mem::take(&mut st.queue);
+        let waiters = mem::take(&mut st.waiters);
+        for w in &waiters {
+            w.give(Wake::Closed);
+        }
+        let leader = st.leader;
+        drop(st);
+        for w in &waiters {
+            w.unpark();
+        }
+        drop(queued);
+        let mut later = Deferred::default();
+        if leader {
+            self.driver.wake(&mut spill);
+        }
+        self.enqueue(&mut self.state.lock(), spill, &mut later);
+        self.run(later);
+        // Reap until every cancelled op is back. The leader, if any, reaps
+        // too (and drops what it gets), so wait in short slices.
+        while self.in_flight.load(Ordering::Acquire) > 0 {
+            let mut done = Vec::new();
+            let r = self
+                .driver
+                .wait(Some(Instant::now() + Duration::from_millis(20)), &mut done);
+            let mut later = Deferred::default();
+            self.enqueue(&mut self.state.lock(), done, &mut later);
+            self.run(later);
+            if let Err(e) = r {
+                tracing::error!(
+                    "completion port: reaping cancelled operations at close failed: {e}"
+                );
+                break;
+            }
+        }
+    }
+}
+
+impl<C: Send + 'static> Accounting for Core<C> {
+    fn count_down(&self) {
+        let mut later = Deferred::default();
+        let mut st = self.state.lock();
+        st.running = st.running.saturating_sub(1);
+        self.dispatch(&mut st, &mut later);
+        drop(st);
+        self.run(later);
+    }
+
+    fn count_up(&self) {
+        self.state.lock().running += 1;
+    }
+}

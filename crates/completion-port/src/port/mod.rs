@@ -1,0 +1,373 @@
+//! [`Port`]: the completion port, and [`PortBuilder`].
+//!
+//! # Where a packet goes
+//! - **Born**: [`Port::post`], or a backend reporting an operation complete
+//!   (`Packet::completed` in `packet.rs`).
+//! - **Queued**: `Core::enqueue`/`Core::post` in `core.rs` push it on the
+//!   FIFO queue, or `Core::dispatch` hands it straight to a parked thread.
+//! - **Dequeued**: `Core::get` in `core.rs`.
+//!
+//! # Concurrency value: what this library sees, compared with Windows
+//! On Windows the scheduler knows when a thread that runs completions of a
+//! port blocks on *anything*, and lets another waiter run. A user-space
+//! library cannot see that. This port counts a thread as running from the
+//! moment `get` returns it a packet until:
+//! - it calls `get` or `get_many` again (on any port — a thread belongs to
+//!   one port at a time),
+//! - it enters an explicit blocking scope ([`Port::blocking`],
+//!   [`Port::blocking_guard`]), or
+//! - it exits (a thread-local destructor counts it down).
+//!
+//! A thread that blocks *without* saying so (a blocking `read`, a sleep, a
+//! contended mutex) still counts as running, so with a small concurrency
+//! value it can hold back other waiters. Wrap such calls in
+//! [`Port::blocking`]. When the scope ends, the thread counts again, which
+//! may take the count above the concurrency value for a while, exactly as
+//! on Windows; no packet is handed out until it falls back below.
+//!
+//! # Other documented differences from Windows
+//! - `get` returns [`GetError::Timeout`] / [`GetError::Closed`] instead of
+//!   `WAIT_TIMEOUT` / `ERROR_ABANDONED_WAIT_0`.
+//! - Errors the **kernel** reports for an operation (for example
+//!   `ENOTCONN`, `EBADF` on a wrong kind of fd) arrive in its packet; only
+//!   argument and state checks (closed port, oversized buffer, empty
+//!   vectored list) fail at the call. Windows reports some kernel errors at
+//!   the call instead (spec §3.13).
+//! - A read at or past the end of a file completes with `Ok(0)`, the Rust
+//!   convention, where Windows fails it with `ERROR_HANDLE_EOF` (spec §5.24).
+//! - `close` waits until every operation in flight was cancelled and
+//!   reaped, so that their buffers are freed before it returns.
+//!
+//! [`GetError::Timeout`]: crate::GetError::Timeout
+//! [`GetError::Closed`]: crate::GetError::Closed
+
+pub(crate) mod core;
+mod packet;
+pub(crate) mod running;
+mod waiter;
+
+use std::fmt;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use packet::Packet;
+pub use running::BlockingGuard;
+
+use self::core::Core;
+use crate::error::{invalid_input, GetError, Rejected};
+use crate::handle::{associate, AssociateError};
+use crate::sys::{Backend, Config, Driver};
+use crate::Handle;
+
+/// A completion port: a FIFO queue of completion packets that any number of
+/// threads dequeue from, LIFO, at most `concurrency` of them running at
+/// once.
+///
+/// `C` is the per-operation context (the typed "OVERLAPPED"): every
+/// operation and every post carries one, and its packet hands it back.
+///
+/// Cheap to clone (`Arc`); all clones are the same port. The port closes on
+/// [`close`](Self::close) or when the last clone is dropped.
+///
+/// ```
+/// use completion_port::Port;
+/// use std::time::Duration;
+///
+/// # fn main() -> std::io::Result<()> {
+/// let port = Port::<String>::new(0)?;
+/// let workers: Vec<_> = (0..4)
+///     .map(|_| {
+///         let port = port.clone();
+///         std::thread::spawn(move || {
+///             let mut handled = 0;
+///             // Each worker exits on its "stop" packet (key 0).
+///             while let Ok(packet) = port.get(Some(Duration::from_secs(10))) {
+///                 if packet.key == 0 {
+///                     break;
+///                 }
+///                 assert_eq!(packet.context, format!("job {}", packet.key));
+///                 handled += 1;
+///             }
+///             handled
+///         })
+///     })
+///     .collect();
+/// for job in 1..=100 {
+///     port.post(job, 0, format!("job {job}"))?;
+/// }
+/// for _ in 0..4 {
+///     port.post(0, 0, String::new())?;
+/// }
+/// let handled: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+/// assert_eq!(handled, 100);
+/// # Ok(()) }
+/// ```
+pub struct Port<C: Send + 'static> {
+    inner: Arc<Owner<C>>,
+}
+
+/// Closes the core when the last `Port` clone goes. Handles keep the core
+/// (backend) alive, but not the port open.
+struct Owner<C: Send + 'static> {
+    core: Arc<Core<C>>,
+}
+
+impl<C: Send + 'static> Drop for Owner<C> {
+    fn drop(&mut self) {
+        self.core.close();
+    }
+}
+
+impl<C: Send + 'static> Clone for Port<C> {
+    fn clone(&self) -> Self {
+        Port {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// A snapshot of a port's counters, for monitoring and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PortStats {
+    /// Packets queued and not yet dequeued.
+    pub queued: usize,
+    /// Threads counted as running (may exceed the concurrency value for a
+    /// while after a blocking scope ends).
+    pub running: usize,
+    /// Threads parked in user space (not counting the leader).
+    pub parked: usize,
+    /// Whether a thread waits in the kernel for completions.
+    pub leader: bool,
+    /// Operations issued whose completion has not been reaped yet.
+    pub in_flight: usize,
+    /// Packets dequeued since the port was created.
+    pub dequeued: u64,
+}
+
+impl<C: Send + 'static> Port<C> {
+    /// A port with the given concurrency value (0: the number of CPUs this
+    /// process may run on) and default settings.
+    pub fn new(concurrency: usize) -> io::Result<Port<C>> {
+        PortBuilder::new().concurrency(concurrency).build()
+    }
+
+    /// A builder for the other settings.
+    pub fn builder() -> PortBuilder {
+        PortBuilder::new()
+    }
+
+    /// Associates `fd` (a `File`, `TcpListener`, `TcpStream`, `UdpSocket`,
+    /// `UnixStream`, `socket2::Socket`, pipe end, …) with this port: every
+    /// operation issued on the returned handle queues its packet here,
+    /// carrying `key`. The handle owns the fd from now on.
+    ///
+    /// Refused, with the fd handed back open, when the port is closed or the
+    /// fd is already associated with a port (spec §2.8).
+    pub fn associate(
+        &self,
+        fd: impl Into<OwnedFd>,
+        key: usize,
+    ) -> Result<Handle<C>, AssociateError> {
+        associate(&self.inner.core, fd.into(), key)
+    }
+
+    /// Dequeues one packet, waiting up to `timeout` (`None`: forever;
+    /// `Some(Duration::ZERO)`: poll).
+    ///
+    /// Returns at once with the oldest queued packet when the calling thread
+    /// may run (fewer than `concurrency` threads are running, counting this
+    /// one out since it asked again); otherwise waits, and waiting threads
+    /// are served last-in first-out.
+    pub fn get(&self, timeout: Option<Duration>) -> Result<Packet<C>, GetError> {
+        self.inner.core.get(timeout)
+    }
+
+    /// Waits like [`get`](Self::get) for one packet, then also takes
+    /// whatever else is queued, up to `max` packets in all, without waiting
+    /// for more (spec §4.18). Appends to `out`; returns how many were
+    /// added. `max == 0` is refused with `InvalidInput`.
+    pub fn get_many(
+        &self,
+        out: &mut Vec<Packet<C>>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize, GetError> {
+        if max == 0 {
+            return Err(GetError::Io(invalid_input(
+                "get_many needs room for at least one packet",
+            )));
+        }
+        let first = self.inner.core.get(timeout)?;
+        let before = out.len();
+        out.push(first);
+        self.inner.core.take_more(out, max - 1);
+        Ok(out.len() - before)
+    }
+
+    /// Queues a packet carrying exactly `key`, `Ok(bytes)` and `context`;
+    /// no I/O is involved (spec §4.19). Refused (context handed back) when
+    /// the port is closed.
+    pub fn post(&self, key: usize, bytes: usize, context: C) -> Result<(), Rejected<C>> {
+        self.inner.core.post(key, bytes, context)
+    }
+
+    /// Closes the port: every waiting thread returns [`GetError::Closed`],
+    /// queued packets are dropped, operations in flight are cancelled and
+    /// their buffers and contexts dropped; later calls are refused. Returns
+    /// once nothing is in flight any more. Handles stay open for blocking
+    /// I/O. Closing twice is harmless.
+    pub fn close(&self) {
+        self.inner.core.close();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.core.is_closed()
+    }
+
+    /// The concurrency value in force (0 was resolved to the CPU count).
+    pub fn concurrency(&self) -> usize {
+        self.inner.core.concurrency
+    }
+
+    /// The backend running this port's I/O.
+    pub fn backend(&self) -> Backend {
+        self.inner.core.driver.backend()
+    }
+
+    /// A snapshot of the port's counters.
+    pub fn stats(&self) -> PortStats {
+        self.inner.core.stats()
+    }
+
+    /// Runs `f` in a blocking scope: while it runs, the calling thread does
+    /// not count as running for the port it last dequeued from, so another
+    /// waiter may be released (see the [module docs](self)). A thread that
+    /// is not running for any port is unaffected.
+    pub fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _g = self.blocking_guard();
+        f()
+    }
+
+    /// Opens a blocking scope that lasts until the guard is dropped; see
+    /// [`blocking`](Self::blocking).
+    pub fn blocking_guard(&self) -> BlockingGuard {
+        BlockingGuard::enter()
+    }
+
+    /// Whether the calling thread counts as running for this port.
+    pub fn is_running_here(&self) -> bool {
+        running::is_counted_for_core(&self.inner.core)
+    }
+}
+
+impl<C: Send + 'static> fmt::Debug for Port<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Port").finish_non_exhaustive()
+    }
+}
+
+/// Settings of a new [`Port`].
+#[derive(Debug, Clone)]
+pub struct PortBuilder {
+    concurrency: usize,
+    entries: u32,
+    backend: Backend,
+}
+
+impl Default for PortBuilder {
+    fn default() -> Self {
+        PortBuilder::new()
+    }
+}
+
+impl PortBuilder {
+    /// Defaults: concurrency 0 (one per CPU), 256 ring entries, automatic
+    /// backend.
+    pub fn new() -> PortBuilder {
+        PortBuilder {
+            concurrency: 0,
+            entries: 256,
+            backend: Backend::Auto,
+        }
+    }
+
+    /// How many threads may run completions of this port at once. 0 (the
+    /// default) means the number of CPUs in this process's affinity mask.
+    /// Windows servers often use 0, or 2× CPUs when handlers block.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Size of the submission ring (io_uring entries; rounded up to a power
+    /// of two, clamped to the kernel's maximum). It bounds how many
+    /// operations are handed to the kernel per system call, not how many may
+    /// be in flight: a full ring is flushed, never an error. The completion
+    /// ring is four times larger. Default 256; raise it for servers that
+    /// issue thousands of operations per wake.
+    pub fn entries(mut self, n: u32) -> Self {
+        self.entries = n;
+        self
+    }
+
+    /// Which backend to use; [`Backend::Auto`] (default) honours the
+    /// `CPORT_BACKEND` environment variable.
+    pub fn backend(mut self, b: Backend) -> Self {
+        self.backend = b;
+        self
+    }
+
+    /// Creates the port.
+    ///
+    /// Fails with a message naming the cause when the backend cannot start
+    /// (io_uring denied by seccomp or `kernel.io_uring_disabled`, kernel too
+    /// old, locked-memory limit) and with `InvalidInput` for 0 entries.
+    pub fn build<C: Send + 'static>(self) -> io::Result<Port<C>> {
+        if self.entries == 0 {
+            return Err(invalid_input("a port needs at least one ring entry"));
+        }
+        let concurrency = if self.concurrency == 0 {
+            cpu_count()
+        } else {
+            self.concurrency
+        };
+        let driver = Driver::open(
+            self.backend,
+            Config {
+                entries: self.entries.min(32768),
+            },
+        )?;
+        Ok(Port::from_core(Core::new(concurrency, driver)))
+    }
+}
+
+impl<C: Send + 'static> Port<C> {
+    fn from_core(core: Arc<Core<C>>) -> Port<C> {
+        Port {
+            inner: Arc::new(Owner { core }),
+        }
+    }
+}
+
+/// CPUs in this process's affinity mask (at least 1).
+pub(crate) fn cpu_count() -> usize {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity
+    // writes at most `size_of::<cpu_set_t>()` bytes into it.
+    let n = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            libc::CPU_COUNT(&set) as usize
+        } else {
+            0
+        }
+    };
+    if n > 0 {
+        n
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}

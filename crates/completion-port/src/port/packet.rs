@@ -1,0 +1,133 @@
+//! [`Packet`]: one completion, as dequeued from a port.
+//!
+//! Packets are born in two places: [`Port::post`](crate::Port::post)
+//! ([`Packet::posted`]) and the completion of an operation
+//! ([`Packet::completed`], called by the port when a backend reports it).
+//! They wait in the port's FIFO queue (`port/core.rs`) until a `get` takes
+//! them.
+
+use std::fmt;
+use std::io;
+
+use crate::op::{Accepted, OpRecord, PacketKind, Token};
+use crate::sys::Completion;
+use crate::Buf;
+
+/// A completion packet: the key of the handle (or of the post), the
+/// result, the context given when the operation was issued, and the
+/// operation's buffers, handed back.
+///
+/// `key`, `result` and `context` are public fields; the buffers and the
+/// accepted socket are taken out with [`take_buf`](Self::take_buf),
+/// [`take_bufs`](Self::take_bufs) and [`take_accepted`](Self::take_accepted)
+/// (take them before moving `context` out of the packet).
+pub struct Packet<C> {
+    /// The completion key of the handle the operation was issued on, or the
+    /// key given to `post`.
+    pub key: usize,
+    /// Bytes transferred, or the OS error the operation failed with
+    /// (`raw_os_error()` holds the errno). For posts, the `bytes` given.
+    pub result: io::Result<usize>,
+    /// The per-operation context (the "OVERLAPPED"), or the one given to
+    /// `post`.
+    pub context: C,
+    kind: PacketKind,
+    /// `None` for posted packets; for operations the record, kept for its
+    /// buffers (its own context slot is empty: it moved to `context`).
+    op: Option<Box<OpRecord<C>>>,
+}
+
+impl<C> Packet<C> {
+    pub(crate) fn posted(key: usize, bytes: usize, context: C) -> Self {
+        Packet {
+            key,
+            result: Ok(bytes),
+            context,
+            kind: PacketKind::Posted,
+            op: None,
+        }
+    }
+
+    /// Builds the packet of an operation the backend reported complete.
+    ///
+    /// # Safety
+    /// As [`OpRecord::from_completion`]: `c.op` is a record of this port
+    /// (same `C`), reported exactly once.
+    pub(crate) unsafe fn completed(c: Completion) -> Self {
+        // SAFETY: forwarded to the caller.
+        let mut rec = unsafe { OpRecord::<C>::from_completion(c.op) };
+        let result = rec.io.complete(c.res);
+        let context = rec
+            .ctx
+            .take()
+            .expect("an op record holds its context until completion");
+        Packet {
+            key: rec.io.key,
+            result,
+            context,
+            kind: rec.io.kind.packet_kind(),
+            op: Some(rec),
+        }
+    }
+
+    /// Which call produced this packet.
+    pub fn kind(&self) -> PacketKind {
+        self.kind
+    }
+
+    /// The token the operation's issue call returned (`None` for posts).
+    pub fn token(&self) -> Option<Token> {
+        self.op.as_ref().map(|r| r.io.token)
+    }
+
+    /// Bytes transferred, or 0 for a failed operation.
+    pub fn bytes(&self) -> usize {
+        *self.result.as_ref().unwrap_or(&0)
+    }
+
+    /// The buffer of a single-buffer operation (`read_at`, `recv`, …): for
+    /// receives, its length grew by the bytes received. `None` for posts,
+    /// vectored ops, or once taken.
+    pub fn take_buf(&mut self) -> Option<Buf> {
+        self.op.as_mut()?.io.bufs.take_one()
+    }
+
+    /// The buffers of a vectored operation, in the order given (empty for
+    /// other packets, or once taken).
+    pub fn take_bufs(&mut self) -> Vec<Buf> {
+        match self.op.as_mut() {
+            Some(r) => r.io.bufs.take_many(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The connection of a successful `accept` (once).
+    pub fn take_accepted(&mut self) -> Option<Accepted> {
+        let io = &mut self.op.as_mut()?.io;
+        let fd = io.accepted.take()?;
+        // SAFETY: the kernel wrote a sockaddr of `addr_len` bytes into `addr`
+        // on a successful accept; the length is clamped to the storage size.
+        let peer = unsafe {
+            socket2::SockAddr::new(
+                io.addr,
+                io.addr_len
+                    .min(std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t),
+            )
+        };
+        Some(Accepted {
+            socket: socket2::Socket::from(fd),
+            peer,
+        })
+    }
+}
+
+impl<C: fmt::Debug> fmt::Debug for Packet<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Packet")
+            .field("kind", &self.kind)
+            .field("key", &self.key)
+            .field("result", &self.result)
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}

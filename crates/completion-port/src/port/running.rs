@@ -1,0 +1,191 @@
+//! Which port the current thread is *running* for (spec §1.4), kept in a
+//! thread-local, and the explicit blocking scope.
+//!
+//! A thread counts as running for port P from the moment a `get` on P
+//! returns a packet until it calls `get` again (on any port), enters a
+//! blocking scope, or exits. A thread belongs to at most one port: a `get`
+//! on another port first counts it down on the old one.
+//!
+//! The count itself lives in the port's state (under its lock); this module
+//! only remembers, per thread, whether this thread is part of it.
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::sync::Weak;
+
+/// What a port exposes to the thread-local bookkeeping.
+pub(crate) trait Accounting: Send + Sync {
+    /// The thread stopped running for the port (asked again elsewhere,
+    /// blocked, exited): decrement, and release a waiter if that frees a
+    /// slot.
+    fn count_down(&self);
+    /// A blocked thread runs again: increment (may exceed the concurrency
+    /// value for a while, as on Windows).
+    fn count_up(&self);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Counted in the port's running count.
+    Counted,
+    /// Not counted: inside a `get`, or it returned without a packet.
+    Idle,
+    /// Not counted because a blocking scope is open.
+    Blocked,
+}
+
+struct Current {
+    id: u64,
+    port: Weak<dyn Accounting>,
+    mode: Mode,
+}
+
+struct Slot(RefCell<Option<Current>>);
+
+impl Drop for Slot {
+    /// Thread exit: a thread that was running counts down.
+    fn drop(&mut self) {
+        if let Some(cur) = self.0.get_mut().take() {
+            if cur.mode == Mode::Counted {
+                if let Some(p) = cur.port.upgrade() {
+                    p.count_down();
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    static CURRENT: Slot = const { Slot(RefCell::new(None)) };
+}
+
+/// Start of a `get` on port `id`. Returns `true` when this thread was
+/// counted as running for `id` (the caller decrements under its lock). If
+/// it was counted for another port, it is counted down there now.
+pub(crate) fn begin_get(id: u64) -> bool {
+    let other = CURRENT
+        .try_with(|c| {
+            let mut c = c.0.borrow_mut();
+            let cur = c.as_mut()?;
+            if cur.mode != Mode::Counted {
+                return None;
+            }
+            cur.mode = Mode::Idle;
+            if cur.id == id {
+                Some(None)
+            } else {
+                Some(Some(cur.port.clone()))
+            }
+        })
+        .ok()
+        .flatten();
+    match other {
+        Some(None) => true,
+        Some(Some(port)) => {
+            if let Some(p) = port.upgrade() {
+                p.count_down();
+            }
+            false
+        }
+        None => false,
+    }
+}
+
+/// A `get` on port `id` returned a packet: the thread counts as running for
+/// it (the port already incremented its count).
+pub(crate) fn counted(id: u64, port: impl FnOnce() -> Weak<dyn Accounting>) {
+    let _ = CURRENT.try_with(|c| {
+        let mut c = c.0.borrow_mut();
+        match c.as_mut() {
+            Some(cur) if cur.id == id => cur.mode = Mode::Counted,
+            _ => {
+                *c = Some(Current {
+                    id,
+                    port: port(),
+                    mode: Mode::Counted,
+                })
+            }
+        }
+    });
+}
+
+/// Whether the current thread counts as running for port `id`.
+pub(crate) fn is_counted_for(id: u64) -> bool {
+    CURRENT
+        .try_with(
+            |c| matches!(&*c.0.borrow(), Some(cur) if cur.id == id && cur.mode == Mode::Counted),
+        )
+        .unwrap_or(false)
+}
+
+/// An open blocking scope: while it lives, the current thread does not
+/// count as running for its port, so another waiter may be released. Made
+/// by [`Port::blocking_guard`](crate::Port::blocking_guard); dropping it
+/// counts the thread again (which may take the count above the concurrency
+/// value for a while, as on Windows).
+///
+/// Not `Send`: it describes the thread that made it.
+#[must_use = "the scope ends when the guard is dropped"]
+pub struct BlockingGuard {
+    /// The port the thread was counted for, if any (`None`: no effect).
+    port: Option<(u64, Weak<dyn Accounting>)>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl BlockingGuard {
+    pub(crate) fn enter() -> BlockingGuard {
+        let port = CURRENT
+            .try_with(|c| {
+                let mut c = c.0.borrow_mut();
+                let cur = c.as_mut()?;
+                if cur.mode != Mode::Counted {
+                    return None;
+                }
+                cur.mode = Mode::Blocked;
+                Some((cur.id, cur.port.clone()))
+            })
+            .ok()
+            .flatten();
+        if let Some((_, p)) = &port {
+            if let Some(p) = p.upgrade() {
+                p.count_down();
+            }
+        }
+        BlockingGuard {
+            port,
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Drop for BlockingGuard {
+    fn drop(&mut self) {
+        let Some((id, port)) = self.port.take() else {
+            return;
+        };
+        // Count up again only if nothing else changed this thread's state
+        // meanwhile (a `get` inside the scope already re-counted it).
+        let resume = CURRENT
+            .try_with(|c| {
+                let mut c = c.0.borrow_mut();
+                match c.as_mut() {
+                    Some(cur) if cur.id == id && cur.mode == Mode::Blocked => {
+                        cur.mode = Mode::Counted;
+                        true
+                    }
+                    _ => false,
+                }
+            })
+            .unwrap_or(false);
+        if resume {
+            if let Some(p) = port.upgrade() {
+                p.count_up();
+            }
+        }
+    }
+}
+
+/// Whether the current thread counts as running for `core`'s port.
+pub(crate) fn is_counted_for_core<C: Send + 'static>(core: &super::core::Core<C>) -> bool {
+    is_counted_for(core.id())
+}

@@ -1,0 +1,146 @@
+//! OS backends. Everything kernel-specific lives below this module; the
+//! port core (`port/`) only sees [`Driver`].
+//!
+//! # The backend contract
+//! A backend turns operations into completions. It provides:
+//! - `submit(op)`: take ownership of an operation record (`*mut OpIo`) and
+//!   start it. Either the op is accepted — and then reported **exactly once**
+//!   as a [`Completion`], whatever happens (success, failure, cancel) — or
+//!   the call fails and the op was not taken. After `shutdown` every submit
+//!   fails with the port-closed error.
+//! - `wait(deadline)`: block until at least one completion, a `wake`, or the
+//!   deadline. Called by one thread at a time (the port's *leader*).
+//! - `reap()`: collect completions without blocking; callable from any
+//!   thread, concurrently with `wait`.
+//! - `wake()`: make the current (or next) `wait` return soon. Any thread.
+//! - `shutdown()`: refuse new submissions and ask the kernel to cancel
+//!   everything in flight; the cancelled ops are still reported.
+//!
+//! Calls that may collect completions as a side effect (`submit` when the
+//! kernel pushes back) hand them over through a `spill` vector, so no
+//! completion is ever held where the port cannot see it.
+
+pub(crate) mod uring;
+
+use std::fmt;
+use std::io;
+use std::ptr::NonNull;
+use std::time::Instant;
+
+use crate::op::OpIo;
+
+/// One finished operation, as reported by a backend.
+pub(crate) struct Completion {
+    /// The record handed to `submit`.
+    pub(crate) op: NonNull<OpIo>,
+    /// `>= 0`: bytes (or the new fd of an accept); `< 0`: `-errno`.
+    pub(crate) res: i32,
+}
+
+// SAFETY: a completion transfers ownership of its op record (which is
+// `Send`) to whichever thread builds the packet.
+unsafe impl Send for Completion {}
+
+/// Which engine runs a port's I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Backend {
+    /// Choose automatically: io_uring. The environment variable
+    /// `CPORT_BACKEND=io_uring` forces a backend for tests and benchmarks
+    /// (`auto` or unset: automatic).
+    #[default]
+    Auto,
+    /// io_uring (Linux 5.19 or newer).
+    IoUring,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Auto => "auto",
+            Backend::IoUring => "io_uring",
+        })
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = io::Error;
+    fn from_str(s: &str) -> io::Result<Backend> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(Backend::Auto),
+            "io_uring" | "io-uring" | "uring" => Ok(Backend::IoUring),
+            other => Err(crate::error::invalid_input(format!(
+                "unknown backend {other:?} (expected auto or io_uring)"
+            ))),
+        }
+    }
+}
+
+/// Settings a backend is opened with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Config {
+    /// Submission queue size (io_uring entries).
+    pub(crate) entries: u32,
+}
+
+/// The engine of one port.
+pub(crate) enum Driver {
+    Uring(uring::Ring),
+}
+
+impl Driver {
+    /// Opens the backend asked for; `Auto` reads `CPORT_BACKEND` first.
+    pub(crate) fn open(backend: Backend, cfg: Config) -> io::Result<Driver> {
+        let backend = match backend {
+            Backend::Auto => match std::env::var("CPORT_BACKEND") {
+                Ok(v) => v.parse()?,
+                Err(_) => Backend::Auto,
+            },
+            b => b,
+        };
+        match backend {
+            Backend::Auto | Backend::IoUring => Ok(Driver::Uring(uring::Ring::open(cfg)?)),
+        }
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Driver::Uring(_) => Backend::IoUring,
+        }
+    }
+
+    pub(crate) fn submit(&self, op: NonNull<OpIo>, spill: &mut Vec<Completion>) -> io::Result<()> {
+        match self {
+            Driver::Uring(r) => r.submit(op, spill),
+        }
+    }
+
+    /// Returns `Ok(true)` when the deadline passed with nothing collected.
+    pub(crate) fn wait(
+        &self,
+        deadline: Option<Instant>,
+        out: &mut Vec<Completion>,
+    ) -> io::Result<bool> {
+        match self {
+            Driver::Uring(r) => r.wait(deadline, out),
+        }
+    }
+
+    pub(crate) fn reap(&self, out: &mut Vec<Completion>) {
+        match self {
+            Driver::Uring(r) => r.reap(out),
+        }
+    }
+
+    pub(crate) fn wake(&self, spill: &mut Vec<Completion>) {
+        match self {
+            Driver::Uring(r) => r.wake(spill),
+        }
+    }
+
+    pub(crate) fn shutdown(&self, spill: &mut Vec<Completion>) {
+        match self {
+            Driver::Uring(r) => r.shutdown(spill),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Encoding of an operation record as a submission queue entry.
+
+use io_uring::{opcode, squeue, types::Fd};
+
+use crate::op::{OpIo, OpKind};
+
+/// Opcodes the port uses; all are probed when a ring is opened.
+pub(super) const REQUIRED: &[(u8, &str)] = &[
+    (opcode::Nop::CODE, "NOP"),
+    (opcode::Read::CODE, "READ"),
+    (opcode::Write::CODE, "WRITE"),
+    (opcode::Recv::CODE, "RECV"),
+    (opcode::Send::CODE, "SEND"),
+    (opcode::RecvMsg::CODE, "RECVMSG"),
+    (opcode::SendMsg::CODE, "SENDMSG"),
+    (opcode::Accept::CODE, "ACCEPT"),
+    (opcode::Connect::CODE, "CONNECT"),
+    (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+];
+
+/// Builds the SQE for `op`, tagged with its address.
+///
+/// Every pointer placed in the SQE points into the boxed record (`msg`,
+/// `addr`, `addr_len`) or into the heap memory of its buffers; the record is
+/// owned by the kernel until its CQE is reaped, so all stay valid for the
+/// whole operation.
+pub(super) fn entry(op: &mut OpIo) -> squeue::Entry {
+    let fd = Fd(op.fd);
+    let e = match op.kind {
+        OpKind::Nop => opcode::Nop::new().build(),
+        OpKind::Read => {
+            let b = op.bufs.one_mut();
+            // The length was checked to fit in u32 at issue.
+            opcode::Read::new(fd, b.spare_ptr(), b.spare_capacity() as u32)
+                .offset(op.offset)
+                .build()
+        }
+        OpKind::Write => {
+            let b = op.bufs.one_mut();
+            opcode::Write::new(fd, b.as_ptr(), b.len() as u32)
+                .offset(op.offset)
+                .build()
+        }
+        OpKind::Recv => {
+            let b = op.bufs.one_mut();
+            opcode::Recv::new(fd, b.spare_ptr(), b.spare_capacity() as u32).build()
+        }
+        OpKind::Send => {
+            let b = op.bufs.one_mut();
+            opcode::Send::new(fd, b.as_ptr(), b.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        }
+        OpKind::RecvVectored => opcode::RecvMsg::new(fd, &mut op.msg).build(),
+        OpKind::SendVectored => opcode::SendMsg::new(fd, &op.msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build(),
+        OpKind::Accept => opcode::Accept::new(
+            fd,
+            (&mut op.addr as *mut libc::sockaddr_storage).cast(),
+            &mut op.addr_len,
+        )
+        .flags(libc::SOCK_CLOEXEC)
+        .build(),
+        OpKind::Connect => opcode::Connect::new(
+            fd,
+            (&op.addr as *const libc::sockaddr_storage).cast(),
+            op.addr_len,
+        )
+        .build(),
+    };
+    e.user_data(op as *mut OpIo as u64)
+}
