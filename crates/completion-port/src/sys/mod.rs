@@ -52,6 +52,9 @@ pub enum Backend {
     Auto,
     /// io_uring (Linux 5.19 or newer).
     IoUring,
+    /// epoll readiness turned into completions, for where io_uring is
+    /// missing or denied.
+    Epoll,
 }
 
 impl fmt::Display for Backend {
@@ -59,6 +62,7 @@ impl fmt::Display for Backend {
         f.write_str(match self {
             Backend::Auto => "auto",
             Backend::IoUring => "io_uring",
+            Backend::Epoll => "epoll",
         })
     }
 }
@@ -69,8 +73,9 @@ impl std::str::FromStr for Backend {
         match s.trim().to_ascii_lowercase().as_str() {
             "" | "auto" => Ok(Backend::Auto),
             "io_uring" | "io-uring" | "uring" => Ok(Backend::IoUring),
+            "epoll" => Ok(Backend::Epoll),
             other => Err(crate::error::invalid_input(format!(
-                "unknown backend {other:?} (expected auto or io_uring)"
+                "unknown backend {other:?} (expected auto, io_uring or epoll)"
             ))),
         }
     }
@@ -100,6 +105,7 @@ impl Driver {
         };
         match backend {
             Backend::Auto | Backend::IoUring => Ok(Driver::Uring(uring::Ring::open(cfg)?)),
+            Backend::Epoll => Err(io::Error::new(io::ErrorKind::Unsupported, "the epoll backend is not built yet")),
         }
     }
 

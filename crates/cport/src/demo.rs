@@ -1,0 +1,6 @@
+//! `cport demo` (being written).
+#[derive(clap::Args)]
+pub struct Args {}
+pub fn run(_a: Args) -> std::io::Result<()> {
+    Err(std::io::Error::other("demo: not built yet"))
+}
