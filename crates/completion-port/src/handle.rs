@@ -1,11 +1,12 @@
 //! Association: an fd bound to one port, with the completion key that comes
 //! back in every packet of its operations.
 
+use std::any::Any;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
@@ -25,12 +26,26 @@ static ASSOCIATED: Mutex<BTreeSet<RawFd>> = Mutex::new(BTreeSet::new());
 /// dropped **and** its last operation has completed: an fd number is never
 /// reused while the kernel may still act on the old file.
 pub(crate) struct FdOwner {
+    /// Per-fd state a backend attaches on first use (the epoll backend's
+    /// registration and operation queues). Dropped before `fd` is closed
+    /// (field order), so a backend can deregister the fd in its `Drop`.
+    backend: OnceLock<Box<dyn Any + Send + Sync>>,
     fd: OwnedFd,
 }
 
 impl FdOwner {
     pub(crate) fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// The backend's state for this fd, created by `init` on first use.
+    pub(crate) fn backend_state<T: Any + Send + Sync>(
+        &self,
+        init: impl FnOnce() -> T,
+    ) -> Option<&T> {
+        self.backend
+            .get_or_init(|| Box::new(init()))
+            .downcast_ref::<T>()
     }
 }
 
@@ -107,7 +122,10 @@ pub(crate) fn associate<C: Send + 'static>(
     Ok(Handle {
         inner: Arc::new(HandleInner {
             core: core.clone(),
-            owner: Arc::new(FdOwner { fd }),
+            owner: Arc::new(FdOwner {
+                backend: OnceLock::new(),
+                fd,
+            }),
             key,
         }),
     })

@@ -161,8 +161,10 @@ pub(crate) struct OpIo {
     pub(crate) accepted: Option<OwnedFd>,
     pub(crate) key: usize,
     pub(crate) token: Token,
+    /// Backend scratch: the epoll backend marks a connect it has started.
+    pub(crate) started: bool,
     /// Keeps the fd open (and its number reserved) until this op is gone.
-    pub(crate) _owner: Arc<FdOwner>,
+    pub(crate) owner: Arc<FdOwner>,
 }
 
 // SAFETY: the raw pointers in `iov` and `msg` point into memory owned by this
@@ -187,8 +189,9 @@ impl OpIo {
             addr_len: 0,
             accepted: None,
             key,
+            started: false,
             token: Token(NEXT_TOKEN.fetch_add(1, Ordering::Relaxed)),
-            _owner: owner,
+            owner,
         }
     }
 
@@ -234,11 +237,14 @@ impl OpIo {
         match self.kind {
             OpKind::Read | OpKind::Recv => {
                 let b = self.bufs.one_mut();
-                // The kernel never reports more than the spare capacity it was given.
+                // The kernel never reports more than the spare capacity it
+                // was given; a zero-byte receive waits for readability and
+                // may report a poll mask instead of a count.
                 let n = n.min(b.spare_capacity());
                 // SAFETY: the kernel wrote `n` bytes at `len..`, within the
                 // spare capacity it was given.
                 unsafe { b.advance(n) };
+                return Ok(n);
             }
             OpKind::RecvVectored => {
                 let mut left = n;

@@ -238,6 +238,12 @@ impl<C: Send + 'static> Port<C> {
         self.inner.core.driver.backend()
     }
 
+    /// Why `Backend::Auto` chose epoll instead of io_uring (`None` when it
+    /// did not fall back, or a backend was forced).
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.inner.core.driver.fallback_reason()
+    }
+
     /// A snapshot of the port's counters.
     pub fn stats(&self) -> PortStats {
         self.inner.core.stats()

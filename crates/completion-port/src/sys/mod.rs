@@ -20,6 +20,7 @@
 //! kernel pushes back) hand them over through a `spill` vector, so no
 //! completion is ever held where the port cannot see it.
 
+pub(crate) mod epoll;
 pub(crate) mod uring;
 
 use std::fmt;
@@ -45,9 +46,11 @@ unsafe impl Send for Completion {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Backend {
-    /// Choose automatically: io_uring. The environment variable
-    /// `CPORT_BACKEND=io_uring` forces a backend for tests and benchmarks
-    /// (`auto` or unset: automatic).
+    /// Choose automatically: io_uring, or epoll when io_uring cannot be used
+    /// (the reason is logged once through `tracing` and kept in
+    /// [`Port::fallback_reason`](crate::Port::fallback_reason)). The
+    /// environment variable `CPORT_BACKEND=io_uring|epoll` forces a backend
+    /// for tests and benchmarks (`auto` or unset: automatic).
     #[default]
     Auto,
     /// io_uring (Linux 5.19 or newer).
@@ -88,13 +91,21 @@ pub(crate) struct Config {
     pub(crate) entries: u32,
 }
 
-/// The engine of one port.
-pub(crate) enum Driver {
+/// The engine of one port, and why it is not io_uring when `Auto` fell back.
+pub(crate) struct Driver {
+    engine: Engine,
+    fallback: Option<String>,
+}
+
+enum Engine {
     Uring(uring::Ring),
+    Epoll(epoll::Reactor),
 }
 
 impl Driver {
-    /// Opens the backend asked for; `Auto` reads `CPORT_BACKEND` first.
+    /// Opens the backend asked for; `Auto` reads `CPORT_BACKEND` first, then
+    /// tries io_uring and falls back to epoll. An explicit io_uring request
+    /// that cannot be met is an error, never a silent fallback.
     pub(crate) fn open(backend: Backend, cfg: Config) -> io::Result<Driver> {
         let backend = match backend {
             Backend::Auto => match std::env::var("CPORT_BACKEND") {
@@ -103,21 +114,36 @@ impl Driver {
             },
             b => b,
         };
-        match backend {
-            Backend::Auto | Backend::IoUring => Ok(Driver::Uring(uring::Ring::open(cfg)?)),
-            Backend::Epoll => Err(io::Error::new(io::ErrorKind::Unsupported, "the epoll backend is not built yet")),
-        }
+        let (engine, fallback) = match backend {
+            Backend::IoUring => (Engine::Uring(uring::Ring::open(cfg)?), None),
+            Backend::Epoll => (Engine::Epoll(epoll::Reactor::open()?), None),
+            Backend::Auto => match uring::Ring::open(cfg) {
+                Ok(r) => (Engine::Uring(r), None),
+                Err(e) => {
+                    let reason = e.to_string();
+                    log_fallback_once(&reason);
+                    (Engine::Epoll(epoll::Reactor::open()?), Some(reason))
+                }
+            },
+        };
+        Ok(Driver { engine, fallback })
     }
 
     pub(crate) fn backend(&self) -> Backend {
-        match self {
-            Driver::Uring(_) => Backend::IoUring,
+        match self.engine {
+            Engine::Uring(_) => Backend::IoUring,
+            Engine::Epoll(_) => Backend::Epoll,
         }
     }
 
+    pub(crate) fn fallback_reason(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+
     pub(crate) fn submit(&self, op: NonNull<OpIo>, spill: &mut Vec<Completion>) -> io::Result<()> {
-        match self {
-            Driver::Uring(r) => r.submit(op, spill),
+        match &self.engine {
+            Engine::Uring(r) => r.submit(op, spill),
+            Engine::Epoll(r) => r.submit(op, spill),
         }
     }
 
@@ -127,26 +153,39 @@ impl Driver {
         deadline: Option<Instant>,
         out: &mut Vec<Completion>,
     ) -> io::Result<bool> {
-        match self {
-            Driver::Uring(r) => r.wait(deadline, out),
+        match &self.engine {
+            Engine::Uring(r) => r.wait(deadline, out),
+            Engine::Epoll(r) => r.wait(deadline, out),
         }
     }
 
     pub(crate) fn reap(&self, out: &mut Vec<Completion>) {
-        match self {
-            Driver::Uring(r) => r.reap(out),
+        match &self.engine {
+            Engine::Uring(r) => r.reap(out),
+            Engine::Epoll(r) => r.reap(out),
         }
     }
 
     pub(crate) fn wake(&self, spill: &mut Vec<Completion>) {
-        match self {
-            Driver::Uring(r) => r.wake(spill),
+        match &self.engine {
+            Engine::Uring(r) => r.wake(spill),
+            Engine::Epoll(r) => r.wake(),
         }
     }
 
     pub(crate) fn shutdown(&self, spill: &mut Vec<Completion>) {
-        match self {
-            Driver::Uring(r) => r.shutdown(spill),
+        match &self.engine {
+            Engine::Uring(r) => r.shutdown(spill),
+            Engine::Epoll(r) => r.shutdown(spill),
         }
     }
+}
+
+/// Reports the first fallback of the process (later ports fall back for the
+/// same reason, and repeating it would only be noise).
+fn log_fallback_once(reason: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!("completion-port: io_uring unavailable, using the epoll backend: {reason}")
+    });
 }

@@ -16,6 +16,7 @@ pub(super) const REQUIRED: &[(u8, &str)] = &[
     (opcode::Accept::CODE, "ACCEPT"),
     (opcode::Connect::CODE, "CONNECT"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    (opcode::PollAdd::CODE, "POLL_ADD"),
 ];
 
 /// Builds the SQE for `op`, tagged with its address.
@@ -43,7 +44,13 @@ pub(super) fn entry(op: &mut OpIo) -> squeue::Entry {
         }
         OpKind::Recv => {
             let b = op.bufs.one_mut();
-            opcode::Recv::new(fd, b.spare_ptr(), b.spare_capacity() as u32).build()
+            if b.spare_capacity() == 0 {
+                // A zero-byte receive waits for readability (spec §7.30); a
+                // plain zero-length recv would return at once.
+                opcode::PollAdd::new(fd, libc::POLLIN as u32).build()
+            } else {
+                opcode::Recv::new(fd, b.spare_ptr(), b.spare_capacity() as u32).build()
+            }
         }
         OpKind::Send => {
             let b = op.bufs.one_mut();

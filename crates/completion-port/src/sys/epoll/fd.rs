@@ -1,0 +1,396 @@
+//! Per-fd state of the epoll backend and the non-blocking attempt of each
+//! operation.
+//!
+//! # Invariants
+//! - Each fd has two FIFO queues of pending operations, one per direction
+//!   (receive-like: recv, recvmsg, accept, read; send-like: send, sendmsg,
+//!   connect, write). An operation is tried at once only when its queue is
+//!   empty, so operations of one direction complete in issue order.
+//! - Trying an operation and queueing it happen under the fd's lock, and the
+//!   readiness handler runs the queues under the same lock. So readiness
+//!   that arrives between a failed attempt and the push is never lost: the
+//!   handler either ran before the attempt (which then finds the data) or
+//!   after the push (and runs the op).
+//! - The fd is registered with epoll (edge-triggered) on the first attempt
+//!   that would block, and deregistered when its last user is gone (before
+//!   the fd is closed).
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::ptr::NonNull;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use super::Shared;
+use crate::op::{OpIo, OpKind, OFFSET_CURRENT};
+
+/// How the backend drives an fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FdKind {
+    /// Non-blocking attempts (`MSG_DONTWAIT`), then epoll readiness.
+    Socket,
+    /// Pipes, FIFOs, character devices: `RWF_NOWAIT` attempts, then epoll.
+    Pollable,
+    /// Regular files and block devices (epoll refuses them): the blocking
+    /// pool.
+    File,
+}
+
+/// An operation queued on an fd (owned by the backend while queued).
+pub(super) struct Pending(pub(super) NonNull<OpIo>);
+
+// SAFETY: the record is owned by whoever holds this value (the backend);
+// op records are `Send`.
+unsafe impl Send for Pending {}
+
+#[derive(Default)]
+pub(super) struct Queues {
+    pub(super) read: VecDeque<Pending>,
+    pub(super) write: VecDeque<Pending>,
+    pub(super) registered: bool,
+}
+
+pub(super) struct FdState {
+    pub(super) id: u64,
+    pub(super) fd: RawFd,
+    pub(super) kind: FdKind,
+    pub(super) queues: Mutex<Queues>,
+}
+
+/// Lives in the fd's owner (`FdOwner::backend_state`) and so dies just
+/// before the fd is closed: deregisters it.
+pub(super) struct Registration {
+    pub(super) state: Arc<FdState>,
+    pub(super) shared: Weak<Shared>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        shared.regs.lock().remove(&self.state.id);
+        if self.state.queues.lock().registered {
+            // SAFETY: the fd is still open (its owner closes it after this
+            // drop); EPOLL_CTL_DEL ignores the event argument.
+            unsafe {
+                libc::epoll_ctl(
+                    shared.epfd(),
+                    libc::EPOLL_CTL_DEL,
+                    self.state.fd,
+                    std::ptr::null_mut(),
+                )
+            };
+        }
+    }
+}
+
+pub(super) fn classify(fd: RawFd) -> FdKind {
+    // SAFETY: `st` is written by fstat before it is read.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open (owned by the caller's handle) and `st` is valid.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return FdKind::Pollable;
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFSOCK => FdKind::Socket,
+        libc::S_IFREG | libc::S_IFBLK | libc::S_IFDIR => FdKind::File,
+        _ => FdKind::Pollable,
+    }
+}
+
+/// Whether an operation goes in the receive-like queue.
+pub(super) fn is_read_side(kind: OpKind) -> bool {
+    matches!(
+        kind,
+        OpKind::Recv | OpKind::RecvVectored | OpKind::Accept | OpKind::Read
+    )
+}
+
+/// Result of one non-blocking attempt.
+pub(super) enum Attempt {
+    /// Finished: `>= 0` result or `-errno`.
+    Done(i32),
+    /// Not ready; wait for readiness.
+    WouldBlock,
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// Maps a syscall return value: `EAGAIN` → wait, `EINTR` → retry.
+fn settle(r: isize, retry: &mut bool) -> Option<Attempt> {
+    if r >= 0 {
+        return Some(Attempt::Done(r.min(i32::MAX as isize) as i32));
+    }
+    match errno() {
+        libc::EAGAIN => Some(Attempt::WouldBlock),
+        libc::EINTR => {
+            *retry = true;
+            None
+        }
+        e => Some(Attempt::Done(-e)),
+    }
+}
+
+/// Whether `fd` is ready for `events` right now (a zero-time poll).
+fn ready_now(fd: RawFd, events: libc::c_short) -> Result<bool, i32> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    if r < 0 {
+        return Err(errno());
+    }
+    Ok(r > 0)
+}
+
+/// Tries `op` once without blocking.
+///
+/// # Safety
+/// `op` must be a live record owned by the caller (the backend), with
+/// `prepare` done, and not accessed by anyone else during the call.
+pub(super) unsafe fn attempt(op: NonNull<OpIo>, kind: FdKind) -> Attempt {
+    // SAFETY: per the contract, exclusive access to a live record.
+    let op = unsafe { &mut *op.as_ptr() };
+    let fd = op.fd;
+    loop {
+        let mut retry = false;
+        // Every pointer below points into the record or its buffers, which
+        // the backend owns for the duration of the call.
+        let r = match op.kind {
+            OpKind::Nop => Some(Attempt::Done(0)),
+            OpKind::Recv => {
+                let b = op.bufs.one_mut();
+                if b.spare_capacity() == 0 {
+                    // The zero-byte receive: complete once readable.
+                    match ready_now(fd, libc::POLLIN) {
+                        Ok(true) => Some(Attempt::Done(0)),
+                        Ok(false) => Some(Attempt::WouldBlock),
+                        Err(e) => Some(Attempt::Done(-e)),
+                    }
+                } else {
+                    // SAFETY: the spare capacity is writable memory of the buffer.
+                    let r = unsafe {
+                        libc::recv(
+                            fd,
+                            b.spare_ptr().cast(),
+                            b.spare_capacity(),
+                            libc::MSG_DONTWAIT,
+                        )
+                    };
+                    settle(r, &mut retry)
+                }
+            }
+            OpKind::Send => {
+                let b = op.bufs.one_mut();
+                // SAFETY: the filled bytes are readable memory of the buffer.
+                let r = unsafe {
+                    libc::send(
+                        fd,
+                        b.as_ptr().cast(),
+                        b.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                settle(r, &mut retry)
+            }
+            OpKind::RecvVectored => {
+                // SAFETY: `msg` points at iovecs over the buffers' spare capacity.
+                let r = unsafe { libc::recvmsg(fd, &mut op.msg, libc::MSG_DONTWAIT) };
+                settle(r, &mut retry)
+            }
+            OpKind::SendVectored => {
+                // SAFETY: `msg` points at iovecs over the buffers' filled bytes.
+                let r =
+                    unsafe { libc::sendmsg(fd, &op.msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+                settle(r, &mut retry)
+            }
+            OpKind::Accept => match ready_now(fd, libc::POLLIN) {
+                // Only accept when a connection waits: the listener may be in
+                // blocking mode, and only this queue accepts on it.
+                Ok(true) => {
+                    // SAFETY: `addr`/`addr_len` are the record's storage.
+                    let r = unsafe {
+                        libc::accept4(
+                            fd,
+                            (&mut op.addr as *mut libc::sockaddr_storage).cast(),
+                            &mut op.addr_len,
+                            libc::SOCK_CLOEXEC,
+                        )
+                    };
+                    settle(r as isize, &mut retry)
+                }
+                Ok(false) => Some(Attempt::WouldBlock),
+                Err(e) => Some(Attempt::Done(-e)),
+            },
+            OpKind::Connect => Some(connect(op)),
+            OpKind::Read | OpKind::Write if kind == FdKind::File => {
+                // Regular files never come here (the pool runs them); a
+                // misclassified fd is run as a plain blocking call.
+                Some(blocking_rw(op))
+            }
+            OpKind::Read | OpKind::Write => Some(nowait_rw(op)),
+        };
+        if let Some(a) = r {
+            return a;
+        }
+        debug_assert!(retry);
+    }
+}
+
+/// A connect: started non-blocking once, then finished on writability.
+fn connect(op: &mut OpIo) -> Attempt {
+    let fd = op.fd;
+    if !op.started {
+        op.started = true;
+        // SAFETY: F_GETFL/F_SETFL on an open fd.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Attempt::Done(-errno());
+        }
+        // Non-blocking just for the call, so the fd keeps its mode for the
+        // user's own blocking I/O.
+        // SAFETY: as above.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+        // SAFETY: `addr` holds `addr_len` bytes of a sockaddr.
+        let r = unsafe {
+            libc::connect(
+                fd,
+                (&op.addr as *const libc::sockaddr_storage).cast(),
+                op.addr_len,
+            )
+        };
+        let e = if r < 0 { errno() } else { 0 };
+        // SAFETY: as above.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+        return match e {
+            0 => Attempt::Done(0),
+            libc::EINPROGRESS | libc::EAGAIN | libc::EINTR => Attempt::WouldBlock,
+            e => Attempt::Done(-e),
+        };
+    }
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: SO_ERROR writes one c_int into `err`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Attempt::Done(-errno());
+    }
+    if err != 0 {
+        return Attempt::Done(-err);
+    }
+    // Writable with no error: connected, unless the handshake is still on.
+    // SAFETY: `ss`/`sl` are valid out-parameters for getpeername.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut sl = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: as above.
+    if unsafe { libc::getpeername(fd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut sl) }
+        == 0
+    {
+        Attempt::Done(0)
+    } else {
+        match errno() {
+            libc::ENOTCONN => Attempt::WouldBlock,
+            e => Attempt::Done(-e),
+        }
+    }
+}
+
+fn offset_arg(op: &OpIo) -> libc::off_t {
+    if op.offset == OFFSET_CURRENT {
+        -1
+    } else {
+        op.offset as libc::off_t
+    }
+}
+
+/// Read/write on a pollable fd with `RWF_NOWAIT`; falls back to a readiness
+/// check when the fd does not support it.
+fn nowait_rw(op: &mut OpIo) -> Attempt {
+    let fd = op.fd;
+    let off = offset_arg(op);
+    let write = op.kind == OpKind::Write;
+    let b = op.bufs.one_mut();
+    let iov = if write {
+        libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        }
+    } else {
+        libc::iovec {
+            iov_base: b.spare_ptr().cast(),
+            iov_len: b.spare_capacity(),
+        }
+    };
+    loop {
+        // SAFETY: one iovec over the buffer's filled bytes (write) or spare
+        // capacity (read).
+        let r = unsafe {
+            if write {
+                libc::pwritev2(fd, &iov, 1, off, libc::RWF_NOWAIT)
+            } else {
+                libc::preadv2(fd, &iov, 1, off, libc::RWF_NOWAIT)
+            }
+        };
+        if r >= 0 {
+            return Attempt::Done(r.min(i32::MAX as isize) as i32);
+        }
+        match errno() {
+            libc::EINTR => continue,
+            libc::EAGAIN => return Attempt::WouldBlock,
+            libc::EOPNOTSUPP => {
+                let events = if write { libc::POLLOUT } else { libc::POLLIN };
+                return match ready_now(fd, events) {
+                    Ok(true) => blocking_rw(op),
+                    Ok(false) => Attempt::WouldBlock,
+                    Err(e) => Attempt::Done(-e),
+                };
+            }
+            e => return Attempt::Done(-e),
+        }
+    }
+}
+
+/// A plain (possibly blocking) read/write: the pool's work, and the
+/// fallback once an fd reported readiness.
+pub(super) fn blocking_rw(op: &mut OpIo) -> Attempt {
+    let fd = op.fd;
+    let off = offset_arg(op);
+    let write = op.kind == OpKind::Write;
+    let b = op.bufs.one_mut();
+    loop {
+        // SAFETY: the buffer's filled bytes (write) or spare capacity (read)
+        // are valid for the length given.
+        let r = unsafe {
+            match (write, off) {
+                (true, -1) => libc::write(fd, b.as_ptr().cast(), b.len()),
+                (true, o) => libc::pwrite(fd, b.as_ptr().cast(), b.len(), o),
+                (false, -1) => libc::read(fd, b.spare_ptr().cast(), b.spare_capacity()),
+                (false, o) => libc::pread(fd, b.spare_ptr().cast(), b.spare_capacity(), o),
+            }
+        };
+        if r >= 0 {
+            return Attempt::Done(r.min(i32::MAX as isize) as i32);
+        }
+        match errno() {
+            libc::EINTR => continue,
+            e => return Attempt::Done(-e),
+        }
+    }
+}

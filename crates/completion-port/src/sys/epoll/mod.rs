@@ -1,0 +1,346 @@
+//! The epoll backend: readiness turned into completions, for where io_uring
+//! is missing or denied (seccomp profiles, `kernel.io_uring_disabled`,
+//! gVisor, old kernels).
+//!
+//! - **Sockets, pipes**: an operation is tried at once without blocking; if
+//!   it would block it waits in its fd's queue until epoll reports
+//!   readiness, then the leader thread finishes it (`fd.rs`).
+//! - **Regular files**: run on a small blocking pool (`pool.rs`).
+//! - **No-ops**: complete at once.
+//! - **Wake-ups** (posts, shutdown, pool results) go through an eventfd
+//!   registered with the epoll instance: no polling loop, no sleep.
+//!
+//! The port core is the same as for io_uring: one leader waits in
+//! `epoll_wait` (and finishes ready operations), the others park LIFO in
+//! user space. Completions produced outside the leader (immediate results,
+//! pool results) reach the port through the `spill` of `submit` or the
+//! `ready` list, which `wait` and `reap` drain.
+
+mod fd;
+mod pool;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use self::fd::{
+    attempt, classify, is_read_side, Attempt, FdKind, FdState, Pending, Queues, Registration,
+};
+use self::pool::Pool;
+use super::Completion;
+use crate::error::port_closed;
+use crate::op::{OpIo, OpKind};
+
+/// epoll `data` of the wake eventfd; fd registrations use ids from 1.
+const WAKE_ID: u64 = 0;
+/// Events taken per `epoll_wait`.
+const EVENTS: usize = 256;
+
+pub(crate) struct Reactor {
+    shared: Arc<Shared>,
+    pool: Pool,
+}
+
+pub(super) struct Shared {
+    epfd: OwnedFd,
+    wakefd: OwnedFd,
+    /// Set by `shutdown`; checked under each queue's lock before queueing.
+    closed: AtomicBool,
+    /// Registered fds by id (weak: an fd's registration dies with its owner).
+    regs: Mutex<HashMap<u64, Weak<FdState>>>,
+    next_id: AtomicU64,
+    /// Completions produced outside `wait` (pool results), not yet reaped.
+    ready: Mutex<Vec<Completion>>,
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+impl Shared {
+    pub(super) fn epfd(&self) -> RawFd {
+        self.epfd.as_raw_fd()
+    }
+
+    /// Hands over a completion produced by another thread and wakes the
+    /// leader to collect it.
+    pub(super) fn complete(&self, c: Completion) {
+        self.ready.lock().push(c);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd. A full
+        // counter (EAGAIN) already means "wake pending".
+        unsafe { libc::write(self.wakefd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn take_ready(&self, out: &mut Vec<Completion>) {
+        let mut r = self.ready.lock();
+        if !r.is_empty() {
+            out.append(&mut r);
+        }
+    }
+}
+
+impl Reactor {
+    pub(crate) fn open() -> io::Result<Reactor> {
+        // SAFETY: plain syscalls; each returned fd is owned right away.
+        let epfd = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
+        // SAFETY: as above.
+        let wakefd = unsafe {
+            OwnedFd::from_raw_fd(cvt(libc::eventfd(
+                0,
+                libc::EFD_CLOEXEC | libc::EFD_NONBLOCK,
+            ))?)
+        };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: WAKE_ID,
+        };
+        // SAFETY: both fds are open; `ev` is valid.
+        cvt(unsafe {
+            libc::epoll_ctl(
+                epfd.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                wakefd.as_raw_fd(),
+                &mut ev,
+            )
+        })?;
+        let shared = Arc::new(Shared {
+            epfd,
+            wakefd,
+            closed: AtomicBool::new(false),
+            regs: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(WAKE_ID + 1),
+            ready: Mutex::new(Vec::new()),
+        });
+        let pool = Pool::new(Arc::downgrade(&shared));
+        Ok(Reactor { shared, pool })
+    }
+
+    fn registration<'a>(&self, op: &'a OpIo) -> &'a Registration {
+        op.owner
+            .backend_state(|| {
+                let fd = op.fd;
+                let state = Arc::new(FdState {
+                    id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
+                    fd,
+                    kind: classify(fd),
+                    queues: Mutex::new(Queues::default()),
+                });
+                self.shared
+                    .regs
+                    .lock()
+                    .insert(state.id, Arc::downgrade(&state));
+                Registration {
+                    state,
+                    shared: Arc::downgrade(&self.shared),
+                }
+            })
+            .expect("an fd's backend state always comes from the port's own backend")
+    }
+
+    pub(crate) fn submit(&self, op: NonNull<OpIo>, spill: &mut Vec<Completion>) -> io::Result<()> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(port_closed());
+        }
+        // SAFETY: the caller hands us exclusive ownership of the record; we
+        // only read its kind and owner here.
+        let io = unsafe { op.as_ref() };
+        if io.kind == OpKind::Nop {
+            spill.push(Completion { op, res: 0 });
+            return Ok(());
+        }
+        let state = &self.registration(io).state;
+        if state.kind == FdKind::File && matches!(io.kind, OpKind::Read | OpKind::Write) {
+            return self.pool.push(Pending(op));
+        }
+        let read_side = is_read_side(io.kind);
+        let mut q = state.queues.lock();
+        // Checked again under the queue lock: `shutdown` sets the flag, then
+        // empties every queue under its lock, so an op queued after this
+        // check is still cancelled.
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(port_closed());
+        }
+        let queue_empty = if read_side {
+            q.read.is_empty()
+        } else {
+            q.write.is_empty()
+        };
+        if queue_empty {
+            // SAFETY: we own the record and nobody else sees it yet.
+            if let Attempt::Done(res) = unsafe { attempt(op, state.kind) } {
+                spill.push(Completion { op, res });
+                return Ok(());
+            }
+        }
+        if !q.registered {
+            let mut ev = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+                u64: state.id,
+            };
+            // SAFETY: `state.fd` is open (the op's owner keeps it), `ev` valid.
+            let r = unsafe {
+                libc::epoll_ctl(self.shared.epfd(), libc::EPOLL_CTL_ADD, state.fd, &mut ev)
+            };
+            if r < 0 {
+                // Not pollable after all: fail the op in its packet.
+                spill.push(Completion {
+                    op,
+                    res: -io::Error::last_os_error()
+                        .raw_os_error()
+                        .unwrap_or(libc::EIO),
+                });
+                return Ok(());
+            }
+            q.registered = true;
+        }
+        if read_side {
+            q.read.push_back(Pending(op));
+        } else {
+            q.write.push_back(Pending(op));
+        }
+        Ok(())
+    }
+
+    /// Leader only: waits for readiness, finishes ready ops into `out`.
+    pub(crate) fn wait(
+        &self,
+        deadline: Option<Instant>,
+        out: &mut Vec<Completion>,
+    ) -> io::Result<bool> {
+        let mut events: Vec<libc::epoll_event> = Vec::with_capacity(EVENTS);
+        loop {
+            self.shared.take_ready(out);
+            if !out.is_empty() {
+                return Ok(false);
+            }
+            let timeout_ms = match deadline {
+                None => -1,
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(true);
+                    }
+                    // Round up so a short wait does not spin at 0 ms.
+                    let us = (d - now).as_micros();
+                    us.div_ceil(1000).min(i32::MAX as u128) as i32
+                }
+            };
+            // SAFETY: `events` has room for EVENTS entries.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.shared.epfd(),
+                    events.as_mut_ptr(),
+                    EVENTS as i32,
+                    timeout_ms,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return Err(e);
+            }
+            // SAFETY: the kernel initialised the first `n` entries.
+            unsafe { events.set_len(n as usize) };
+            let mut woke = false;
+            for ev in events.drain(..) {
+                let (id, flags) = (ev.u64, ev.events);
+                if id == WAKE_ID {
+                    let mut v: u64 = 0;
+                    // SAFETY: reads 8 bytes into a valid u64 (resets the eventfd).
+                    unsafe {
+                        libc::read(
+                            self.shared.wakefd.as_raw_fd(),
+                            (&mut v as *mut u64).cast(),
+                            8,
+                        )
+                    };
+                    woke = true;
+                    continue;
+                }
+                let state = self.shared.regs.lock().get(&id).and_then(Weak::upgrade);
+                if let Some(state) = state {
+                    run_ready(&state, flags, out);
+                }
+            }
+            self.shared.take_ready(out);
+            if woke || !out.is_empty() {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Collects completions produced by other threads, without blocking.
+    pub(crate) fn reap(&self, out: &mut Vec<Completion>) {
+        self.shared.take_ready(out);
+    }
+
+    pub(crate) fn wake(&self) {
+        self.shared.wake();
+    }
+
+    /// Refuses new ops; every queued op comes back cancelled in `spill`.
+    pub(crate) fn shutdown(&self, spill: &mut Vec<Completion>) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.pool.shutdown(spill);
+        let states: Vec<Arc<FdState>> = self
+            .shared
+            .regs
+            .lock()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for state in states {
+            let mut q = state.queues.lock();
+            let q = &mut *q;
+            for p in q.read.drain(..).chain(q.write.drain(..)) {
+                spill.push(Completion {
+                    op: p.0,
+                    res: -libc::ECANCELED,
+                });
+            }
+        }
+        self.shared.wake();
+    }
+}
+
+/// Runs the queues of an fd that epoll reported ready.
+fn run_ready(state: &FdState, flags: u32, out: &mut Vec<Completion>) {
+    let readable =
+        flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
+    let writable = flags & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
+    let mut q = state.queues.lock();
+    let q = &mut *q;
+    for (ready, queue) in [(readable, &mut q.read), (writable, &mut q.write)] {
+        if !ready {
+            continue;
+        }
+        while let Some(front) = queue.front() {
+            // SAFETY: queued records are owned by the backend; we hold the
+            // fd's lock, so nobody else touches them.
+            match unsafe { attempt(front.0, state.kind) } {
+                Attempt::Done(res) => {
+                    let p = queue.pop_front().expect("front exists");
+                    out.push(Completion { op: p.0, res });
+                }
+                Attempt::WouldBlock => break,
+            }
+        }
+    }
+}
