@@ -48,6 +48,7 @@ mod waiter;
 
 use std::fmt;
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,7 +156,7 @@ impl<C: Send + 'static> Port<C> {
     }
 
     /// A builder for the other settings.
-    pub fn builder() -> PortBuilder {
+    pub fn builder() -> PortBuilder<C> {
         PortBuilder::new()
     }
 
@@ -276,28 +277,39 @@ impl<C: Send + 'static> fmt::Debug for Port<C> {
     }
 }
 
-/// Settings of a new [`Port`].
-#[derive(Debug, Clone)]
-pub struct PortBuilder {
+/// Settings of a new [`Port`] whose packets carry contexts of type `C`.
+pub struct PortBuilder<C> {
     concurrency: usize,
     entries: u32,
     backend: Backend,
+    _context: PhantomData<fn() -> C>,
 }
 
-impl Default for PortBuilder {
+impl<C> fmt::Debug for PortBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PortBuilder")
+            .field("concurrency", &self.concurrency)
+            .field("entries", &self.entries)
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+impl<C: Send + 'static> Default for PortBuilder<C> {
     fn default() -> Self {
         PortBuilder::new()
     }
 }
 
-impl PortBuilder {
+impl<C: Send + 'static> PortBuilder<C> {
     /// Defaults: concurrency 0 (one per CPU), 256 ring entries, automatic
     /// backend.
-    pub fn new() -> PortBuilder {
+    pub fn new() -> PortBuilder<C> {
         PortBuilder {
             concurrency: 0,
             entries: 256,
             backend: Backend::Auto,
+            _context: PhantomData,
         }
     }
 
@@ -332,7 +344,7 @@ impl PortBuilder {
     /// Fails with a message naming the cause when the backend cannot start
     /// (io_uring denied by seccomp or `kernel.io_uring_disabled`, kernel too
     /// old, locked-memory limit) and with `InvalidInput` for 0 entries.
-    pub fn build<C: Send + 'static>(self) -> io::Result<Port<C>> {
+    pub fn build(self) -> io::Result<Port<C>> {
         if self.entries == 0 {
             return Err(invalid_input("a port needs at least one ring entry"));
         }

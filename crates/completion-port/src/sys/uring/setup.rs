@@ -94,12 +94,15 @@ fn check_kernel_version() -> io::Result<()> {
 
 /// What `io_uring_setup` failed with, and what to change.
 fn explain_setup_error(e: io::Error) -> io::Error {
-    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .ok()
-        .map(|s| s.trim().to_owned());
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok();
+    explain(e, disabled.as_deref().map(str::trim))
+}
+
+/// [`explain_setup_error`] given the value of `kernel.io_uring_disabled`.
+fn explain(e: io::Error, disabled: Option<&str>) -> io::Error {
     let msg = match e.raw_os_error() {
         Some(libc::ENOSYS) => "io_uring_setup is not implemented by this kernel (ENOSYS): it was built without io_uring, or a sandbox such as gVisor hides it".to_string(),
-        Some(libc::EPERM) | Some(libc::EACCES) => match disabled.as_deref() {
+        Some(libc::EPERM) | Some(libc::EACCES) => match disabled {
             Some("2") => "io_uring is disabled on this machine: the sysctl kernel.io_uring_disabled is 2 (set it to 0 to allow io_uring)".to_string(),
             Some("1") => "io_uring is restricted on this machine: the sysctl kernel.io_uring_disabled is 1, which allows it only to CAP_SYS_ADMIN or to the group in kernel.io_uring_group".to_string(),
             _ => "io_uring_setup was denied: a seccomp profile (such as Docker's default one) or a security module forbids io_uring in this process".to_string(),
@@ -110,4 +113,26 @@ fn explain_setup_error(e: io::Error) -> io::Error {
         _ => "io_uring_setup failed".to_string(),
     };
     io::Error::new(e.kind(), format!("io_uring: {msg} ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(errno: i32, disabled: Option<&str>) -> String {
+        explain(io::Error::from_raw_os_error(errno), disabled).to_string()
+    }
+
+    #[test]
+    fn setup_errors_name_their_cause() {
+        assert!(msg(libc::EPERM, Some("2")).contains("kernel.io_uring_disabled is 2"));
+        assert!(msg(libc::EPERM, Some("1")).contains("kernel.io_uring_disabled is 1"));
+        assert!(msg(libc::EPERM, Some("0")).contains("seccomp"));
+        assert!(msg(libc::ENOSYS, None).contains("ENOSYS"));
+        assert!(msg(libc::ENOMEM, None).contains("ulimit -l"));
+        // The OS error stays visible, and its kind is kept.
+        let e = explain(io::Error::from_raw_os_error(libc::EPERM), Some("2"));
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert!(e.to_string().contains("os error 1"));
+    }
 }
