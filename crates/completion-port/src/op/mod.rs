@@ -3,15 +3,16 @@
 //!
 //! # Life of an operation
 //! 1. A [`Handle`](crate::Handle) method (`read_at`, `recv`, …; see
-//!    [`file`] and [`net`]) validates its arguments and boxes an
-//!    [`OpRecord`]: the fd, the buffers, the caller's context, the key.
-//! 2. The port hands `&mut record.io` to the backend
-//!    ([`Driver::submit`](crate::sys::Driver::submit)); from then on the
-//!    record belongs to the kernel and nothing in user space touches it.
-//! 3. The backend reports a [`Completion`](crate::sys::Completion) carrying
-//!    the same pointer exactly once; the port turns the record back into a
-//!    `Box` ([`OpRecord::from_completion`]) and builds the [`Packet`]
-//!    (crate::Packet) that hands buffers and context back to the user.
+//!    [`file`](mod@file) and [`net`]) validates its arguments and boxes an operation
+//!    record (`OpRecord`): the fd, the buffers, the caller's context, the
+//!    key.
+//! 2. The port hands the record to the backend (`Driver::submit` in
+//!    `sys/mod.rs`); from then on it belongs to the kernel and nothing in
+//!    user space touches it.
+//! 3. The backend reports a completion carrying the same pointer exactly
+//!    once; the port turns the record back into a `Box`
+//!    (`OpRecord::from_completion`) and builds the
+//!    [`Packet`](crate::Packet) that hands buffers and context back.
 
 pub mod file;
 pub mod net;

@@ -21,7 +21,9 @@
 //!    the ring is never left unwatched while a waiter could use a
 //!    completion.
 //! 3. `leader` is true from the moment a thread takes (or is given) the
-//!    leadership until it has re-taken the lock after its kernel wait.
+//!    leadership until it gives it up under the lock: when it takes a
+//!    packet, times out, fails, sees the port closed, or finds every slot
+//!    taken. A kernel wait that returns does not end it.
 //!    `leader_woken` records that a wake request is already on its way, so
 //!    a burst of posts costs one wake, not one per post.
 //! 4. Packets are only queued while `!closed`; `close` empties the queue
@@ -233,11 +235,17 @@ impl<C: Send + 'static> Core<C> {
                 let mut done = Vec::new();
                 let r = self.driver.wait(deadline, &mut done);
                 st = self.state.lock();
-                st.leader = false;
                 st.leader_woken = false;
-                leading = false;
+                // Still the leader while queueing what it reaped: `dispatch`
+                // hands the packets to parked threads, top first, without
+                // promoting the top one to lead (which would wake it only to
+                // wait in the kernel, and put this older thread on top of
+                // the stack, breaking LIFO). The loop then lets this thread
+                // take a packet or lead on.
                 self.enqueue(&mut st, done, &mut later);
                 if let Err(e) = r {
+                    st.leader = false;
+                    leading = false;
                     self.dispatch(&mut st, &mut later);
                     break Err(GetError::Io(e));
                 }
