@@ -67,3 +67,7 @@ pub use op::net::MAX_IOVECS;
 pub use op::{Accepted, PacketKind, Token};
 pub use port::{BlockingGuard, Packet, Port, PortBuilder, PortStats};
 pub use sys::Backend;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

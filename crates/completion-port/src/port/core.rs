@@ -245,7 +245,6 @@ impl<C: Send + 'static> Core<C> {
                 self.enqueue(&mut st, done, &mut later);
                 if let Err(e) = r {
                     st.leader = false;
-                    leading = false;
                     self.dispatch(&mut st, &mut later);
                     break Err(GetError::Io(e));
                 }

@@ -191,6 +191,13 @@ impl Ring {
     /// Drains the CQ into `out`, flushing the kernel's overflow list when the
     /// CQ was found full. Returns whether a [`WAKE`] was seen.
     fn drain(&self, out: &mut Vec<Completion>) -> bool {
+        let start = out.len();
+        let woke = self.drain_all(out);
+        self.resubmit_orphans(out, start);
+        woke
+    }
+
+    fn drain_all(&self, out: &mut Vec<Completion>) -> bool {
         let mut woke = false;
         loop {
             let (w, full) = self.drain_cq(out);
@@ -213,6 +220,54 @@ impl Ring {
                 return woke;
             }
         }
+    }
+
+    /// Resubmits the operations in `out[start..]` that the kernel cancelled
+    /// on its own.
+    ///
+    /// io_uring ties each request to the thread that submitted it, and when
+    /// that thread exits the kernel cancels its requests that are still
+    /// waiting (armed polls, queued io-wq work): they complete with
+    /// `ECANCELED`. On Windows, and on our epoll backend, an operation
+    /// outlives the thread that issued it. So an `ECANCELED` the port did not
+    /// ask for (it asks only when closing) is such an orphan: nothing was
+    /// transferred, and the record is intact, so it is submitted again from
+    /// this thread and its completion stays pending.
+    fn resubmit_orphans(&self, out: &mut Vec<Completion>, start: usize) {
+        if !out[start..].iter().any(|c| c.res == -libc::ECANCELED) {
+            return;
+        }
+        let closed = self.sq.lock();
+        if *closed {
+            // Cancelled by our own shutdown: report them as they are.
+            return;
+        }
+        let mut spill = Vec::new();
+        let mut kept = start;
+        for i in start..out.len() {
+            let c = &out[i];
+            if c.res != -libc::ECANCELED {
+                out.swap(kept, i);
+                kept += 1;
+                continue;
+            }
+            let mut op = c.op;
+            // SAFETY: the op completed, so the kernel no longer references
+            // it, and we own the record again until we hand it back.
+            let entry = op::entry(unsafe { op.as_mut() });
+            // SAFETY: as in `submit`; we hold the SQ lock.
+            if let Err(e) = unsafe { self.push(&entry, &mut spill) } {
+                tracing::warn!("io_uring: could not resubmit an orphaned operation: {e}");
+                out.swap(kept, i);
+                kept += 1;
+            }
+        }
+        out.truncate(kept);
+        if let Err(e) = self.enter_submit(&mut spill) {
+            tracing::warn!("io_uring: submitting resubmitted operations failed: {e}");
+        }
+        drop(closed);
+        out.append(&mut spill);
     }
 
     /// Pops every CQE under the CQ lock. Returns (saw a wake, CQ was full).
