@@ -98,7 +98,8 @@ pub(crate) struct Driver {
 }
 
 enum Engine {
-    Uring(uring::Ring),
+    /// Boxed: the ring is large and the enum is moved around at open.
+    Uring(Box<uring::Ring>),
     Epoll(epoll::Reactor),
 }
 
@@ -115,10 +116,10 @@ impl Driver {
             b => b,
         };
         let (engine, fallback) = match backend {
-            Backend::IoUring => (Engine::Uring(uring::Ring::open(cfg)?), None),
+            Backend::IoUring => (Engine::Uring(Box::new(uring::Ring::open(cfg)?)), None),
             Backend::Epoll => (Engine::Epoll(epoll::Reactor::open()?), None),
             Backend::Auto => match uring::Ring::open(cfg) {
-                Ok(r) => (Engine::Uring(r), None),
+                Ok(r) => (Engine::Uring(Box::new(r)), None),
                 Err(e) => {
                     let reason = e.to_string();
                     log_fallback_once(&reason);
