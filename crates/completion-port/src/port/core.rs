@@ -24,8 +24,9 @@
 //!    leadership until it gives it up under the lock: when it takes a
 //!    packet, times out, fails, sees the port closed, or finds every slot
 //!    taken. A kernel wait that returns does not end it.
-//!    `leader_woken` records that a wake request is already on its way, so
-//!    a burst of posts costs one wake, not one per post.
+//!    `leader_woken` is true when the leader needs no wake-up: one is
+//!    already on its way (a burst of posts costs one wake, not one per
+//!    post), or it is awake, queueing what its wait returned.
 //! 4. Packets are only queued while `!closed`; `close` empties the queue
 //!    and the stack in the same critical section that sets `closed`.
 //! 5. Nothing is dropped, unparked or submitted under the lock: that work is
@@ -229,13 +230,16 @@ impl<C: Send + 'static> Core<C> {
                 leading = true;
             }
             if leading {
+                // From here until it re-takes the lock, a post must wake it.
+                st.leader_woken = false;
                 // Wait in the kernel, without the lock.
                 drop(st);
                 self.run(mem::take(&mut later));
                 let mut done = Vec::new();
                 let r = self.driver.wait(deadline, &mut done);
                 st = self.state.lock();
-                st.leader_woken = false;
+                // Awake: `dispatch` must not send it a wake-up while it queues.
+                st.leader_woken = true;
                 // Still the leader while queueing what it reaped: `dispatch`
                 // hands the packets to parked threads, top first, without
                 // promoting the top one to lead (which would wake it only to
