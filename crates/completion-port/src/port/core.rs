@@ -328,10 +328,17 @@ impl<C: Send + 'static> Core<C> {
     ) -> MutexGuard<'a, State<C>> {
         drop(st);
         let mut done = Vec::new();
-        self.driver.reap(&mut done);
+        let swallowed_wake = self.driver.reap(&mut done);
         let mut st = self.state.lock();
+        if swallowed_wake {
+            // The leader's wake-up was consumed here: it may still sleep in
+            // the kernel. Let `dispatch` send another if it is still needed.
+            st.leader_woken = false;
+        }
         if !done.is_empty() {
             self.enqueue(&mut st, done, later);
+        } else if swallowed_wake {
+            self.dispatch(&mut st, later);
         }
         st
     }
@@ -360,6 +367,11 @@ impl<C: Send + 'static> Core<C> {
     /// Restores invariant 2 after any change of the state.
     fn dispatch(&self, st: &mut State<C>, later: &mut Deferred<C>) {
         if st.closed {
+            // A leader still in the kernel must come out and see `closed`.
+            if st.leader && !st.leader_woken {
+                st.leader_woken = true;
+                later.wake_leader = true;
+            }
             return;
         }
         while st.running < self.concurrency && !st.queue.is_empty() {
@@ -419,6 +431,7 @@ impl<C: Send + 'static> Core<C> {
         }
         let mut spill = Vec::new();
         self.driver.shutdown(&mut spill);
+        let mut later = Deferred::default();
         let mut st = self.state.lock();
         st.closed = true;
         let queued = mem::take(&mut st.queue);
@@ -426,27 +439,29 @@ impl<C: Send + 'static> Core<C> {
         for w in &waiters {
             w.give(Wake::Closed);
         }
-        let leader = st.leader;
+        // Wakes the leader, if any, so it sees `closed`.
+        self.dispatch(&mut st, &mut later);
+        self.enqueue(&mut st, spill, &mut later);
         drop(st);
         for w in &waiters {
             w.unpark();
         }
         drop(queued);
-        let mut later = Deferred::default();
-        if leader {
-            self.driver.wake(&mut spill);
-        }
-        self.enqueue(&mut self.state.lock(), spill, &mut later);
         self.run(later);
         // Reap until every cancelled op is back. The leader, if any, reaps
-        // too (and drops what it gets), so wait in short slices.
+        // too (and drops what it gets), so wait in short slices. Each wait
+        // may consume the leader's wake-up, so re-arm it after each one.
         while self.in_flight.load(Ordering::Acquire) > 0 {
             let mut done = Vec::new();
             let r = self
                 .driver
                 .wait(Some(Instant::now() + Duration::from_millis(20)), &mut done);
             let mut later = Deferred::default();
-            self.enqueue(&mut self.state.lock(), done, &mut later);
+            let mut st = self.state.lock();
+            self.enqueue(&mut st, done, &mut later);
+            st.leader_woken = false;
+            self.dispatch(&mut st, &mut later);
+            drop(st);
             self.run(later);
             if let Err(e) = r {
                 tracing::error!(

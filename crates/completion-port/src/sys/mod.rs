@@ -11,7 +11,8 @@
 //! - `wait(deadline)`: block until at least one completion, a `wake`, or the
 //!   deadline. Called by one thread at a time (the port's *leader*).
 //! - `reap()`: collect completions without blocking; callable from any
-//!   thread, concurrently with `wait`.
+//!   thread, concurrently with `wait`. If it consumes a wake-up meant for
+//!   the leader it says so, and the port sends another if still needed.
 //! - `wake()`: make the current (or next) `wait` return soon. Any thread.
 //! - `shutdown()`: refuse new submissions and ask the kernel to cancel
 //!   everything in flight; the cancelled ops are still reported.
@@ -160,7 +161,9 @@ impl Driver {
         }
     }
 
-    pub(crate) fn reap(&self, out: &mut Vec<Completion>) {
+    /// Collects ready completions without blocking. Returns `true` when it
+    /// consumed a wake-up meant for the leader (the port then re-arms it).
+    pub(crate) fn reap(&self, out: &mut Vec<Completion>) -> bool {
         match &self.engine {
             Engine::Uring(r) => r.reap(out),
             Engine::Epoll(r) => r.reap(out),

@@ -287,8 +287,11 @@ impl Reactor {
     }
 
     /// Collects completions produced by other threads, without blocking.
-    pub(crate) fn reap(&self, out: &mut Vec<Completion>) {
+    /// Never consumes the leader's wake-up (only the leader reads the
+    /// eventfd), so it always returns `false`.
+    pub(crate) fn reap(&self, out: &mut Vec<Completion>) -> bool {
         self.shared.take_ready(out);
+        false
     }
 
     pub(crate) fn wake(&self) {

@@ -145,47 +145,56 @@ impl Ring {
         }
     }
 
-    /// Leader only: blocks until at least one completion (or a wake) has
-    /// been collected into `out`, or `deadline` passes (`Ok(true)`).
+    /// Leader only: blocks until the kernel reports a completion (or a
+    /// wake), or `deadline` passes, and collects what is ready into `out`.
+    /// Returns `Ok(true)` when the deadline passed with nothing collected.
+    ///
+    /// Returns after every return from the kernel, even with nothing
+    /// collected: another thread may have reaped the completion that woke
+    /// it, and only the port (under its lock) knows whether that left a
+    /// packet for this thread.
     pub(crate) fn wait(
         &self,
         deadline: Option<Instant>,
         out: &mut Vec<Completion>,
     ) -> io::Result<bool> {
-        loop {
-            let woke = self.drain(out);
-            if woke || !out.is_empty() {
-                return Ok(false);
+        let woke = self.drain(out);
+        if woke || !out.is_empty() {
+            return Ok(false);
+        }
+        let r = match deadline {
+            None => self.ring.submitter().submit_and_wait(1),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Ok(true);
+                }
+                let ts = types::Timespec::from(d - now);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
             }
-            let r = match deadline {
-                None => self.ring.submitter().submit_and_wait(1),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Ok(true);
-                    }
-                    let ts = types::Timespec::from(d - now);
-                    let args = types::SubmitArgs::new().timespec(&ts);
-                    self.ring.submitter().submit_with_args(1, &args)
-                }
-            };
-            if let Err(e) = r {
-                match e.raw_os_error() {
-                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
-                    | Some(libc::EAGAIN) => {}
-                    _ => return Err(e),
-                }
+        };
+        if let Err(e) = r {
+            match e.raw_os_error() {
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                _ => return Err(e),
             }
         }
+        self.drain(out);
+        Ok(out.is_empty() && deadline.is_some_and(|d| Instant::now() >= d))
     }
 
     /// Collects ready completions without blocking. Skips (returns nothing)
     /// when another thread is reaping right now: that thread queues them.
-    pub(crate) fn reap(&self, out: &mut Vec<Completion>) {
+    ///
+    /// Returns whether it consumed a [`WAKE`]: that wake was meant for the
+    /// leader, which will not see it, so the port must send another if the
+    /// leader still needs one.
+    pub(crate) fn reap(&self, out: &mut Vec<Completion>) -> bool {
         if self.cq.is_locked() {
-            return;
+            return false;
         }
-        self.drain(out);
+        self.drain(out)
     }
 
     /// Drains the CQ into `out`, flushing the kernel's overflow list when the
