@@ -1,0 +1,151 @@
+//! `cport bench` end to end: the built binary runs every workload on a
+//! tiny amount of work and writes its JSON. No test here asserts a speed.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn cport() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cport"))
+}
+
+fn tmp_json(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("cport-bench-{}-{name}.json", std::process::id()))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn number(v: &Value, what: &str) -> f64 {
+    v.get("value")
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{what}: no numeric value in {v}"))
+}
+
+#[test]
+fn bench_all_quick_writes_every_row() {
+    let path = tmp_json("all");
+    let out = cport()
+        .args(["bench", "all", "--quick", "--json"])
+        .arg(&path)
+        .env("CPORT_BENCH_SCALE", "0.01")
+        .output()
+        .expect("run cport");
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "crossbeam-channel",
+        "raw io-uring",
+        "ratio (ours/peer)",
+        "targets:",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "table lacks {needle:?}:\n{}",
+            text(&out)
+        );
+    }
+
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read JSON"))
+        .expect("the JSON parses");
+    let _ = std::fs::remove_file(&path);
+
+    let machine = &doc["machine"];
+    assert!(machine["kernel"].as_str().is_some_and(|k| !k.is_empty()));
+    assert!(machine["cpu_model"].as_str().is_some());
+    assert!(machine["nproc"].as_u64().is_some_and(|n| n >= 1));
+    assert_eq!(doc["settings"]["pairs"].as_u64(), Some(3));
+
+    let rows = doc["rows"].as_array().expect("rows");
+    let ids: Vec<&str> = rows.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, ["queue", "nop_batch_1", "nop_batch_32"]);
+    for r in rows {
+        let id = r["id"].as_str().unwrap();
+        let ratio = number(&r["ratio"], id);
+        assert!(ratio > 0.0 && ratio.is_finite(), "{id}: ratio {ratio}");
+        assert_eq!(r["ratio"]["per_pair"].as_array().map(Vec::len), Some(3));
+        for side in ["ours", "peer"] {
+            let s = &r[side];
+            assert!(s["name"].as_str().is_some(), "{id} {side}: name");
+            assert_eq!(s["rate"]["unit"], "ops/s");
+            assert!(number(&s["rate"], id) > 0.0, "{id} {side}: rate");
+            assert_eq!(s["cpu_per_op"]["unit"], "ns");
+            assert!(number(&s["cpu_per_op"], id) >= 0.0, "{id} {side}: CPU/op");
+            let trials = s["trials"].as_array().expect("trials");
+            assert_eq!(trials.len(), 3, "{id} {side}: trials");
+            for t in trials {
+                // Every trial did exactly the work of the row.
+                assert_eq!(
+                    t["ops"]["value"], r["ops_per_trial"]["value"],
+                    "{id} {side}"
+                );
+            }
+        }
+    }
+    assert_eq!(rows[0]["peer"]["name"], "crossbeam-channel");
+    assert_eq!(rows[1]["peer"]["name"], "raw io-uring");
+    assert!(rows[0]["target"]["met"].is_boolean());
+    assert!(rows[2]["target"]["met"].is_boolean());
+}
+
+#[test]
+fn bench_rejects_bad_input_without_panicking() {
+    let cases: [(&[&str], Option<&str>, &str); 5] = [
+        (&["bench", "sideways"], None, "invalid value"),
+        (
+            &["bench", "queue", "--backend", "kqueue"],
+            None,
+            "unknown backend",
+        ),
+        (&["bench", "queue", "--pairs", "0"], None, "--pairs"),
+        (
+            &["bench", "queue", "--quick"],
+            Some("abc"),
+            "CPORT_BENCH_SCALE",
+        ),
+        (&["bench", "queue", "--scale=0"], None, "out of range"),
+    ];
+    for (args, scale, needle) in cases {
+        let mut cmd = cport();
+        cmd.args(args);
+        if let Some(s) = scale {
+            cmd.env("CPORT_BENCH_SCALE", s);
+        }
+        let out = cmd.output().expect("run cport");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded:\n{}", text(&out));
+        assert!(
+            !stderr.contains("panicked"),
+            "{args:?} panicked:\n{}",
+            text(&out)
+        );
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: no {needle:?} in:\n{}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn bench_reports_an_unwritable_json_file_before_running() {
+    let out = cport()
+        .args(["bench", "nop", "--json", "/nonexistent-dir/x.json"])
+        .output()
+        .expect("run cport");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent-dir/x.json"), "{}", text(&out));
+    assert!(
+        !stderr.contains("pair 1/"),
+        "ran trials first:\n{}",
+        text(&out)
+    );
+}
