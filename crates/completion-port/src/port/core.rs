@@ -145,8 +145,14 @@ impl<C: Send + 'static> Core<C> {
         let io = unsafe { &mut (*raw).io };
         io.prepare();
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        // A thread running for this port will come back to the port (next
+        // `get`, blocking scope or exit: `running.rs`), and the pending
+        // submission is made then; any other thread submits at once.
+        let defer = self.driver.can_defer() && running::defer_submit(self.id);
         let mut spill = Vec::new();
-        let r = self.driver.submit(std::ptr::NonNull::from(io), &mut spill);
+        let r = self
+            .driver
+            .submit(std::ptr::NonNull::from(io), defer, &mut spill);
         self.absorb(spill);
         match r {
             // From here on the record belongs to the backend: not touched.
@@ -179,10 +185,13 @@ impl<C: Send + 'static> Core<C> {
     /// Dequeues one packet for the calling thread (spec §4.17, §1.3–1.5).
     pub(crate) fn get(&self, timeout: Option<Duration>) -> Result<Packet<C>, GetError> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let was_running = running::begin_get(self.id);
+        let start = running::begin_get(self.id);
+        // This thread's deferred submissions: submitted by the kernel wait if
+        // it leads, else explicitly before it parks or returns.
+        let mut pending = start.pending;
         let mut later = Deferred::default();
         let mut st = self.state.lock();
-        if was_running {
+        if start.was_running {
             // It asked again: it stops counting (spec §1.4), and may take the
             // next packet at once below without any hand-off (§1.5).
             st.running -= 1;
@@ -236,6 +245,9 @@ impl<C: Send + 'static> Core<C> {
                 drop(st);
                 self.run(mem::take(&mut later));
                 let mut done = Vec::new();
+                // The wait submits whatever the SQ holds when it enters the
+                // kernel; `pending` stays set in case it returned without
+                // entering (the final flush then finds little or nothing).
                 let r = self.driver.wait(deadline, &mut done);
                 st = self.state.lock();
                 // Awake: `dispatch` must not send it a wake-up while it queues.
@@ -261,6 +273,10 @@ impl<C: Send + 'static> Core<C> {
             self.dispatch(&mut st, &mut later);
             drop(st);
             self.run(mem::take(&mut later));
+            if mem::take(&mut pending) {
+                // Nobody else would submit them while this thread sleeps.
+                self.flush();
+            }
             match me.park(deadline) {
                 Some(Wake::Packet(p)) => {
                     // The giver counted this thread as running already.
@@ -290,10 +306,20 @@ impl<C: Send + 'static> Core<C> {
         };
         drop(st);
         self.run(later);
+        if pending {
+            self.flush();
+        }
         if outcome.is_ok() {
             running::counted(self.id, || self.me.clone() as Weak<dyn Accounting>);
         }
         outcome
+    }
+
+    /// Submits every operation left pending in the backend.
+    fn flush(&self) {
+        let mut spill = Vec::new();
+        self.driver.flush(&mut spill);
+        self.absorb(spill);
     }
 
     /// Takes up to `max - 1` more packets for a thread that just got one
@@ -485,5 +511,9 @@ impl<C: Send + 'static> Accounting for Core<C> {
 
     fn count_up(&self) {
         self.state.lock().running += 1;
+    }
+
+    fn flush(&self) {
+        Core::flush(self);
     }
 }
