@@ -73,7 +73,7 @@ impl<C: Send + 'static> Handle<C> {
     pub fn accept(&self, context: C) -> Result<Token, Rejected<C>> {
         let mut io = self.new_io(OpKind::Accept, Buffers::None);
         io.addr_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        self.issue_record(OpRecord::new(io, context))
+        self.issue_record(OpRecord::boxed(io, context))
     }
 
     /// Connects this socket to `addr`; the packet's result is `Ok(0)` once
@@ -99,6 +99,6 @@ impl<C: Send + 'static> Handle<C> {
             )
         };
         io.addr_len = addr.len();
-        self.issue_record(OpRecord::new(io, context))
+        self.issue_record(OpRecord::boxed(io, context))
     }
 }

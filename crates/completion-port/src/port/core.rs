@@ -33,8 +33,10 @@
 //!    collected in [`Deferred`] and done after release (a context's `Drop`
 //!    may call back into the port).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::mem;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -44,11 +46,52 @@ use parking_lot::{Mutex, MutexGuard};
 use super::running::{self, Accounting};
 use super::waiter::{Waiter, Wake};
 use crate::error::{port_closed, GetError, Rejected};
-use crate::op::{Buffers, OpRecord, Token};
+use crate::op::{Buffers, RecordBox, Token};
 use crate::sys::{Completion, Driver};
 use crate::{Packet, PortStats};
 
 static NEXT_PORT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's spare completion buffer (see [`Scratch`]).
+    static SCRATCH: Cell<Vec<Completion>> = const { Cell::new(Vec::new()) };
+}
+
+/// A completion buffer borrowed from the thread's spare, so that a kernel
+/// wait or a reap does not allocate (and grow) a fresh `Vec` each time.
+/// Given back, empty, when dropped. Re-entrant calls (a context's `Drop`
+/// calling into a port) just find no spare and allocate.
+struct Scratch(Vec<Completion>);
+
+impl Scratch {
+    fn take() -> Scratch {
+        Scratch(SCRATCH.try_with(Cell::take).unwrap_or_default())
+    }
+}
+
+impl Deref for Scratch {
+    type Target = Vec<Completion>;
+    fn deref(&self) -> &Vec<Completion> {
+        &self.0
+    }
+}
+
+impl DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut Vec<Completion> {
+        &mut self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Every user hands the completions to `enqueue`, which empties it.
+        debug_assert!(self.0.is_empty(), "completions left in a scratch buffer");
+        let v = mem::take(&mut self.0);
+        if v.capacity() > 0 && v.is_empty() {
+            let _ = SCRATCH.try_with(|s| s.set(v));
+        }
+    }
+}
 
 pub(crate) struct Core<C> {
     id: u64,
@@ -137,12 +180,12 @@ impl<C: Send + 'static> Core<C> {
     }
 
     /// Hands an operation to the backend. On refusal everything comes back.
-    pub(crate) fn submit(&self, rec: Box<OpRecord<C>>) -> Result<Token, Rejected<C>> {
+    pub(crate) fn submit(&self, rec: RecordBox<C>) -> Result<Token, Rejected<C>> {
         let token = rec.io.token;
-        let raw = Box::into_raw(rec);
-        // SAFETY: `raw` comes from `Box::into_raw`, so it is valid and
+        let raw = rec.into_raw();
+        // SAFETY: `raw` comes from `RecordBox::into_raw`, so it is valid and
         // unaliased; `io` is its first field.
-        let io = unsafe { &mut (*raw).io };
+        let io = unsafe { &mut (*raw.as_ptr()).io };
         io.prepare();
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         // A thread running for this port will come back to the port (next
@@ -153,14 +196,14 @@ impl<C: Send + 'static> Core<C> {
         let r = self
             .driver
             .submit(std::ptr::NonNull::from(io), defer, &mut spill);
-        self.absorb(spill);
+        self.absorb(&mut spill);
         match r {
             // From here on the record belongs to the backend: not touched.
             Ok(()) => Ok(token),
             Err(error) => {
                 self.in_flight.fetch_sub(1, Ordering::AcqRel);
                 // SAFETY: the driver refused the op, so ownership never left us.
-                let mut rec = unsafe { Box::from_raw(raw) };
+                let mut rec = unsafe { RecordBox::from_raw(raw) };
                 let bufs = mem::take(&mut rec.io.bufs);
                 let ctx = rec.ctx.take().expect("context present until completion");
                 Err(Rejected::new(error, ctx, bufs))
@@ -244,7 +287,7 @@ impl<C: Send + 'static> Core<C> {
                 // Wait in the kernel, without the lock.
                 drop(st);
                 self.run(mem::take(&mut later));
-                let mut done = Vec::new();
+                let mut done = Scratch::take();
                 // The wait submits whatever the SQ holds when it enters the
                 // kernel; `pending` stays set in case it returned without
                 // entering (the final flush then finds little or nothing).
@@ -258,7 +301,7 @@ impl<C: Send + 'static> Core<C> {
                 // wait in the kernel, and put this older thread on top of
                 // the stack, breaking LIFO). The loop then lets this thread
                 // take a packet or lead on.
-                self.enqueue(&mut st, done, &mut later);
+                self.enqueue(&mut st, &mut done, &mut later);
                 if let Err(e) = r {
                     st.leader = false;
                     self.dispatch(&mut st, &mut later);
@@ -319,12 +362,15 @@ impl<C: Send + 'static> Core<C> {
     fn flush(&self) {
         let mut spill = Vec::new();
         self.driver.flush(&mut spill);
-        self.absorb(spill);
+        self.absorb(&mut spill);
     }
 
     /// Takes up to `max - 1` more packets for a thread that just got one
     /// (spec §4.18: what is queued, without waiting).
     pub(crate) fn take_more(&self, out: &mut Vec<Packet<C>>, max: usize) {
+        if max == 0 {
+            return;
+        }
         let mut later = Deferred::default();
         let mut st = self.state.lock();
         let mut want = max;
@@ -353,7 +399,7 @@ impl<C: Send + 'static> Core<C> {
         later: &mut Deferred<C>,
     ) -> MutexGuard<'a, State<C>> {
         drop(st);
-        let mut done = Vec::new();
+        let mut done = Scratch::take();
         let swallowed_wake = self.driver.reap(&mut done);
         let mut st = self.state.lock();
         if swallowed_wake {
@@ -362,7 +408,7 @@ impl<C: Send + 'static> Core<C> {
             st.leader_woken = false;
         }
         if !done.is_empty() {
-            self.enqueue(&mut st, done, later);
+            self.enqueue(&mut st, &mut done, later);
         } else if swallowed_wake {
             self.dispatch(&mut st, later);
         }
@@ -371,12 +417,13 @@ impl<C: Send + 'static> Core<C> {
 
     /// Turns completions into packets and queues them (or drops them after
     /// the lock if the port is closed), then dispatches.
-    fn enqueue(&self, st: &mut State<C>, done: Vec<Completion>, later: &mut Deferred<C>) {
+    /// Empties `done`.
+    fn enqueue(&self, st: &mut State<C>, done: &mut Vec<Completion>, later: &mut Deferred<C>) {
         if done.is_empty() {
             return;
         }
         self.in_flight.fetch_sub(done.len(), Ordering::AcqRel);
-        for c in done {
+        for c in done.drain(..) {
             // SAFETY: every op this port's driver reports was submitted by
             // `Core::<C>::submit` (so it is an `OpRecord<C>`), and the
             // driver reports each exactly once.
@@ -431,13 +478,13 @@ impl<C: Send + 'static> Core<C> {
         if later.wake_leader {
             let mut spill = Vec::new();
             self.driver.wake(&mut spill);
-            self.absorb(spill);
+            self.absorb(&mut spill);
         }
         drop(later.drop);
     }
 
     /// Queues completions a backend collected as a side effect.
-    fn absorb(&self, spill: Vec<Completion>) {
+    fn absorb(&self, spill: &mut Vec<Completion>) {
         if spill.is_empty() {
             return;
         }
@@ -467,7 +514,7 @@ impl<C: Send + 'static> Core<C> {
         }
         // Wakes the leader, if any, so it sees `closed`.
         self.dispatch(&mut st, &mut later);
-        self.enqueue(&mut st, spill, &mut later);
+        self.enqueue(&mut st, &mut spill, &mut later);
         drop(st);
         for w in &waiters {
             w.unpark();
@@ -484,7 +531,7 @@ impl<C: Send + 'static> Core<C> {
                 .wait(Some(Instant::now() + Duration::from_millis(20)), &mut done);
             let mut later = Deferred::default();
             let mut st = self.state.lock();
-            self.enqueue(&mut st, done, &mut later);
+            self.enqueue(&mut st, &mut done, &mut later);
             st.leader_woken = false;
             self.dispatch(&mut st, &mut later);
             drop(st);
