@@ -174,22 +174,18 @@ impl Buffers {
 }
 
 /// The backend-independent part of an operation: everything the kernel
-/// reads or writes. Lives inside an [`OpRecord`] (in a [`RecordBox`]); its address is the
-/// io_uring `user_data` and must not change while the op is in flight
-/// (hence the box).
+/// reads or writes. Lives inside an [`OpRecord`] (in a [`RecordBox`]); its
+/// address is the io_uring `user_data` and must not change while the op is
+/// in flight (hence the box).
 pub(crate) struct OpIo {
     pub(crate) kind: OpKind,
     pub(crate) fd: RawFd,
     pub(crate) offset: u64,
     pub(crate) bufs: Buffers,
-    /// Vectored ops: one entry per buffer, pointing into `bufs`' heap memory.
-    pub(crate) iov: Vec<libc::iovec>,
-    /// Vectored ops: points at `iov`.
-    pub(crate) msg: libc::msghdr,
-    /// Accept: the peer address (written by the kernel). Connect: the
-    /// address to connect to.
-    pub(crate) addr: libc::sockaddr_storage,
-    pub(crate) addr_len: libc::socklen_t,
+    /// Vectored ops, accept and connect: their larger fields, allocated on
+    /// first use ([`extra`](Self::extra)) so that the records of the common
+    /// ops stay small.
+    pub(crate) extra: Option<Box<OpExtra>>,
     /// Accept: the new socket, once completed.
     pub(crate) accepted: Option<OwnedFd>,
     pub(crate) key: usize,
@@ -200,11 +196,24 @@ pub(crate) struct OpIo {
     pub(crate) owner: Arc<FdOwner>,
 }
 
-// SAFETY: the raw pointers in `iov` and `msg` point into memory owned by this
-// same record (`bufs`, `iov`); they are only dereferenced by the kernel or the
-// backend while the record is in flight, which is never concurrent with user
-// access. Moving the record between threads is therefore like moving a
-// `Vec<u8>` and its slices together.
+/// The fields only vectored ops, accept and connect use. Boxed: its
+/// address, like the record's, does not change while the op is in flight.
+pub(crate) struct OpExtra {
+    /// Vectored ops: one entry per buffer, pointing into `bufs`' heap memory.
+    pub(crate) iov: Vec<libc::iovec>,
+    /// Vectored ops: points at `iov`.
+    pub(crate) msg: libc::msghdr,
+    /// Accept: the peer address (written by the kernel). Connect: the
+    /// address to connect to.
+    pub(crate) addr: libc::sockaddr_storage,
+    pub(crate) addr_len: libc::socklen_t,
+}
+
+// SAFETY: the raw pointers in `extra` (`iov`, `msg`) point into memory owned
+// by this same record (`bufs`, `extra.iov`); they are only dereferenced by
+// the kernel or the backend while the record is in flight, which is never
+// concurrent with user access. Moving the record between threads is
+// therefore like moving a `Vec<u8>` and its slices together.
 unsafe impl Send for OpIo {}
 
 impl OpIo {
@@ -214,12 +223,7 @@ impl OpIo {
             fd: owner.raw(),
             offset: 0,
             bufs,
-            iov: Vec::new(),
-            // SAFETY: all-zero is a valid `msghdr` and `sockaddr_storage`.
-            msg: unsafe { mem::zeroed() },
-            // SAFETY: as above.
-            addr: unsafe { mem::zeroed() },
-            addr_len: 0,
+            extra: None,
             accepted: None,
             key,
             started: false,
@@ -228,36 +232,48 @@ impl OpIo {
         }
     }
 
+    /// The vectored/accept/connect fields, zeroed on first use.
+    pub(crate) fn extra(&mut self) -> &mut OpExtra {
+        self.extra.get_or_insert_with(|| {
+            Box::new(OpExtra {
+                iov: Vec::new(),
+                // SAFETY: all-zero is a valid `msghdr` and `sockaddr_storage`.
+                msg: unsafe { mem::zeroed() },
+                // SAFETY: as above.
+                addr: unsafe { mem::zeroed() },
+                addr_len: 0,
+            })
+        })
+    }
+
     /// Points `iov` and `msg` at the buffers. Called once the record is in
-    /// its final (boxed) place, right before submission.
+    /// its final place, right before submission.
     pub(crate) fn prepare(&mut self) {
-        match self.kind {
-            OpKind::RecvVectored => {
-                self.iov = self
-                    .bufs
-                    .many_mut()
-                    .iter_mut()
-                    .map(|b| libc::iovec {
-                        iov_base: b.spare_ptr().cast(),
-                        iov_len: b.spare_capacity(),
-                    })
-                    .collect();
-            }
-            OpKind::SendVectored => {
-                self.iov = self
-                    .bufs
-                    .many_mut()
-                    .iter()
-                    .map(|b| libc::iovec {
-                        iov_base: b.as_ptr() as *mut libc::c_void,
-                        iov_len: b.len(),
-                    })
-                    .collect();
-            }
+        let iov: Vec<libc::iovec> = match self.kind {
+            OpKind::RecvVectored => self
+                .bufs
+                .many_mut()
+                .iter_mut()
+                .map(|b| libc::iovec {
+                    iov_base: b.spare_ptr().cast(),
+                    iov_len: b.spare_capacity(),
+                })
+                .collect(),
+            OpKind::SendVectored => self
+                .bufs
+                .many_mut()
+                .iter()
+                .map(|b| libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                })
+                .collect(),
             _ => return,
-        }
-        self.msg.msg_iov = self.iov.as_mut_ptr();
-        self.msg.msg_iovlen = self.iov.len();
+        };
+        let ex = self.extra();
+        ex.iov = iov;
+        ex.msg.msg_iov = ex.iov.as_mut_ptr();
+        ex.msg.msg_iovlen = ex.iov.len();
     }
 
     /// Applies the kernel's result (`>= 0`: a count or an fd; `< 0`:

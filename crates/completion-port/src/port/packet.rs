@@ -105,6 +105,7 @@ impl<C> Packet<C> {
     pub fn take_accepted(&mut self) -> Option<Accepted> {
         let io = &mut self.op.as_mut()?.io;
         let fd = io.accepted.take()?;
+        let io = io.extra();
         // SAFETY: the kernel wrote a sockaddr of `addr_len` bytes into `addr`
         // on a successful accept; the length is clamped to the storage size.
         let peer = unsafe {
