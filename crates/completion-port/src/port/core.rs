@@ -135,6 +135,30 @@ pub(crate) struct Core<C> {
     state: Mutex<State<C>>,
     /// FIFO of packets ready to be dequeued (lock-free; see the module docs).
     queue: SegQueue<Packet<C>>,
+    /// What every post reads: kept on a cache line of its own, which a get
+    /// that finds a packet does not write.
+    hot: CacheLine<Hot>,
+    /// Packets dequeued since creation (statistics), counted per thread
+    /// stripe so that concurrent getters do not share a cache line.
+    dequeued: [CacheLine<AtomicU64>; DEQUEUED_STRIPES],
+    /// Operations handed to the driver and not yet turned into packets.
+    in_flight: CacheLine<AtomicUsize>,
+    me: Weak<Core<C>>,
+}
+
+/// Aligned (and so padded) to two cache lines, against false sharing.
+#[repr(align(128))]
+struct CacheLine<T>(T);
+
+impl<T> Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The atomics a post reads (see the module docs).
+struct Hot {
     /// Threads counted as running for this port, plus reservations (see
     /// "Slots" in the module docs).
     running: AtomicUsize,
@@ -142,13 +166,19 @@ pub(crate) struct Core<C> {
     /// plus one for a leader with `!leader_woken`. Written under the lock
     /// (`publish_sleepers`), read by posters without it.
     sleepers: AtomicUsize,
-    /// Packets dequeued since creation (statistics).
-    dequeued: AtomicU64,
-    /// Operations handed to the driver and not yet turned into packets.
-    in_flight: AtomicUsize,
     /// Set once by `close` (also mirrored in `State::closed`).
     closed: AtomicBool,
-    me: Weak<Core<C>>,
+}
+
+const DEQUEUED_STRIPES: usize = 4;
+
+/// This thread's stripe of the `dequeued` counters.
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % DEQUEUED_STRIPES;
+    }
+    STRIPE.try_with(|s| *s).unwrap_or(0)
 }
 
 struct State<C> {
@@ -191,11 +221,13 @@ impl<C: Send + 'static> Core<C> {
                 closed: false,
             }),
             queue: SegQueue::new(),
-            running: AtomicUsize::new(0),
-            sleepers: AtomicUsize::new(0),
-            dequeued: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
+            hot: CacheLine(Hot {
+                running: AtomicUsize::new(0),
+                sleepers: AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
+            }),
+            dequeued: std::array::from_fn(|_| CacheLine(AtomicU64::new(0))),
+            in_flight: CacheLine(AtomicUsize::new(0)),
             me: me.clone(),
         })
     }
@@ -205,18 +237,22 @@ impl<C: Send + 'static> Core<C> {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.hot.closed.load(Ordering::Acquire)
     }
 
     pub(crate) fn stats(&self) -> PortStats {
         let st = self.state.lock();
         PortStats {
             queued: self.queue.len(),
-            running: self.running.load(Ordering::SeqCst),
+            running: self.hot.running.load(Ordering::SeqCst),
             parked: st.waiters.len(),
             leader: st.leader,
             in_flight: self.in_flight.load(Ordering::Relaxed),
-            dequeued: self.dequeued.load(Ordering::Relaxed),
+            dequeued: self
+                .dequeued
+                .iter()
+                .map(|d| d.load(Ordering::Relaxed))
+                .sum(),
         }
     }
 
@@ -254,19 +290,19 @@ impl<C: Send + 'static> Core<C> {
 
     /// Queues a user packet.
     pub(crate) fn post(&self, key: usize, bytes: usize, context: C) -> Result<(), Rejected<C>> {
-        if self.closed.load(Ordering::SeqCst) {
+        if self.hot.closed.load(Ordering::SeqCst) {
             return Err(Rejected::new(port_closed(), context, Buffers::None));
         }
         self.queue.push(Packet::posted(key, bytes, context));
         // Push, fence, then look (module docs, "No lost wake-up").
         fence(Ordering::SeqCst);
-        if self.closed.load(Ordering::SeqCst) {
+        if self.hot.closed.load(Ordering::SeqCst) {
             // `close` may have emptied the queue before this push landed.
             self.drain_closed();
             return Ok(());
         }
-        if self.running.load(Ordering::SeqCst) >= self.concurrency
-            || self.sleepers.load(Ordering::SeqCst) == 0
+        if self.hot.running.load(Ordering::SeqCst) >= self.concurrency
+            || self.hot.sleepers.load(Ordering::SeqCst) == 0
         {
             // Every slot is held, or nobody sleeps: no hand-off to make.
             return Ok(());
@@ -281,12 +317,14 @@ impl<C: Send + 'static> Core<C> {
 
     /// Reserves a slot: `running += 1` if `running < concurrency`.
     fn try_reserve(&self) -> bool {
-        let mut r = self.running.load(Ordering::SeqCst);
+        let mut r = self.hot.running.load(Ordering::SeqCst);
         while r < self.concurrency {
-            match self
-                .running
-                .compare_exchange_weak(r, r + 1, Ordering::SeqCst, Ordering::SeqCst)
-            {
+            match self.hot.running.compare_exchange_weak(
+                r,
+                r + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
                 Ok(_) => return true,
                 Err(now) => r = now,
             }
@@ -299,6 +337,7 @@ impl<C: Send + 'static> Core<C> {
     /// held and left its packet for whoever frees one.
     fn release_slot(&self) {
         let _ = self
+            .hot
             .running
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
                 Some(r.saturating_sub(1))
@@ -310,7 +349,7 @@ impl<C: Send + 'static> Core<C> {
     /// the caller looks at the queue afterwards.
     fn publish_sleepers(&self, st: &State<C>) {
         let n = st.waiters.len() + usize::from(st.leader && !st.leader_woken);
-        self.sleepers.store(n, Ordering::SeqCst);
+        self.hot.sleepers.store(n, Ordering::SeqCst);
         fence(Ordering::SeqCst);
     }
 
@@ -318,7 +357,7 @@ impl<C: Send + 'static> Core<C> {
     /// reserved one).
     fn pop_counted(&self) -> Option<Packet<C>> {
         let p = self.queue.pop()?;
-        self.dequeued.fetch_add(1, Ordering::Relaxed);
+        self.dequeued[stripe()].fetch_add(1, Ordering::Relaxed);
         Some(p)
     }
 
@@ -339,7 +378,7 @@ impl<C: Send + 'static> Core<C> {
         // Fast path, without the lock: a running thread asking again takes
         // the next packet with the slot it holds (spec §1.5); another thread
         // reserves a slot first.
-        if !self.closed.load(Ordering::SeqCst) && (start.was_running || self.try_reserve()) {
+        if !self.hot.closed.load(Ordering::SeqCst) && (start.was_running || self.try_reserve()) {
             if let Some(p) = self.pop_counted() {
                 if pending {
                     self.flush();
@@ -379,7 +418,7 @@ impl<C: Send + 'static> Core<C> {
                     continue;
                 }
             }
-            if leading && self.running.load(Ordering::SeqCst) >= self.concurrency {
+            if leading && self.hot.running.load(Ordering::SeqCst) >= self.concurrency {
                 // Promoted, but the slots filled meanwhile: nothing to lead for.
                 st.leader = false;
                 leading = false;
@@ -391,7 +430,8 @@ impl<C: Send + 'static> Core<C> {
                 }
                 break Err(GetError::Timeout);
             }
-            if !leading && !st.leader && self.running.load(Ordering::SeqCst) < self.concurrency {
+            if !leading && !st.leader && self.hot.running.load(Ordering::SeqCst) < self.concurrency
+            {
                 st.leader = true;
                 st.leader_woken = false;
                 leading = true;
@@ -402,7 +442,8 @@ impl<C: Send + 'static> Core<C> {
                 // Publish, fence, look (module docs): a post that saw no
                 // sleeper left its packet for this look.
                 self.publish_sleepers(&st);
-                if !self.queue.is_empty() && self.running.load(Ordering::SeqCst) < self.concurrency
+                if !self.queue.is_empty()
+                    && self.hot.running.load(Ordering::SeqCst) < self.concurrency
                 {
                     continue;
                 }
@@ -585,7 +626,7 @@ impl<C: Send + 'static> Core<C> {
             w.give(Wake::Packet(p));
             later.unpark.push(w);
         }
-        let free = self.running.load(Ordering::SeqCst) < self.concurrency;
+        let free = self.hot.running.load(Ordering::SeqCst) < self.concurrency;
         if free && !st.leader {
             if let Some(w) = st.waiters.pop() {
                 st.leader = true;
@@ -601,7 +642,7 @@ impl<C: Send + 'static> Core<C> {
         }
         // Only decreases since the publication above: no fence needed.
         let n = st.waiters.len() + usize::from(st.leader && !st.leader_woken);
-        self.sleepers.store(n, Ordering::SeqCst);
+        self.hot.sleepers.store(n, Ordering::SeqCst);
     }
 
     /// Does the work collected under the lock.
@@ -633,7 +674,7 @@ impl<C: Send + 'static> Core<C> {
     /// in-flight operations are cancelled and reaped (their buffers and
     /// contexts dropped exactly once). Returns once nothing is in flight.
     pub(crate) fn close(&self) {
-        if self.closed.swap(true, Ordering::SeqCst) {
+        if self.hot.closed.swap(true, Ordering::SeqCst) {
             return;
         }
         let mut spill = Vec::new();
@@ -694,7 +735,7 @@ impl<C: Send + 'static> Accounting for Core<C> {
     }
 
     fn count_up(&self) {
-        self.running.fetch_add(1, Ordering::SeqCst);
+        self.hot.running.fetch_add(1, Ordering::SeqCst);
     }
 
     fn flush(&self) {

@@ -236,7 +236,9 @@ impl<C: Send + 'static> Port<C> {
 
     /// Queues a packet carrying exactly `key`, `Ok(bytes)` and `context`;
     /// no I/O is involved (spec §4.19). Refused (context handed back) when
-    /// the port is closed.
+    /// the port is closed. A post that races with [`close`](Self::close)
+    /// may succeed and have its packet dropped with the rest of the queue,
+    /// as if it had been posted just before.
     pub fn post(&self, key: usize, bytes: usize, context: C) -> Result<(), Rejected<C>> {
         self.inner.core.post(key, bytes, context)
     }
