@@ -14,7 +14,7 @@
 //!    and builds the [`Packet`](crate::Packet) that hands buffers and
 //!    context back.
 //!
-//! Records live in a [`RecordBox`] (`record.rs`): owned like a `Box`, with
+//! Records live in a `RecordBox` (`record.rs`): owned like a `Box`, with
 //! memory recycled through a small per-thread cache.
 
 pub mod file;
