@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 
 use crate::error::{invalid_input, Rejected};
-use crate::op::{Buffers, OpIo, OpKind, OpRecord, Token};
+use crate::op::{Buffers, OpIo, OpKind, OpRecord, RecordBox, Token};
 use crate::port::core::Core;
 
 /// Every fd currently owned by some handle, in any port of the process.
@@ -191,7 +191,7 @@ impl<C: Send + 'static> Handle<C> {
         self.issue(OpKind::Nop, 0, Buffers::None, context)
     }
 
-    /// Starts an operation: boxes its record and hands it to the backend.
+    /// Starts an operation: allocates its record and hands it to the backend.
     pub(crate) fn issue(
         &self,
         kind: OpKind,
@@ -201,7 +201,7 @@ impl<C: Send + 'static> Handle<C> {
     ) -> Result<Token, Rejected<C>> {
         let mut io = OpIo::new(kind, self.inner.owner.clone(), self.inner.key, bufs);
         io.offset = offset;
-        self.inner.core.submit(OpRecord::new(io, context))
+        self.inner.core.submit(OpRecord::boxed(io, context))
     }
 
     /// Like [`issue`](Self::issue), after `check` accepted the arguments.
@@ -219,7 +219,7 @@ impl<C: Send + 'static> Handle<C> {
         self.issue(kind, offset, bufs, context)
     }
 
-    pub(crate) fn issue_record(&self, rec: Box<OpRecord<C>>) -> Result<Token, Rejected<C>> {
+    pub(crate) fn issue_record(&self, rec: RecordBox<C>) -> Result<Token, Rejected<C>> {
         self.inner.core.submit(rec)
     }
 

@@ -3,19 +3,25 @@
 //!
 //! # Life of an operation
 //! 1. A [`Handle`](crate::Handle) method (`read_at`, `recv`, …; see
-//!    [`file`](mod@file) and [`net`]) validates its arguments and boxes an operation
+//!    [`file`](mod@file) and [`net`]) validates its arguments and allocates an operation
 //!    record (`OpRecord`): the fd, the buffers, the caller's context, the
 //!    key.
 //! 2. The port hands the record to the backend (`Driver::submit` in
 //!    `sys/mod.rs`); from then on it belongs to the kernel and nothing in
 //!    user space touches it.
 //! 3. The backend reports a completion carrying the same pointer exactly
-//!    once; the port turns the record back into a `Box`
-//!    (`OpRecord::from_completion`) and builds the
-//!    [`Packet`](crate::Packet) that hands buffers and context back.
+//!    once; the port takes the record back (`OpRecord::from_completion`)
+//!    and builds the [`Packet`](crate::Packet) that hands buffers and
+//!    context back.
+//!
+//! Records live in a `RecordBox` (`record.rs`): owned like a `Box`, with
+//! memory recycled through a small per-thread cache.
 
 pub mod file;
 pub mod net;
+mod record;
+
+pub(crate) use record::RecordBox;
 
 use std::io;
 use std::mem;
@@ -39,6 +45,32 @@ impl Token {
 }
 
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+/// Tokens a thread takes from [`NEXT_TOKEN`] at a time, so that issuing an
+/// operation does not touch a process-wide counter every time.
+const TOKEN_BLOCK: u64 = 256;
+
+thread_local! {
+    /// This thread's unused tokens: `next..end`.
+    static TOKENS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// A token never handed out before in this process.
+fn next_token() -> Token {
+    let from_block = TOKENS
+        .try_with(|t| {
+            let (mut next, mut end) = t.get();
+            if next == end {
+                next = NEXT_TOKEN.fetch_add(TOKEN_BLOCK, Ordering::Relaxed);
+                end = next + TOKEN_BLOCK;
+            }
+            t.set((next + 1, end));
+            next
+        })
+        .ok();
+    // During thread-local destruction: one at a time.
+    Token(from_block.unwrap_or_else(|| NEXT_TOKEN.fetch_add(1, Ordering::Relaxed)))
+}
 
 /// What a packet reports: which call produced it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -142,22 +174,18 @@ impl Buffers {
 }
 
 /// The backend-independent part of an operation: everything the kernel
-/// reads or writes. Lives inside a boxed [`OpRecord`]; its address is the
-/// io_uring `user_data` and must not change while the op is in flight
-/// (hence the box).
+/// reads or writes. Lives inside an [`OpRecord`] (in a [`RecordBox`]); its
+/// address is the io_uring `user_data` and must not change while the op is
+/// in flight (hence the box).
 pub(crate) struct OpIo {
     pub(crate) kind: OpKind,
     pub(crate) fd: RawFd,
     pub(crate) offset: u64,
     pub(crate) bufs: Buffers,
-    /// Vectored ops: one entry per buffer, pointing into `bufs`' heap memory.
-    pub(crate) iov: Vec<libc::iovec>,
-    /// Vectored ops: points at `iov`.
-    pub(crate) msg: libc::msghdr,
-    /// Accept: the peer address (written by the kernel). Connect: the
-    /// address to connect to.
-    pub(crate) addr: libc::sockaddr_storage,
-    pub(crate) addr_len: libc::socklen_t,
+    /// Vectored ops, accept and connect: their larger fields, allocated on
+    /// first use ([`extra`](Self::extra)) so that the records of the common
+    /// ops stay small.
+    pub(crate) extra: Option<Box<OpExtra>>,
     /// Accept: the new socket, once completed.
     pub(crate) accepted: Option<OwnedFd>,
     pub(crate) key: usize,
@@ -168,11 +196,24 @@ pub(crate) struct OpIo {
     pub(crate) owner: Arc<FdOwner>,
 }
 
-// SAFETY: the raw pointers in `iov` and `msg` point into memory owned by this
-// same record (`bufs`, `iov`); they are only dereferenced by the kernel or the
-// backend while the record is in flight, which is never concurrent with user
-// access. Moving the record between threads is therefore like moving a
-// `Vec<u8>` and its slices together.
+/// The fields only vectored ops, accept and connect use. Boxed: its
+/// address, like the record's, does not change while the op is in flight.
+pub(crate) struct OpExtra {
+    /// Vectored ops: one entry per buffer, pointing into `bufs`' heap memory.
+    pub(crate) iov: Vec<libc::iovec>,
+    /// Vectored ops: points at `iov`.
+    pub(crate) msg: libc::msghdr,
+    /// Accept: the peer address (written by the kernel). Connect: the
+    /// address to connect to.
+    pub(crate) addr: libc::sockaddr_storage,
+    pub(crate) addr_len: libc::socklen_t,
+}
+
+// SAFETY: the raw pointers in `extra` (`iov`, `msg`) point into memory owned
+// by this same record (`bufs`, `extra.iov`); they are only dereferenced by
+// the kernel or the backend while the record is in flight, which is never
+// concurrent with user access. Moving the record between threads is
+// therefore like moving a `Vec<u8>` and its slices together.
 unsafe impl Send for OpIo {}
 
 impl OpIo {
@@ -182,50 +223,57 @@ impl OpIo {
             fd: owner.raw(),
             offset: 0,
             bufs,
-            iov: Vec::new(),
-            // SAFETY: all-zero is a valid `msghdr` and `sockaddr_storage`.
-            msg: unsafe { mem::zeroed() },
-            // SAFETY: as above.
-            addr: unsafe { mem::zeroed() },
-            addr_len: 0,
+            extra: None,
             accepted: None,
             key,
             started: false,
-            token: Token(NEXT_TOKEN.fetch_add(1, Ordering::Relaxed)),
+            token: next_token(),
             owner,
         }
     }
 
+    /// The vectored/accept/connect fields, zeroed on first use.
+    pub(crate) fn extra(&mut self) -> &mut OpExtra {
+        self.extra.get_or_insert_with(|| {
+            Box::new(OpExtra {
+                iov: Vec::new(),
+                // SAFETY: all-zero is a valid `msghdr` and `sockaddr_storage`.
+                msg: unsafe { mem::zeroed() },
+                // SAFETY: as above.
+                addr: unsafe { mem::zeroed() },
+                addr_len: 0,
+            })
+        })
+    }
+
     /// Points `iov` and `msg` at the buffers. Called once the record is in
-    /// its final (boxed) place, right before submission.
+    /// its final place, right before submission.
     pub(crate) fn prepare(&mut self) {
-        match self.kind {
-            OpKind::RecvVectored => {
-                self.iov = self
-                    .bufs
-                    .many_mut()
-                    .iter_mut()
-                    .map(|b| libc::iovec {
-                        iov_base: b.spare_ptr().cast(),
-                        iov_len: b.spare_capacity(),
-                    })
-                    .collect();
-            }
-            OpKind::SendVectored => {
-                self.iov = self
-                    .bufs
-                    .many_mut()
-                    .iter()
-                    .map(|b| libc::iovec {
-                        iov_base: b.as_ptr() as *mut libc::c_void,
-                        iov_len: b.len(),
-                    })
-                    .collect();
-            }
+        let iov: Vec<libc::iovec> = match self.kind {
+            OpKind::RecvVectored => self
+                .bufs
+                .many_mut()
+                .iter_mut()
+                .map(|b| libc::iovec {
+                    iov_base: b.spare_ptr().cast(),
+                    iov_len: b.spare_capacity(),
+                })
+                .collect(),
+            OpKind::SendVectored => self
+                .bufs
+                .many_mut()
+                .iter()
+                .map(|b| libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                })
+                .collect(),
             _ => return,
-        }
-        self.msg.msg_iov = self.iov.as_mut_ptr();
-        self.msg.msg_iovlen = self.iov.len();
+        };
+        let ex = self.extra();
+        ex.iov = iov;
+        ex.msg.msg_iov = ex.iov.as_mut_ptr();
+        ex.msg.msg_iovlen = ex.iov.len();
     }
 
     /// Applies the kernel's result (`>= 0`: a count or an fd; `< 0`:
@@ -282,21 +330,21 @@ pub(crate) struct OpRecord<C> {
 }
 
 impl<C> OpRecord<C> {
-    pub(crate) fn new(io: OpIo, ctx: C) -> Box<Self> {
-        Box::new(OpRecord { io, ctx: Some(ctx) })
+    pub(crate) fn boxed(io: OpIo, ctx: C) -> RecordBox<C> {
+        RecordBox::new(OpRecord { io, ctx: Some(ctx) })
     }
 
     /// Takes back a record that a backend reported complete.
     ///
     /// # Safety
-    /// `io` must come from [`Box::into_raw`] of a `Box<OpRecord<C>>` (with
+    /// `io` must come from [`RecordBox::into_raw`] of a `RecordBox<C>` (with
     /// this same `C`) whose ownership was handed to the backend, and the
     /// backend must report it exactly once.
-    pub(crate) unsafe fn from_completion(io: std::ptr::NonNull<OpIo>) -> Box<Self> {
+    pub(crate) unsafe fn from_completion(io: std::ptr::NonNull<OpIo>) -> RecordBox<C> {
         // SAFETY: `OpRecord<C>` is `repr(C)` with `io` first, so the two
         // pointers are equal; ownership comes back exactly once per the
         // caller's contract.
-        unsafe { Box::from_raw(io.as_ptr().cast::<OpRecord<C>>()) }
+        unsafe { RecordBox::from_raw(io.cast::<OpRecord<C>>()) }
     }
 }
 

@@ -72,8 +72,8 @@ impl<C: Send + 'static> Handle<C> {
     /// socket is close-on-exec.
     pub fn accept(&self, context: C) -> Result<Token, Rejected<C>> {
         let mut io = self.new_io(OpKind::Accept, Buffers::None);
-        io.addr_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        self.issue_record(OpRecord::new(io, context))
+        io.extra().addr_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        self.issue_record(OpRecord::boxed(io, context))
     }
 
     /// Connects this socket to `addr`; the packet's result is `Ok(0)` once
@@ -89,16 +89,17 @@ impl<C: Send + 'static> Handle<C> {
             ));
         }
         let mut io = self.new_io(OpKind::Connect, Buffers::None);
+        let ex = io.extra();
         // SAFETY: `addr` holds `len` initialised bytes of a sockaddr, and
-        // `io.addr` has room for them (checked above); distinct objects.
+        // `ex.addr` has room for them (checked above); distinct objects.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 addr.as_ptr().cast::<u8>(),
-                (&mut io.addr as *mut libc::sockaddr_storage).cast::<u8>(),
+                (&mut ex.addr as *mut libc::sockaddr_storage).cast::<u8>(),
                 len,
             )
         };
-        io.addr_len = addr.len();
-        self.issue_record(OpRecord::new(io, context))
+        ex.addr_len = addr.len();
+        self.issue_record(OpRecord::boxed(io, context))
     }
 }

@@ -10,16 +10,50 @@
 //!   (`State::waiters`, top = last). Packets are handed to parked threads
 //!   directly, top first ([`Waiter`] describes the hand-off).
 //!
-//! # Invariants (all under the state lock)
-//! 1. `running` is the number of threads counted as running (see
-//!    `running.rs`); a packet is taken by, or handed to, a thread only while
-//!    `running < concurrency`, and `running` is incremented in the same
-//!    critical section.
-//! 2. After every change (`dispatch`): if `running < concurrency` and a
-//!    thread is parked, then the queue is empty and a leader exists. So a
-//!    queued packet never waits while a thread that may take it sleeps, and
-//!    the ring is never left unwatched while a waiter could use a
-//!    completion.
+//! # What is shared without the lock
+//! The FIFO `queue` (a lock-free `SegQueue`) and the `running` count (an
+//! atomic) are read and changed without the state lock, so that the two hot
+//! cases take none: a `post` that needs to wake nobody, and a `get` that
+//! finds a packet. Everything about *sleeping* threads (the LIFO stack, the
+//! leader) stays under the lock, and `sleepers` mirrors it for the posters.
+//!
+//! - **Slots.** A thread takes a packet only holding a slot: it either
+//!   already runs (a running thread asking again keeps its slot, spec §1.5)
+//!   or reserves one with a compare-and-swap of `running` from `r < N` to
+//!   `r + 1` (`try_reserve`). A reservation that finds no packet is given
+//!   back (`release_slot`). So `running` never exceeds the concurrency value
+//!   N because of a dequeue (only `count_up`, after a blocking scope, may
+//!   take it above, as on Windows).
+//! - **No lost wake-up** rests on two store-then-fence-then-load pairs
+//!   (Dekker), each side with a `SeqCst` fence between its write and its
+//!   read, so at least one side sees the other's write:
+//!   - a poster *pushes*, fences, then reads `running` and `sleepers`; it
+//!     takes the lock to hand the packet over (`dispatch`) unless
+//!     `running >= N` (every slot is held: a holder will come back, and
+//!     whoever frees a slot looks at the queue, below) or `sleepers == 0`
+//!     (nobody sleeps: whoever goes to sleep looks at the queue first);
+//!   - a thread about to sleep *publishes* `sleepers` (parking: pushed on the
+//!     stack; leading: `leader_woken = false`), fences, then looks at the
+//!     queue (`dispatch`, or the leader's re-check) — so if the poster saw no
+//!     sleeper, the sleeper sees the packet;
+//!   - a thread that *frees a slot* (`release_slot`: a `get` that found
+//!     nothing, `count_down`) fences, then looks at the queue (takes a packet
+//!     itself, or `dispatch`es under the lock) — so if the poster saw every
+//!     slot held, the freer sees the packet.
+//! - `close` sets `closed`, fences, then empties the queue; a poster that
+//!   pushed, fenced and then sees `closed` empties it too. So no packet stays
+//!   queued after close, and contexts are dropped outside the lock.
+//!
+//! # Invariants of the state under the lock
+//! 1. `running` counts the threads counted as running (see `running.rs`)
+//!    plus transient reservations; a packet is taken by, or handed to, a
+//!    thread only with a slot (above).
+//! 2. After every change under the lock (`dispatch`): if `running <
+//!    concurrency` and a thread is parked, then the queue was found empty
+//!    after `sleepers` was published, and a leader exists. Together with
+//!    the protocol above: a queued packet never waits while a thread that
+//!    may take it sleeps, and the ring is never left unwatched while a
+//!    waiter could use a completion.
 //! 3. `leader` is true from the moment a thread takes (or is given) the
 //!    leadership until it gives it up under the lock: when it takes a
 //!    packet, times out, fails, sees the port closed, or finds every slot
@@ -27,55 +61,134 @@
 //!    `leader_woken` is true when the leader needs no wake-up: one is
 //!    already on its way (a burst of posts costs one wake, not one per
 //!    post), or it is awake, queueing what its wait returned.
-//! 4. Packets are only queued while `!closed`; `close` empties the queue
-//!    and the stack in the same critical section that sets `closed`.
+//! 4. Completions are only queued while `!closed` (under the lock); `close`
+//!    empties the stack in the same critical section that sets `closed`, and
+//!    the queue right after (see above for posts racing with it).
 //! 5. Nothing is dropped, unparked or submitted under the lock: that work is
 //!    collected in [`Deferred`] and done after release (a context's `Drop`
 //!    may call back into the port).
 
-use std::collections::VecDeque;
+use std::cell::Cell;
 use std::mem;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use crossbeam_queue::SegQueue;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::running::{self, Accounting};
 use super::waiter::{Waiter, Wake};
 use crate::error::{port_closed, GetError, Rejected};
-use crate::op::{Buffers, OpRecord, Token};
+use crate::op::{Buffers, RecordBox, Token};
 use crate::sys::{Completion, Driver};
 use crate::{Packet, PortStats};
 
 static NEXT_PORT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's spare completion buffer (see [`Scratch`]).
+    static SCRATCH: Cell<Vec<Completion>> = const { Cell::new(Vec::new()) };
+}
+
+/// A completion buffer borrowed from the thread's spare, so that a kernel
+/// wait or a reap does not allocate (and grow) a fresh `Vec` each time.
+/// Given back, empty, when dropped. Re-entrant calls (a context's `Drop`
+/// calling into a port) just find no spare and allocate.
+struct Scratch(Vec<Completion>);
+
+impl Scratch {
+    fn take() -> Scratch {
+        Scratch(SCRATCH.try_with(Cell::take).unwrap_or_default())
+    }
+}
+
+impl Deref for Scratch {
+    type Target = Vec<Completion>;
+    fn deref(&self) -> &Vec<Completion> {
+        &self.0
+    }
+}
+
+impl DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut Vec<Completion> {
+        &mut self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Every user hands the completions to `enqueue`, which empties it.
+        debug_assert!(self.0.is_empty(), "completions left in a scratch buffer");
+        let v = mem::take(&mut self.0);
+        if v.capacity() > 0 && v.is_empty() {
+            let _ = SCRATCH.try_with(|s| s.set(v));
+        }
+    }
+}
 
 pub(crate) struct Core<C> {
     id: u64,
     pub(crate) concurrency: usize,
     pub(crate) driver: Driver,
     state: Mutex<State<C>>,
+    /// FIFO of packets ready to be dequeued (lock-free; see the module docs).
+    queue: SegQueue<Packet<C>>,
+    /// What every post reads: kept on a cache line of its own, which a get
+    /// that finds a packet does not write.
+    hot: CacheLine<Hot>,
+    /// Packets dequeued since creation (statistics), counted per thread
+    /// stripe so that concurrent getters do not share a cache line.
+    dequeued: [CacheLine<AtomicU64>; DEQUEUED_STRIPES],
     /// Operations handed to the driver and not yet turned into packets.
-    in_flight: AtomicUsize,
-    /// Set once by `close` (also mirrored in `State::closed`).
-    closed: AtomicBool,
+    in_flight: CacheLine<AtomicUsize>,
     me: Weak<Core<C>>,
 }
 
+/// Aligned (and so padded) to two cache lines, against false sharing.
+#[repr(align(128))]
+struct CacheLine<T>(T);
+
+impl<T> Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The atomics a post reads (see the module docs).
+struct Hot {
+    /// Threads counted as running for this port, plus reservations (see
+    /// "Slots" in the module docs).
+    running: AtomicUsize,
+    /// Threads that sleep and need a hand-off or a wake-up: parked threads,
+    /// plus one for a leader with `!leader_woken`. Written under the lock
+    /// (`publish_sleepers`), read by posters without it.
+    sleepers: AtomicUsize,
+    /// Set once by `close` (also mirrored in `State::closed`).
+    closed: AtomicBool,
+}
+
+const DEQUEUED_STRIPES: usize = 4;
+
+/// This thread's stripe of the `dequeued` counters.
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % DEQUEUED_STRIPES;
+    }
+    STRIPE.try_with(|s| *s).unwrap_or(0)
+}
+
 struct State<C> {
-    /// FIFO of packets ready to be dequeued.
-    queue: VecDeque<Packet<C>>,
     /// Parked threads, LIFO (the last element is released first).
     waiters: Vec<Arc<Waiter<C>>>,
-    /// Threads counted as running for this port (invariant 1).
-    running: usize,
     /// A thread holds the leadership (invariant 3).
     leader: bool,
     /// A wake is already on its way to the leader.
     leader_woken: bool,
     closed: bool,
-    /// Packets dequeued since creation (statistics).
-    dequeued: u64,
 }
 
 /// Work collected under the state lock and done after releasing it.
@@ -102,16 +215,19 @@ impl<C: Send + 'static> Core<C> {
             concurrency,
             driver,
             state: Mutex::new(State {
-                queue: VecDeque::new(),
                 waiters: Vec::new(),
-                running: 0,
                 leader: false,
                 leader_woken: false,
                 closed: false,
-                dequeued: 0,
             }),
-            in_flight: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
+            queue: SegQueue::new(),
+            hot: CacheLine(Hot {
+                running: AtomicUsize::new(0),
+                sleepers: AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
+            }),
+            dequeued: std::array::from_fn(|_| CacheLine(AtomicU64::new(0))),
+            in_flight: CacheLine(AtomicUsize::new(0)),
             me: me.clone(),
         })
     }
@@ -121,40 +237,50 @@ impl<C: Send + 'static> Core<C> {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.hot.closed.load(Ordering::Acquire)
     }
 
     pub(crate) fn stats(&self) -> PortStats {
         let st = self.state.lock();
         PortStats {
-            queued: st.queue.len(),
-            running: st.running,
+            queued: self.queue.len(),
+            running: self.hot.running.load(Ordering::SeqCst),
             parked: st.waiters.len(),
             leader: st.leader,
             in_flight: self.in_flight.load(Ordering::Relaxed),
-            dequeued: st.dequeued,
+            dequeued: self
+                .dequeued
+                .iter()
+                .map(|d| d.load(Ordering::Relaxed))
+                .sum(),
         }
     }
 
     /// Hands an operation to the backend. On refusal everything comes back.
-    pub(crate) fn submit(&self, rec: Box<OpRecord<C>>) -> Result<Token, Rejected<C>> {
+    pub(crate) fn submit(&self, rec: RecordBox<C>) -> Result<Token, Rejected<C>> {
         let token = rec.io.token;
-        let raw = Box::into_raw(rec);
-        // SAFETY: `raw` comes from `Box::into_raw`, so it is valid and
+        let raw = rec.into_raw();
+        // SAFETY: `raw` comes from `RecordBox::into_raw`, so it is valid and
         // unaliased; `io` is its first field.
-        let io = unsafe { &mut (*raw).io };
+        let io = unsafe { &mut (*raw.as_ptr()).io };
         io.prepare();
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        // A thread running for this port will come back to the port (next
+        // `get`, blocking scope or exit: `running.rs`), and the pending
+        // submission is made then; any other thread submits at once.
+        let defer = self.driver.can_defer() && running::defer_submit(self.id);
         let mut spill = Vec::new();
-        let r = self.driver.submit(std::ptr::NonNull::from(io), &mut spill);
-        self.absorb(spill);
+        let r = self
+            .driver
+            .submit(std::ptr::NonNull::from(io), defer, &mut spill);
+        self.absorb(&mut spill);
         match r {
             // From here on the record belongs to the backend: not touched.
             Ok(()) => Ok(token),
             Err(error) => {
                 self.in_flight.fetch_sub(1, Ordering::AcqRel);
                 // SAFETY: the driver refused the op, so ownership never left us.
-                let mut rec = unsafe { Box::from_raw(raw) };
+                let mut rec = unsafe { RecordBox::from_raw(raw) };
                 let bufs = mem::take(&mut rec.io.bufs);
                 let ctx = rec.ctx.take().expect("context present until completion");
                 Err(Rejected::new(error, ctx, bufs))
@@ -164,29 +290,110 @@ impl<C: Send + 'static> Core<C> {
 
     /// Queues a user packet.
     pub(crate) fn post(&self, key: usize, bytes: usize, context: C) -> Result<(), Rejected<C>> {
-        let mut later = Deferred::default();
-        let mut st = self.state.lock();
-        if st.closed {
+        if self.hot.closed.load(Ordering::SeqCst) {
             return Err(Rejected::new(port_closed(), context, Buffers::None));
         }
-        st.queue.push_back(Packet::posted(key, bytes, context));
+        self.queue.push(Packet::posted(key, bytes, context));
+        // Push, fence, then look (module docs, "No lost wake-up").
+        fence(Ordering::SeqCst);
+        if self.hot.closed.load(Ordering::SeqCst) {
+            // `close` may have emptied the queue before this push landed.
+            self.drain_closed();
+            return Ok(());
+        }
+        if self.hot.running.load(Ordering::SeqCst) >= self.concurrency
+            || self.hot.sleepers.load(Ordering::SeqCst) == 0
+        {
+            // Every slot is held, or nobody sleeps: no hand-off to make.
+            return Ok(());
+        }
+        let mut later = Deferred::default();
+        let mut st = self.state.lock();
         self.dispatch(&mut st, &mut later);
         drop(st);
         self.run(later);
         Ok(())
     }
 
+    /// Reserves a slot: `running += 1` if `running < concurrency`.
+    fn try_reserve(&self) -> bool {
+        let mut r = self.hot.running.load(Ordering::SeqCst);
+        while r < self.concurrency {
+            match self.hot.running.compare_exchange_weak(
+                r,
+                r + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return true,
+                Err(now) => r = now,
+            }
+        }
+        false
+    }
+
+    /// Gives a slot back. The caller must look at the queue afterwards
+    /// (take a packet itself or `dispatch`): a poster may have seen the slot
+    /// held and left its packet for whoever frees one.
+    fn release_slot(&self) {
+        let _ = self
+            .hot
+            .running
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
+                Some(r.saturating_sub(1))
+            });
+        fence(Ordering::SeqCst);
+    }
+
+    /// Publishes the number of sleeping threads for posters, then fences:
+    /// the caller looks at the queue afterwards.
+    fn publish_sleepers(&self, st: &State<C>) {
+        let n = st.waiters.len() + usize::from(st.leader && !st.leader_woken);
+        self.hot.sleepers.store(n, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Takes a packet with a slot the caller holds (it runs for the port, or
+    /// reserved one).
+    fn pop_counted(&self) -> Option<Packet<C>> {
+        let p = self.queue.pop()?;
+        self.dequeued[stripe()].fetch_add(1, Ordering::Relaxed);
+        Some(p)
+    }
+
+    /// Drops whatever is queued on a closed port (after the caller's fence).
+    fn drain_closed(&self) {
+        while let Some(p) = self.queue.pop() {
+            drop(p);
+        }
+    }
+
     /// Dequeues one packet for the calling thread (spec §4.17, §1.3–1.5).
     pub(crate) fn get(&self, timeout: Option<Duration>) -> Result<Packet<C>, GetError> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let was_running = running::begin_get(self.id);
+        let start = running::begin_get(self.id);
+        // This thread's deferred submissions: submitted by the kernel wait if
+        // it leads, else explicitly before it parks or returns.
+        let mut pending = start.pending;
+        // Fast path, without the lock: a running thread asking again takes
+        // the next packet with the slot it holds (spec §1.5); another thread
+        // reserves a slot first.
+        if !self.hot.closed.load(Ordering::SeqCst) && (start.was_running || self.try_reserve()) {
+            if let Some(p) = self.pop_counted() {
+                if pending {
+                    self.flush();
+                }
+                running::counted(self.id, || self.me.clone() as Weak<dyn Accounting>);
+                return Ok(p);
+            }
+            // Nothing queued: it stops counting (spec §1.4). The loop below
+            // looks at the queue again.
+            self.release_slot();
+        } else if start.was_running {
+            self.release_slot();
+        }
         let mut later = Deferred::default();
         let mut st = self.state.lock();
-        if was_running {
-            // It asked again: it stops counting (spec §1.4), and may take the
-            // next packet at once below without any hand-off (§1.5).
-            st.running -= 1;
-        }
         // `leading`: this thread owns `st.leader`.
         let mut leading = false;
         let outcome = loop {
@@ -196,23 +403,22 @@ impl<C: Send + 'static> Core<C> {
                 }
                 break Err(GetError::Closed);
             }
-            if st.running < self.concurrency {
-                if let Some(p) = st.queue.pop_front() {
+            if self.try_reserve() {
+                if let Some(p) = self.pop_counted() {
                     if leading {
                         st.leader = false;
                     }
-                    st.running += 1;
-                    st.dequeued += 1;
                     self.dispatch(&mut st, &mut later);
                     break Ok(p);
                 }
+                self.release_slot();
                 // Nothing queued: collect ready completions without blocking.
                 st = self.reap_unlocked(st, &mut later);
-                if !st.queue.is_empty() || st.closed {
+                if !self.queue.is_empty() || st.closed {
                     continue;
                 }
             }
-            if leading && st.running >= self.concurrency {
+            if leading && self.hot.running.load(Ordering::SeqCst) >= self.concurrency {
                 // Promoted, but the slots filled meanwhile: nothing to lead for.
                 st.leader = false;
                 leading = false;
@@ -224,7 +430,8 @@ impl<C: Send + 'static> Core<C> {
                 }
                 break Err(GetError::Timeout);
             }
-            if !leading && !st.leader && st.running < self.concurrency {
+            if !leading && !st.leader && self.hot.running.load(Ordering::SeqCst) < self.concurrency
+            {
                 st.leader = true;
                 st.leader_woken = false;
                 leading = true;
@@ -232,10 +439,21 @@ impl<C: Send + 'static> Core<C> {
             if leading {
                 // From here until it re-takes the lock, a post must wake it.
                 st.leader_woken = false;
+                // Publish, fence, look (module docs): a post that saw no
+                // sleeper left its packet for this look.
+                self.publish_sleepers(&st);
+                if !self.queue.is_empty()
+                    && self.hot.running.load(Ordering::SeqCst) < self.concurrency
+                {
+                    continue;
+                }
                 // Wait in the kernel, without the lock.
                 drop(st);
                 self.run(mem::take(&mut later));
-                let mut done = Vec::new();
+                let mut done = Scratch::take();
+                // The wait submits whatever the SQ holds when it enters the
+                // kernel; `pending` stays set in case it returned without
+                // entering (the final flush then finds little or nothing).
                 let r = self.driver.wait(deadline, &mut done);
                 st = self.state.lock();
                 // Awake: `dispatch` must not send it a wake-up while it queues.
@@ -246,7 +464,7 @@ impl<C: Send + 'static> Core<C> {
                 // wait in the kernel, and put this older thread on top of
                 // the stack, breaking LIFO). The loop then lets this thread
                 // take a packet or lead on.
-                self.enqueue(&mut st, done, &mut later);
+                self.enqueue(&mut st, &mut done, &mut later);
                 if let Err(e) = r {
                     st.leader = false;
                     self.dispatch(&mut st, &mut later);
@@ -261,6 +479,10 @@ impl<C: Send + 'static> Core<C> {
             self.dispatch(&mut st, &mut later);
             drop(st);
             self.run(mem::take(&mut later));
+            if mem::take(&mut pending) {
+                // Nobody else would submit them while this thread sleeps.
+                self.flush();
+            }
             match me.park(deadline) {
                 Some(Wake::Packet(p)) => {
                     // The giver counted this thread as running already.
@@ -283,6 +505,7 @@ impl<C: Send + 'static> Core<C> {
                             let pos = st.waiters.iter().rposition(|w| Arc::ptr_eq(w, &me));
                             st.waiters
                                 .remove(pos.expect("a waiter given nothing is still on the stack"));
+                            self.publish_sleepers(&st);
                         }
                     }
                 }
@@ -290,33 +513,45 @@ impl<C: Send + 'static> Core<C> {
         };
         drop(st);
         self.run(later);
+        if pending {
+            self.flush();
+        }
         if outcome.is_ok() {
             running::counted(self.id, || self.me.clone() as Weak<dyn Accounting>);
         }
         outcome
     }
 
+    /// Submits every operation left pending in the backend.
+    fn flush(&self) {
+        let mut spill = Vec::new();
+        self.driver.flush(&mut spill);
+        self.absorb(&mut spill);
+    }
+
     /// Takes up to `max - 1` more packets for a thread that just got one
     /// (spec §4.18: what is queued, without waiting).
     pub(crate) fn take_more(&self, out: &mut Vec<Packet<C>>, max: usize) {
-        let mut later = Deferred::default();
-        let mut st = self.state.lock();
+        if max == 0 {
+            return;
+        }
         let mut want = max;
         while want > 0 {
-            if let Some(p) = st.queue.pop_front() {
+            // The caller runs for the port: it takes these with its slot.
+            if let Some(p) = self.pop_counted() {
                 out.push(p);
-                st.dequeued += 1;
                 want -= 1;
                 continue;
             }
-            let before = st.queue.len();
-            st = self.reap_unlocked(st, &mut later);
-            if st.queue.len() == before {
+            let mut later = Deferred::default();
+            let st = self.state.lock();
+            let st = self.reap_unlocked(st, &mut later);
+            drop(st);
+            self.run(later);
+            if self.queue.is_empty() {
                 break;
             }
         }
-        drop(st);
-        self.run(later);
     }
 
     /// Reaps ready completions with the lock released, then re-locks and
@@ -327,7 +562,7 @@ impl<C: Send + 'static> Core<C> {
         later: &mut Deferred<C>,
     ) -> MutexGuard<'a, State<C>> {
         drop(st);
-        let mut done = Vec::new();
+        let mut done = Scratch::take();
         let swallowed_wake = self.driver.reap(&mut done);
         let mut st = self.state.lock();
         if swallowed_wake {
@@ -336,7 +571,7 @@ impl<C: Send + 'static> Core<C> {
             st.leader_woken = false;
         }
         if !done.is_empty() {
-            self.enqueue(&mut st, done, later);
+            self.enqueue(&mut st, &mut done, later);
         } else if swallowed_wake {
             self.dispatch(&mut st, later);
         }
@@ -345,12 +580,13 @@ impl<C: Send + 'static> Core<C> {
 
     /// Turns completions into packets and queues them (or drops them after
     /// the lock if the port is closed), then dispatches.
-    fn enqueue(&self, st: &mut State<C>, done: Vec<Completion>, later: &mut Deferred<C>) {
+    /// Empties `done`.
+    fn enqueue(&self, st: &mut State<C>, done: &mut Vec<Completion>, later: &mut Deferred<C>) {
         if done.is_empty() {
             return;
         }
         self.in_flight.fetch_sub(done.len(), Ordering::AcqRel);
-        for c in done {
+        for c in done.drain(..) {
             // SAFETY: every op this port's driver reports was submitted by
             // `Core::<C>::submit` (so it is an `OpRecord<C>`), and the
             // driver reports each exactly once.
@@ -358,7 +594,7 @@ impl<C: Send + 'static> Core<C> {
             if st.closed {
                 later.drop.push(p);
             } else {
-                st.queue.push_back(p);
+                self.queue.push(p);
             }
         }
         self.dispatch(st, later);
@@ -374,15 +610,24 @@ impl<C: Send + 'static> Core<C> {
             }
             return;
         }
-        while st.running < self.concurrency && !st.queue.is_empty() {
-            let Some(w) = st.waiters.pop() else { break };
-            let p = st.queue.pop_front().expect("queue is not empty");
-            st.running += 1;
-            st.dequeued += 1;
+        // Publish, fence, then look at the queue (module docs).
+        self.publish_sleepers(st);
+        while !st.waiters.is_empty() && !self.queue.is_empty() {
+            if !self.try_reserve() {
+                break;
+            }
+            let Some(p) = self.pop_counted() else {
+                // Taken meanwhile by a thread holding a slot. Give the
+                // reservation back and look again.
+                self.release_slot();
+                continue;
+            };
+            let w = st.waiters.pop().expect("a parked thread");
             w.give(Wake::Packet(p));
             later.unpark.push(w);
         }
-        if st.running < self.concurrency && !st.leader {
+        let free = self.hot.running.load(Ordering::SeqCst) < self.concurrency;
+        if free && !st.leader {
             if let Some(w) = st.waiters.pop() {
                 st.leader = true;
                 st.leader_woken = false;
@@ -390,11 +635,14 @@ impl<C: Send + 'static> Core<C> {
                 later.unpark.push(w);
             }
         }
-        if st.running < self.concurrency && !st.queue.is_empty() && st.leader && !st.leader_woken {
+        if free && !self.queue.is_empty() && st.leader && !st.leader_woken {
             // No parked thread, but the leader may take these: wake it.
             st.leader_woken = true;
             later.wake_leader = true;
         }
+        // Only decreases since the publication above: no fence needed.
+        let n = st.waiters.len() + usize::from(st.leader && !st.leader_woken);
+        self.hot.sleepers.store(n, Ordering::SeqCst);
     }
 
     /// Does the work collected under the lock.
@@ -405,13 +653,13 @@ impl<C: Send + 'static> Core<C> {
         if later.wake_leader {
             let mut spill = Vec::new();
             self.driver.wake(&mut spill);
-            self.absorb(spill);
+            self.absorb(&mut spill);
         }
         drop(later.drop);
     }
 
     /// Queues completions a backend collected as a side effect.
-    fn absorb(&self, spill: Vec<Completion>) {
+    fn absorb(&self, spill: &mut Vec<Completion>) {
         if spill.is_empty() {
             return;
         }
@@ -426,7 +674,7 @@ impl<C: Send + 'static> Core<C> {
     /// in-flight operations are cancelled and reaped (their buffers and
     /// contexts dropped exactly once). Returns once nothing is in flight.
     pub(crate) fn close(&self) {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        if self.hot.closed.swap(true, Ordering::SeqCst) {
             return;
         }
         let mut spill = Vec::new();
@@ -434,19 +682,21 @@ impl<C: Send + 'static> Core<C> {
         let mut later = Deferred::default();
         let mut st = self.state.lock();
         st.closed = true;
-        let queued = mem::take(&mut st.queue);
         let waiters = mem::take(&mut st.waiters);
         for w in &waiters {
             w.give(Wake::Closed);
         }
         // Wakes the leader, if any, so it sees `closed`.
         self.dispatch(&mut st, &mut later);
-        self.enqueue(&mut st, spill, &mut later);
+        self.enqueue(&mut st, &mut spill, &mut later);
         drop(st);
         for w in &waiters {
             w.unpark();
         }
-        drop(queued);
+        // `closed` is set: fence, then empty the queue (a poster racing with
+        // this sees `closed` after its push and empties it too).
+        fence(Ordering::SeqCst);
+        self.drain_closed();
         self.run(later);
         // Reap until every cancelled op is back. The leader, if any, reaps
         // too (and drops what it gets), so wait in short slices. Each wait
@@ -458,7 +708,7 @@ impl<C: Send + 'static> Core<C> {
                 .wait(Some(Instant::now() + Duration::from_millis(20)), &mut done);
             let mut later = Deferred::default();
             let mut st = self.state.lock();
-            self.enqueue(&mut st, done, &mut later);
+            self.enqueue(&mut st, &mut done, &mut later);
             st.leader_woken = false;
             self.dispatch(&mut st, &mut later);
             drop(st);
@@ -477,13 +727,18 @@ impl<C: Send + 'static> Accounting for Core<C> {
     fn count_down(&self) {
         let mut later = Deferred::default();
         let mut st = self.state.lock();
-        st.running = st.running.saturating_sub(1);
+        // Free the slot, then look at the queue (`dispatch`).
+        self.release_slot();
         self.dispatch(&mut st, &mut later);
         drop(st);
         self.run(later);
     }
 
     fn count_up(&self) {
-        self.state.lock().running += 1;
+        self.hot.running.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn flush(&self) {
+        Core::flush(self);
     }
 }

@@ -25,6 +25,32 @@
 //! may take the count above the concurrency value for a while, exactly as
 //! on Windows; no packet is handed out until it falls back below.
 //!
+//! # When an operation is submitted: the same three events
+//! The io_uring backend submits in batches. An operation issued on a
+//! handle by a thread that counts as running for the handle's port is
+//! queued in the ring without a system call, and submitted (with whatever
+//! else is queued) at that thread's next
+//! - `get`/`get_many` (on any port): merged into the kernel wait when the
+//!   thread goes on to lead, otherwise submitted before it returns a packet
+//!   or parks;
+//! - blocking scope ([`Port::blocking`], [`Port::blocking_guard`]);
+//! - exit (the thread-local destructor).
+//!
+//! These are exactly the events the library can see (above), so no
+//! operation depends on timing to be submitted: while its issuing thread
+//! waits anywhere the port can see, it has been submitted. What the library
+//! cannot see is the same as for the concurrency value: a running thread
+//! that issues an operation and then waits for it somewhere else (a
+//! channel, a lock, a `join`, a sleep) without a `get` or a blocking scope
+//! first leaves it unsubmitted, and waits forever. Wrap such waits in
+//! [`Port::blocking`].
+//!
+//! An operation issued by a thread that does not run for the port (it
+//! never dequeued from it, is inside a blocking scope, or runs for another
+//! port) is submitted before the issuing call returns. A full ring is
+//! submitted to make room, never reported as an error. The epoll backend
+//! tries every operation at once and has nothing to defer.
+//!
 //! # Other documented differences from Windows
 //! - `get` returns [`GetError::Timeout`] / [`GetError::Closed`] instead of
 //!   `WAIT_TIMEOUT` / `ERROR_ABANDONED_WAIT_0`.
@@ -210,7 +236,9 @@ impl<C: Send + 'static> Port<C> {
 
     /// Queues a packet carrying exactly `key`, `Ok(bytes)` and `context`;
     /// no I/O is involved (spec §4.19). Refused (context handed back) when
-    /// the port is closed.
+    /// the port is closed. A post that races with [`close`](Self::close)
+    /// may succeed and have its packet dropped with the rest of the queue,
+    /// as if it had been posted just before.
     pub fn post(&self, key: usize, bytes: usize, context: C) -> Result<(), Rejected<C>> {
         self.inner.core.post(key, bytes, context)
     }

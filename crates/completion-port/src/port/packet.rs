@@ -9,7 +9,7 @@
 use std::fmt;
 use std::io;
 
-use crate::op::{Accepted, OpRecord, PacketKind, Token};
+use crate::op::{Accepted, OpRecord, PacketKind, RecordBox, Token};
 use crate::sys::Completion;
 use crate::Buf;
 
@@ -34,7 +34,7 @@ pub struct Packet<C> {
     kind: PacketKind,
     /// `None` for posted packets; for operations the record, kept for its
     /// buffers (its own context slot is empty: it moved to `context`).
-    op: Option<Box<OpRecord<C>>>,
+    op: Option<RecordBox<C>>,
 }
 
 impl<C> Packet<C> {
@@ -105,6 +105,7 @@ impl<C> Packet<C> {
     pub fn take_accepted(&mut self) -> Option<Accepted> {
         let io = &mut self.op.as_mut()?.io;
         let fd = io.accepted.take()?;
+        let io = io.extra();
         // SAFETY: the kernel wrote a sockaddr of `addr_len` bytes into `addr`
         // on a successful accept; the length is clamped to the storage size.
         let peer = unsafe {

@@ -8,6 +8,18 @@
 //!
 //! The count itself lives in the port's state (under its lock); this module
 //! only remembers, per thread, whether this thread is part of it.
+//!
+//! # Deferred submissions
+//! An operation issued by a thread that counts as running for its port may
+//! be left in the backend's submission queue (io_uring) instead of being
+//! handed to the kernel at once ([`defer_submit`]). The thread-local then
+//! remembers that this thread has submissions *pending*, and they are
+//! submitted at the thread's next state change, each of which passes
+//! through here: its next `get` (the port merges them into its kernel wait
+//! or submits them before returning or parking; [`begin_get`] hands the
+//! flag over), a `get` on another port (that port is flushed here), a
+//! blocking scope ([`BlockingGuard::enter`]) or its exit (the thread-local
+//! destructor). A thread that is not running for the port never defers.
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -22,6 +34,8 @@ pub(crate) trait Accounting: Send + Sync {
     /// A blocked thread runs again: increment (may exceed the concurrency
     /// value for a while, as on Windows).
     fn count_up(&self);
+    /// Hands the submissions this thread deferred to the kernel.
+    fn flush(&self);
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -38,17 +52,26 @@ struct Current {
     id: u64,
     port: Weak<dyn Accounting>,
     mode: Mode,
+    /// This thread left submissions for the port unsubmitted (only ever set
+    /// while `mode == Counted`; cleared by whoever flushes them).
+    pending: bool,
 }
 
 struct Slot(RefCell<Option<Current>>);
 
 impl Drop for Slot {
-    /// Thread exit: a thread that was running counts down.
+    /// Thread exit: a thread that was running submits what it deferred and
+    /// counts down.
     fn drop(&mut self) {
         if let Some(cur) = self.0.get_mut().take() {
-            if cur.mode == Mode::Counted {
+            if cur.mode == Mode::Counted || cur.pending {
                 if let Some(p) = cur.port.upgrade() {
-                    p.count_down();
+                    if cur.pending {
+                        p.flush();
+                    }
+                    if cur.mode == Mode::Counted {
+                        p.count_down();
+                    }
                 }
             }
         }
@@ -59,36 +82,86 @@ thread_local! {
     static CURRENT: Slot = const { Slot(RefCell::new(None)) };
 }
 
-/// Start of a `get` on port `id`. Returns `true` when this thread was
-/// counted as running for `id` (the caller decrements under its lock). If
-/// it was counted for another port, it is counted down there now.
-pub(crate) fn begin_get(id: u64) -> bool {
-    let other = CURRENT
+/// What [`begin_get`] found.
+pub(crate) struct GetStart {
+    /// The thread was counted as running for this port (the caller
+    /// decrements under its lock).
+    pub(crate) was_running: bool,
+    /// The thread deferred submissions on this port: the caller now owns
+    /// them and must submit them before it returns or parks.
+    pub(crate) pending: bool,
+}
+
+/// Start of a `get` on port `id`. If the thread was counted (or left
+/// submissions pending) for another port, that port is counted down (and
+/// flushed) now.
+pub(crate) fn begin_get(id: u64) -> GetStart {
+    enum Found {
+        Here(GetStart),
+        Other(Weak<dyn Accounting>, bool, bool),
+    }
+    let found = CURRENT
         .try_with(|c| {
             let mut c = c.0.borrow_mut();
             let cur = c.as_mut()?;
-            if cur.mode != Mode::Counted {
-                return None;
+            let counted = cur.mode == Mode::Counted;
+            if counted {
+                cur.mode = Mode::Idle;
             }
-            cur.mode = Mode::Idle;
+            let pending = std::mem::take(&mut cur.pending);
             if cur.id == id {
-                Some(None)
+                Some(Found::Here(GetStart {
+                    was_running: counted,
+                    pending,
+                }))
+            } else if counted || pending {
+                Some(Found::Other(cur.port.clone(), counted, pending))
             } else {
-                Some(Some(cur.port.clone()))
+                None
             }
         })
         .ok()
         .flatten();
-    match other {
-        Some(None) => true,
-        Some(Some(port)) => {
+    match found {
+        Some(Found::Here(start)) => start,
+        Some(Found::Other(port, counted, pending)) => {
             if let Some(p) = port.upgrade() {
-                p.count_down();
+                if pending {
+                    p.flush();
+                }
+                if counted {
+                    p.count_down();
+                }
             }
-            false
+            GetStart {
+                was_running: false,
+                pending: false,
+            }
         }
-        None => false,
+        None => GetStart {
+            was_running: false,
+            pending: false,
+        },
     }
+}
+
+/// An operation is being issued on port `id`: returns `true` when the
+/// current thread counts as running for `id`, so its submission may be
+/// deferred, and records that it has submissions pending (see the module
+/// docs for when they are submitted).
+pub(crate) fn defer_submit(id: u64) -> bool {
+    CURRENT
+        .try_with(|c| {
+            let mut c = c.0.borrow_mut();
+            match c.as_mut() {
+                Some(cur) if cur.id == id && cur.mode == Mode::Counted => {
+                    cur.pending = true;
+                    true
+                }
+                _ => false,
+            }
+        })
+        .unwrap_or(false)
 }
 
 /// A `get` on port `id` returned a packet: the thread counts as running for
@@ -103,6 +176,7 @@ pub(crate) fn counted(id: u64, port: impl FnOnce() -> Weak<dyn Accounting>) {
                     id,
                     port: port(),
                     mode: Mode::Counted,
+                    pending: false,
                 })
             }
         }
@@ -133,6 +207,7 @@ pub struct BlockingGuard {
 }
 
 impl BlockingGuard {
+    /// Submits what the thread deferred, and stops counting it.
     pub(crate) fn enter() -> BlockingGuard {
         let port = CURRENT
             .try_with(|c| {
@@ -142,15 +217,20 @@ impl BlockingGuard {
                     return None;
                 }
                 cur.mode = Mode::Blocked;
-                Some((cur.id, cur.port.clone()))
+                let pending = std::mem::take(&mut cur.pending);
+                Some((cur.id, cur.port.clone(), pending))
             })
             .ok()
             .flatten();
-        if let Some((_, p)) = &port {
+        let port = port.map(|(id, p, pending)| {
             if let Some(p) = p.upgrade() {
+                if pending {
+                    p.flush();
+                }
                 p.count_down();
             }
-        }
+            (id, p)
+        });
         BlockingGuard {
             port,
             _not_send: PhantomData,

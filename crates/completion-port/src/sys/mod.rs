@@ -7,9 +7,14 @@
 //!   start it. Either the op is accepted — and then reported **exactly once**
 //!   as a [`Completion`], whatever happens (success, failure, cancel) — or
 //!   the call fails and the op was not taken. After `shutdown` every submit
-//!   fails with the port-closed error.
+//!   fails with the port-closed error. With `defer`, a backend that batches
+//!   (io_uring: see [`Driver::can_defer`]) may queue the op without entering
+//!   the kernel; it is then submitted by the next `flush`, `wait`, or any
+//!   other submission.
+//! - `flush()`: submit every op left pending by a deferred `submit`.
 //! - `wait(deadline)`: block until at least one completion, a `wake`, or the
-//!   deadline. Called by one thread at a time (the port's *leader*).
+//!   deadline. Called by one thread at a time (the port's *leader*). When it
+//!   enters the kernel it submits the pending ops in the same call.
 //! - `reap()`: collect completions without blocking; callable from any
 //!   thread, concurrently with `wait`. If it consumes a wake-up meant for
 //!   the leader it says so, and the port sends another if still needed.
@@ -142,10 +147,29 @@ impl Driver {
         self.fallback.as_deref()
     }
 
-    pub(crate) fn submit(&self, op: NonNull<OpIo>, spill: &mut Vec<Completion>) -> io::Result<()> {
+    /// Whether `submit` with `defer` can leave an op pending (io_uring); the
+    /// epoll backend tries every op at once, so it has nothing to defer.
+    pub(crate) fn can_defer(&self) -> bool {
+        matches!(self.engine, Engine::Uring(_))
+    }
+
+    pub(crate) fn submit(
+        &self,
+        op: NonNull<OpIo>,
+        defer: bool,
+        spill: &mut Vec<Completion>,
+    ) -> io::Result<()> {
         match &self.engine {
-            Engine::Uring(r) => r.submit(op, spill),
+            Engine::Uring(r) => r.submit(op, defer, spill),
             Engine::Epoll(r) => r.submit(op, spill),
+        }
+    }
+
+    /// Submits the ops deferred submissions left pending.
+    pub(crate) fn flush(&self, spill: &mut Vec<Completion>) {
+        match &self.engine {
+            Engine::Uring(r) => r.flush(spill),
+            Engine::Epoll(_) => {}
         }
     }
 

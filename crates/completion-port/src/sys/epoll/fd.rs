@@ -204,25 +204,26 @@ pub(super) unsafe fn attempt(op: NonNull<OpIo>, kind: FdKind) -> Attempt {
             }
             OpKind::RecvVectored => {
                 // SAFETY: `msg` points at iovecs over the buffers' spare capacity.
-                let r = unsafe { libc::recvmsg(fd, &mut op.msg, libc::MSG_DONTWAIT) };
+                let r = unsafe { libc::recvmsg(fd, &mut op.extra().msg, libc::MSG_DONTWAIT) };
                 settle(r, &mut retry)
             }
             OpKind::SendVectored => {
+                let msg = &op.extra().msg;
                 // SAFETY: `msg` points at iovecs over the buffers' filled bytes.
-                let r =
-                    unsafe { libc::sendmsg(fd, &op.msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+                let r = unsafe { libc::sendmsg(fd, msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
                 settle(r, &mut retry)
             }
             OpKind::Accept => match ready_now(fd, libc::POLLIN) {
                 // Only accept when a connection waits: the listener may be in
                 // blocking mode, and only this queue accepts on it.
                 Ok(true) => {
+                    let ex = op.extra();
                     // SAFETY: `addr`/`addr_len` are the record's storage.
                     let r = unsafe {
                         libc::accept4(
                             fd,
-                            (&mut op.addr as *mut libc::sockaddr_storage).cast(),
-                            &mut op.addr_len,
+                            (&mut ex.addr as *mut libc::sockaddr_storage).cast(),
+                            &mut ex.addr_len,
                             libc::SOCK_CLOEXEC,
                         )
                     };
@@ -260,12 +261,13 @@ fn connect(op: &mut OpIo) -> Attempt {
         // user's own blocking I/O.
         // SAFETY: as above.
         unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+        let ex = op.extra();
         // SAFETY: `addr` holds `addr_len` bytes of a sockaddr.
         let r = unsafe {
             libc::connect(
                 fd,
-                (&op.addr as *const libc::sockaddr_storage).cast(),
-                op.addr_len,
+                (&ex.addr as *const libc::sockaddr_storage).cast(),
+                ex.addr_len,
             )
         };
         let e = if r < 0 { errno() } else { 0 };

@@ -10,6 +10,13 @@
 //!   can reap ready completions while the leader sleeps in the kernel.
 //! - Lock order: SQ before CQ. Code holding the CQ lock never takes the SQ
 //!   lock.
+//! - **Deferred submissions**: `submit(op, defer = true)` (an op issued by a
+//!   thread running for the port, see `port/running.rs`) pushes the entry
+//!   and publishes the tail without entering the kernel. Every
+//!   `io_uring_enter` that submits passes the whole published SQ, so the
+//!   entry goes with the next leader wait (`submit_and_wait`), the next
+//!   immediate submission of any thread, or [`Ring::flush`], which the port
+//!   calls at the issuing thread's next `get`, blocking scope or exit.
 //! - **Reserved `user_data`**: [`WAKE`] and [`CANCEL`]. Real ops carry the
 //!   address of their record, a heap pointer, which is never either value.
 //!
@@ -57,10 +64,14 @@ impl Ring {
         })
     }
 
-    /// Queues `op` and submits it to the kernel at once.
+    /// Queues `op`, and submits it to the kernel at once unless `defer`: then
+    /// it stays in the SQ until the next [`flush`](Self::flush),
+    /// [`wait`](Self::wait) or immediate submission from any thread (a full
+    /// SQ is submitted to make room either way).
     pub(crate) fn submit(
         &self,
         mut op: NonNull<OpIo>,
+        defer: bool,
         spill: &mut Vec<Completion>,
     ) -> io::Result<()> {
         let closed = self.sq.lock();
@@ -73,7 +84,26 @@ impl Ring {
         // SAFETY: the entry's pointers stay valid until its completion (see
         // `op::entry`), and we hold the SQ lock.
         unsafe { self.push(&entry, spill)? };
+        if defer {
+            return Ok(());
+        }
         self.enter_submit(spill)
+    }
+
+    /// Submits the entries waiting in the SQ, if any (no system call when
+    /// there are none).
+    pub(crate) fn flush(&self, spill: &mut Vec<Completion>) {
+        let _sq = self.sq.lock();
+        // SAFETY: we hold the SQ lock, so this is the only
+        // `SubmissionQueue` alive; it is only read.
+        if unsafe { self.ring.submission_shared() }.is_empty() {
+            return;
+        }
+        if let Err(e) = self.enter_submit(spill) {
+            // Only kernel resource errors are left; the entries stay in the
+            // SQ and go with the next submission or wait.
+            tracing::warn!("io_uring: submitting deferred operations failed: {e}");
+        }
     }
 
     /// Makes the leader's wait return: a NOP tagged [`WAKE`].

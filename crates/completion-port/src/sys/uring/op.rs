@@ -21,8 +21,8 @@ pub(super) const REQUIRED: &[(u8, &str)] = &[
 
 /// Builds the SQE for `op`, tagged with its address.
 ///
-/// Every pointer placed in the SQE points into the boxed record (`msg`,
-/// `addr`, `addr_len`) or into the heap memory of its buffers; the record is
+/// Every pointer placed in the SQE points into the record or its boxed
+/// `extra` (`msg`, `addr`, `addr_len`) or into the heap memory of its buffers; the record is
 /// owned by the kernel until its CQE is reaped, so all stay valid for the
 /// whole operation.
 pub(super) fn entry(op: &mut OpIo) -> squeue::Entry {
@@ -58,23 +58,29 @@ pub(super) fn entry(op: &mut OpIo) -> squeue::Entry {
                 .flags(libc::MSG_NOSIGNAL)
                 .build()
         }
-        OpKind::RecvVectored => opcode::RecvMsg::new(fd, &mut op.msg).build(),
-        OpKind::SendVectored => opcode::SendMsg::new(fd, &op.msg)
+        OpKind::RecvVectored => opcode::RecvMsg::new(fd, &mut op.extra().msg).build(),
+        OpKind::SendVectored => opcode::SendMsg::new(fd, &op.extra().msg)
             .flags(libc::MSG_NOSIGNAL as u32)
             .build(),
-        OpKind::Accept => opcode::Accept::new(
-            fd,
-            (&mut op.addr as *mut libc::sockaddr_storage).cast(),
-            &mut op.addr_len,
-        )
-        .flags(libc::SOCK_CLOEXEC)
-        .build(),
-        OpKind::Connect => opcode::Connect::new(
-            fd,
-            (&op.addr as *const libc::sockaddr_storage).cast(),
-            op.addr_len,
-        )
-        .build(),
+        OpKind::Accept => {
+            let ex = op.extra();
+            opcode::Accept::new(
+                fd,
+                (&mut ex.addr as *mut libc::sockaddr_storage).cast(),
+                &mut ex.addr_len,
+            )
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+        }
+        OpKind::Connect => {
+            let ex = op.extra();
+            opcode::Connect::new(
+                fd,
+                (&ex.addr as *const libc::sockaddr_storage).cast(),
+                ex.addr_len,
+            )
+            .build()
+        }
     };
     e.user_data(op as *mut OpIo as u64)
 }
