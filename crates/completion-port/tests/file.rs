@@ -10,22 +10,9 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::thread;
 
-use completion_port::{Backend, Buf, Handle, Packet, PacketKind, Port};
+use completion_port::{Backend, Buf, Handle, PacketKind};
 
-use common::{port, WAIT};
-
-/// Only used to check that something does *not* happen.
-const QUIET: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// Dequeues exactly `n` packets (each wait bounded).
-fn take<C: Send + 'static>(port: &Port<C>, n: usize) -> Vec<Packet<C>> {
-    (0..n)
-        .map(|i| {
-            port.get(Some(WAIT))
-                .unwrap_or_else(|e| panic!("packet {i} of {n}: {e:?}"))
-        })
-        .collect()
-}
+use common::{port, take, QUIET, WAIT};
 
 /// The content of chunk `c`: distinct in every chunk and position.
 fn pattern(c: usize, len: usize) -> Vec<u8> {

@@ -7,22 +7,10 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use completion_port::{Backend, Buf, GetError, Handle, Packet, PacketKind, Port};
+use completion_port::{Backend, Buf, GetError, Handle, PacketKind, Port};
 use socket2::{Domain, Socket, Type};
 
-use common::{port, WAIT};
-
-/// Only used to check that something does *not* happen.
-const QUIET: Duration = Duration::from_millis(50);
-
-fn take<C: Send + 'static>(port: &Port<C>, n: usize) -> Vec<Packet<C>> {
-    (0..n)
-        .map(|i| {
-            port.get(Some(WAIT))
-                .unwrap_or_else(|e| panic!("packet {i} of {n}: {e:?}"))
-        })
-        .collect()
-}
+use common::{port, take, QUIET, WAIT};
 
 fn localhost() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").unwrap()

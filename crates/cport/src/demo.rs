@@ -1,13 +1,15 @@
 //! `cport demo`: the seed article's scenario, for real.
 //!
 //! An echo server on `127.0.0.1:0` served by a pool of worker threads that
-//! all loop on **one** port's `get`:
+//! all loop on **one** port's `get` (the server of `cport echo`, in
+//! [`crate::server`]):
 //! - the listener is associated with key 0 and always keeps one `accept`
 //!   pending (its context carries the listener's handle, to re-arm it);
 //! - each accepted socket is associated with its own key (the connection
-//!   id) and gets a heap [`Connection`] that travels as the context of its
-//!   one operation in flight, like the article's `Connection` that derives
-//!   from `OVERLAPPED`; its single buffer travels with the operation;
+//!   id) and gets a heap [`Connection`](crate::server::Connection) that
+//!   travels as the context of its one operation in flight, like the
+//!   article's `Connection` that derives from `OVERLAPPED`; its single
+//!   buffer travels with the operation;
 //! - a worker that dequeues a receive sends back exactly the bytes received
 //!   (the rest again after a short send), then receives again; on `Ok(0)`
 //!   or an error the connection is dropped.
@@ -24,31 +26,23 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use completion_port::{Backend, Buf, GetError, Handle, Packet, Port};
+use completion_port::{Backend, Port};
 
-/// Completion key of the listening socket.
-const LISTENER_KEY: usize = 0;
-/// Completion key of the stop packets posted at shutdown.
-const STOP_KEY: usize = usize::MAX;
-/// Capacity of each connection's server-side buffer.
-const SERVER_BUF: usize = 16 * 1024;
+use crate::server::{ensure_fd_limit, worker, Ctx, Server, LISTENER_KEY, MAX_MESSAGES, STOP_KEY};
+
 /// Most bytes a client has sent and not yet read back: keeps both ends'
 /// socket buffers from filling up, so large messages cannot deadlock.
 const CLIENT_WINDOW: usize = 32 * 1024;
 /// Time-out of every client socket operation (connect, read, write).
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a worker waits in one `get` before checking its deadline.
-const GET_SLICE: Duration = Duration::from_millis(250);
 /// Extra time, after `--seconds`, before workers give up waiting for their
 /// stop packet.
 const WORKER_GRACE: Duration = Duration::from_secs(60);
-/// Error messages kept for printing.
-const MAX_MESSAGES: usize = 10;
 
 /// Arguments of `cport demo`.
 #[derive(clap::Args, Debug)]
@@ -74,7 +68,7 @@ pub struct Args {
     backend: Backend,
 }
 
-fn parse_range(s: &str, lo: usize, hi: usize, what: &str) -> Result<usize, String> {
+pub(crate) fn parse_range(s: &str, lo: usize, hi: usize, what: &str) -> Result<usize, String> {
     let n: usize = s
         .trim()
         .parse()
@@ -85,11 +79,11 @@ fn parse_range(s: &str, lo: usize, hi: usize, what: &str) -> Result<usize, Strin
     Ok(n)
 }
 
-fn parse_threads(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_threads(s: &str) -> Result<usize, String> {
     parse_range(s, 1, 1024, "the number of worker threads")
 }
 
-fn parse_concurrency(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_concurrency(s: &str) -> Result<usize, String> {
     parse_range(s, 0, 1024, "the concurrency value")
 }
 
@@ -114,222 +108,8 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
-fn parse_backend(s: &str) -> Result<Backend, String> {
+pub(crate) fn parse_backend(s: &str) -> Result<Backend, String> {
     Backend::from_str(s).map_err(|e| e.to_string())
-}
-
-// ---------------------------------------------------------------------------
-// Server
-// ---------------------------------------------------------------------------
-
-/// The per-operation context: what a worker needs when the packet comes
-/// back. Connections own themselves through it, like the article's
-/// heap-allocated `Connection` passed as the `OVERLAPPED` pointer.
-enum Ctx {
-    /// The pending accept; carries the listener, to re-arm it.
-    Accept(Handle<Ctx>),
-    /// A receive on this connection.
-    Recv(Box<Connection>),
-    /// A send on this connection.
-    Send(Box<Connection>),
-    /// Shutdown: the worker that dequeues this exits.
-    Stop,
-}
-
-/// One accepted connection. Exactly one operation is in flight per
-/// connection, and it owns this record as its context: nothing else points
-/// at it, so it cannot be freed under the kernel or leaked.
-struct Connection {
-    /// Its completion key.
-    id: usize,
-    handle: Handle<Ctx>,
-    /// Bytes echoed on this connection.
-    echoed: u64,
-    server: Arc<Server>,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.server.live.fetch_sub(1, Ordering::AcqRel);
-        self.server
-            .echoed_bytes
-            .fetch_add(self.echoed, Ordering::Relaxed);
-    }
-}
-
-/// Counters shared by the workers.
-#[derive(Default)]
-struct Server {
-    next_id: AtomicUsize,
-    accepted: AtomicU64,
-    /// Connections alive (accepted, not yet dropped).
-    live: AtomicU64,
-    /// Connections the peer closed gracefully (`recv` gave `Ok(0)`).
-    closed_by_peer: AtomicU64,
-    echoed_bytes: AtomicU64,
-    short_sends: AtomicU64,
-    errors: AtomicU64,
-    messages: Mutex<Vec<String>>,
-}
-
-impl Server {
-    fn error(&self, msg: String) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut m) = self.messages.lock() {
-            if m.len() < MAX_MESSAGES {
-                m.push(msg);
-            }
-        }
-    }
-}
-
-/// What a worker did with one packet.
-enum Next {
-    Continue,
-    Stop,
-}
-
-fn worker(port: Port<Ctx>, server: Arc<Server>, hard_deadline: Instant) -> u64 {
-    let mut handled = 0u64;
-    loop {
-        match port.get(Some(GET_SLICE)) {
-            Ok(packet) => {
-                handled += 1;
-                if let Next::Stop = handle_packet(&port, &server, packet) {
-                    return handled;
-                }
-            }
-            Err(GetError::Timeout) => {
-                if Instant::now() >= hard_deadline {
-                    server.error("a worker gave up waiting for its stop packet".into());
-                    return handled;
-                }
-            }
-            Err(GetError::Closed) => return handled,
-            Err(GetError::Io(e)) => {
-                server.error(format!("get failed: {e}"));
-                if Instant::now() >= hard_deadline {
-                    return handled;
-                }
-                thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
-}
-
-fn handle_packet(port: &Port<Ctx>, server: &Arc<Server>, mut packet: Packet<Ctx>) -> Next {
-    // Take the buffer and the accepted socket before moving the context out.
-    let buf = packet.take_buf();
-    let accepted = packet.take_accepted();
-    let key = packet.key;
-    match packet.context {
-        Ctx::Stop => Next::Stop,
-        Ctx::Accept(listener) => {
-            // Re-arm first, so the next client is accepted while we set up
-            // this one.
-            if let Err(r) = listener.accept(Ctx::Accept(listener.clone())) {
-                server.error(format!("re-arming accept failed: {}", r.error));
-            }
-            if key != LISTENER_KEY {
-                server.error(format!("accept packet carried key {key}, expected 0"));
-            }
-            match (packet.result, accepted) {
-                (Ok(_), Some(a)) => start_connection(port, server, a.socket),
-                (Ok(_), None) => server.error("accept succeeded without a socket".into()),
-                (Err(e), _) => server.error(format!("accept failed: {e}")),
-            }
-            Next::Continue
-        }
-        Ctx::Recv(conn) => {
-            if key != conn.id {
-                server.error(format!(
-                    "receive packet of connection {} carried key {key}",
-                    conn.id
-                ));
-                return Next::Continue;
-            }
-            match (packet.result, buf) {
-                (Ok(0), _) => {
-                    // Peer closed: dropping the connection closes the socket.
-                    server.closed_by_peer.fetch_add(1, Ordering::Relaxed);
-                }
-                (Ok(_), Some(buf)) => send(server, conn, buf),
-                (Ok(_), None) => server.error("receive completed without its buffer".into()),
-                (Err(e), _) => server.error(format!("receive on connection {}: {e}", conn.id)),
-            }
-            Next::Continue
-        }
-        Ctx::Send(mut conn) => {
-            if key != conn.id {
-                server.error(format!(
-                    "send packet of connection {} carried key {key}",
-                    conn.id
-                ));
-                return Next::Continue;
-            }
-            match (packet.result, buf) {
-                (Ok(n), Some(mut buf)) if n > 0 && n <= buf.len() => {
-                    conn.echoed += n as u64;
-                    if n < buf.len() {
-                        // Short send: move the rest to the front, send it.
-                        server.short_sends.fetch_add(1, Ordering::Relaxed);
-                        let len = buf.len();
-                        buf.copy_within(n..len, 0);
-                        buf.truncate(len - n);
-                        send(server, conn, buf);
-                    } else {
-                        buf.clear();
-                        recv(server, conn, buf);
-                    }
-                }
-                (Ok(n), Some(buf)) => server.error(format!(
-                    "send on connection {} reported {n} of {} bytes",
-                    conn.id,
-                    buf.len()
-                )),
-                (Ok(_), None) => server.error("send completed without its buffer".into()),
-                (Err(e), _) => server.error(format!("send on connection {}: {e}", conn.id)),
-            }
-            Next::Continue
-        }
-    }
-}
-
-fn start_connection(port: &Port<Ctx>, server: &Arc<Server>, socket: socket2::Socket) {
-    if let Err(e) = socket.set_nodelay(true) {
-        server.error(format!("TCP_NODELAY on an accepted socket: {e}"));
-    }
-    let id = server.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-    let handle = match port.associate(socket, id) {
-        Ok(h) => h,
-        Err(e) => return server.error(e.to_string()),
-    };
-    server.accepted.fetch_add(1, Ordering::Relaxed);
-    server.live.fetch_add(1, Ordering::AcqRel);
-    let conn = Box::new(Connection {
-        id,
-        handle,
-        echoed: 0,
-        server: server.clone(),
-    });
-    recv(server, conn, Buf::with_capacity(SERVER_BUF));
-}
-
-/// Issues a receive owning `conn` and `buf`; on refusal both are dropped
-/// (closing the connection).
-fn recv(server: &Server, conn: Box<Connection>, buf: Buf) {
-    let handle = conn.handle.clone();
-    if let Err(r) = handle.recv(buf, Ctx::Recv(conn)) {
-        server.error(format!("issuing a receive failed: {}", r.error));
-    }
-}
-
-/// Issues a send of `buf`'s filled bytes owning `conn` and `buf`.
-fn send(server: &Server, conn: Box<Connection>, buf: Buf) {
-    let handle = conn.handle.clone();
-    if let Err(r) = handle.send(buf, Ctx::Send(conn)) {
-        server.error(format!("issuing a send failed: {}", r.error));
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -447,37 +227,6 @@ fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(s)
 }
 
-/// Makes sure the process may open `needed` file descriptors, raising the
-/// soft limit up to the hard one if that is enough.
-fn ensure_fd_limit(needed: u64) -> io::Result<()> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `rlimit` into `lim`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Ok(()); // Unknown: let the sockets report it.
-    }
-    if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= needed {
-        return Ok(());
-    }
-    if lim.rlim_max == libc::RLIM_INFINITY || lim.rlim_max >= needed {
-        let raised = libc::rlimit {
-            rlim_cur: needed,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit reads one `rlimit`.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return Ok(());
-        }
-    }
-    Err(io::Error::other(format!(
-        "this run needs about {needed} file descriptors but the limit is {} \
-         (hard limit {}); use fewer --connections or raise it with `ulimit -n`",
-        lim.rlim_cur, lim.rlim_max
-    )))
-}
-
 // ---------------------------------------------------------------------------
 // The run
 // ---------------------------------------------------------------------------
@@ -510,14 +259,7 @@ pub fn run(a: Args) -> io::Result<()> {
         })?;
 
     // 2. Associate the listener with key 0; 3. keep an accept pending.
-    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    listener.set_reuse_address(true)?;
-    listener.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
-    listener.listen(1024)?;
-    let addr = listener
-        .local_addr()?
-        .as_socket()
-        .ok_or_else(|| io::Error::other("the listener has no IP address"))?;
+    let (listener, addr) = crate::server::listen(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     let listener = port.associate(listener, LISTENER_KEY)?;
     listener.accept(Ctx::Accept(listener.clone()))?;
 
@@ -552,7 +294,7 @@ pub fn run(a: Args) -> io::Result<()> {
         let (port, server) = (port.clone(), server.clone());
         match thread::Builder::new()
             .name(format!("cport-worker-{i}"))
-            .spawn(move || worker(port, server, hard_deadline))
+            .spawn(move || worker(port, server, Some(hard_deadline)))
         {
             Ok(w) => workers.push(w),
             Err(e) => {

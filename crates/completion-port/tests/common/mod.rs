@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use completion_port::{Backend, Port};
+use completion_port::{Backend, Packet, Port};
 
 /// Generous bound for every wait in a test: a bug fails the test instead
 /// of hanging CI. Never a speed assertion.
@@ -32,6 +32,20 @@ pub fn port<C: Send + 'static>(backend: Backend, concurrency: usize) -> Port<C> 
         .concurrency(concurrency)
         .build()
         .unwrap_or_else(|e| panic!("cannot open a {backend} port: {e}"))
+}
+
+/// How long a test watches for something that must *not* happen. A slow
+/// machine can only make such a check pass, never fail a correct port.
+pub const QUIET: Duration = Duration::from_millis(50);
+
+/// Dequeues exactly `n` packets (each wait bounded by [`WAIT`]).
+pub fn take<C: Send + 'static>(port: &Port<C>, n: usize) -> Vec<Packet<C>> {
+    (0..n)
+        .map(|i| {
+            port.get(Some(WAIT))
+                .unwrap_or_else(|e| panic!("packet {i} of {n}: {e:?}"))
+        })
+        .collect()
 }
 
 /// Polls `cond` until it holds, failing the test after [`WAIT`].

@@ -12,6 +12,8 @@
 //! the command line, the trial loop, the meters and thread pinning;
 //! `report.rs` prints the table and writes the JSON.
 
+mod echo;
+mod loadgen;
 mod nop;
 mod queue;
 mod report;
@@ -33,6 +35,10 @@ pub enum Workload {
     Queue,
     /// Backend no-ops at batch 1 and batch 32 against a raw io-uring loop.
     Nop,
+    /// TCP echo, 50 connections x 512 B over loopback: ours on each backend
+    /// (2 workers on one port) against a raw single-thread epoll loop, all
+    /// driven by the same in-repo epoll load generator.
+    Echo,
     /// Every workload.
     All,
 }
@@ -588,6 +594,12 @@ pub fn run(a: Args) -> io::Result<()> {
     if matches!(a.workload, Workload::Nop | Workload::All) {
         rows.push(nop::run(&s, backend, 1)?);
         rows.push(nop::run(&s, backend, 32)?);
+    }
+    if matches!(a.workload, Workload::Echo | Workload::All) {
+        // Both backends, whatever --backend says: the epoll row is the
+        // fallback's own target.
+        rows.push(echo::run(&s, Backend::IoUring)?);
+        rows.push(echo::run(&s, Backend::Epoll)?);
     }
     let elapsed = started.elapsed();
     let run = report::RunInfo {
