@@ -3,11 +3,11 @@
 
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
-use std::ptr::NonNull;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
@@ -256,7 +256,10 @@ impl<C: Send + 'static> Handle<C> {
     /// (`ENOENT`) when no such operation is in flight on this handle (it
     /// already completed, or belongs to another handle).
     pub fn cancel(&self, token: Token) -> io::Result<()> {
-        self.inner.core.cancel(&self.inner.owner, Some(token)).map(|_| ())
+        self.inner
+            .core
+            .cancel(&self.inner.owner, Some(token))
+            .map(|_| ())
     }
 
     /// Cancels every operation in flight on this handle (`CancelIoEx(h,
@@ -273,10 +276,16 @@ impl<C: Send + 'static> Handle<C> {
     /// with `EBADF`. The fd itself is closed once the last clone is dropped
     /// **and** the last of those packets has been built, so its number
     /// cannot be reused while the kernel may still act on the old file.
-    /// Returns how many operations were cancelled. Closing twice is
-    /// harmless.
+    /// Returns how many operations were cancelled; closing again does
+    /// nothing and returns 0.
     pub fn close(&self) -> usize {
-        self.inner.owner.inflight().closed = true;
+        {
+            let mut reg = self.inner.owner.inflight();
+            if reg.closed {
+                return 0;
+            }
+            reg.closed = true;
+        }
         self.cancel_all().unwrap_or(0)
     }
 

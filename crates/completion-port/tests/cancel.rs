@@ -26,15 +26,24 @@ fn cancel_a_pending_receive(backend: Backend) {
     let t = h.recv(Buf::with_capacity(64), 7).unwrap();
     h.cancel(t).unwrap();
     let mut p = port.get(Some(WAIT)).unwrap();
-    assert_eq!((p.key, p.context, p.kind(), p.token()), (4, 7, PacketKind::Recv, Some(t)));
+    assert_eq!(
+        (p.key, p.context, p.kind(), p.token()),
+        (4, 7, PacketKind::Recv, Some(t))
+    );
     let e = p.result.as_ref().unwrap_err();
     assert!(is_aborted(e), "{e:?}");
     let b = p.take_buf().unwrap();
     assert_eq!((b.len(), b.capacity()), (0, 64));
     // Exactly one packet, and nothing left to cancel.
     assert!(matches!(port.get(Some(QUIET)), Err(GetError::Timeout)));
-    assert_eq!(h.cancel(t).unwrap_err().kind(), std::io::ErrorKind::NotFound);
-    assert_eq!(h.cancel_all().unwrap_err().kind(), std::io::ErrorKind::NotFound);
+    assert_eq!(
+        h.cancel(t).unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        h.cancel_all().unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
 }
 
 fn nothing_to_cancel_is_not_found(backend: Backend) {
@@ -47,10 +56,18 @@ fn nothing_to_cancel_is_not_found(backend: Backend) {
     assert_eq!(ha.cancel(t).unwrap_err().raw_os_error(), Some(libc::ENOENT));
     // In flight, but on another handle.
     let t2 = hb.recv(Buf::with_capacity(8), 2).unwrap();
-    assert_eq!(ha.cancel(t2).unwrap_err().kind(), std::io::ErrorKind::NotFound);
-    assert_eq!(ha.cancel_all().unwrap_err().kind(), std::io::ErrorKind::NotFound);
+    assert_eq!(
+        ha.cancel(t2).unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        ha.cancel_all().unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
     hb.cancel(t2).unwrap();
-    assert!(is_aborted(port.get(Some(WAIT)).unwrap().result.as_ref().unwrap_err()));
+    assert!(is_aborted(
+        port.get(Some(WAIT)).unwrap().result.as_ref().unwrap_err()
+    ));
 }
 
 fn cancel_all_cancels_every_pending_operation(backend: Backend) {
@@ -98,11 +115,18 @@ fn cancel_racing_completion_loses_nothing(backend: Backend) {
                 h.recv(Buf::with_capacity(1), 10_000 + round).unwrap();
                 let mut p = port.get(Some(WAIT)).unwrap();
                 assert_eq!(*p.result.as_ref().unwrap(), 1);
-                assert_eq!(p.take_buf().unwrap()[0], byte[0], "round {round}: the byte was lost");
+                assert_eq!(
+                    p.take_buf().unwrap()[0],
+                    byte[0],
+                    "round {round}: the byte was lost"
+                );
             }
             other => panic!("round {round}: unexpected {other:?}"),
         }
-        assert!(matches!(port.get(Some(Duration::ZERO)), Err(GetError::Timeout)));
+        assert!(matches!(
+            port.get(Some(Duration::ZERO)),
+            Err(GetError::Timeout)
+        ));
     }
     assert_eq!(aborted + delivered, 300);
 }
@@ -114,7 +138,10 @@ fn cancel_from_another_thread_releases_the_waiter(backend: Backend) {
     let t = h.recv(Buf::with_capacity(8), 5).unwrap();
     let waiter = {
         let port = port.clone();
-        thread::spawn(move || port.get(Some(WAIT)).map(|p| (p.context, p.result.map_err(|e| is_aborted(&e)))))
+        thread::spawn(move || {
+            port.get(Some(WAIT))
+                .map(|p| (p.context, p.result.map_err(|e| is_aborted(&e))))
+        })
     };
     wait_until("the waiter waits", || port.stats().leader);
     h.cancel(t).unwrap();
@@ -167,7 +194,9 @@ fn close_with_pending_operations(backend: Backend) {
 /// A cancelled accept and connect (spec §6.25 for every kind of op).
 fn cancel_accept(backend: Backend) {
     let port = port::<u32>(backend, 2);
-    let l = port.associate(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), 1).unwrap();
+    let l = port
+        .associate(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), 1)
+        .unwrap();
     let t = l.accept(1).unwrap();
     l.cancel(t).unwrap();
     let mut p = port.get(Some(WAIT)).unwrap();
@@ -175,7 +204,11 @@ fn cancel_accept(backend: Backend) {
     assert!(is_aborted(p.result.as_ref().unwrap_err()));
     assert!(p.take_accepted().is_none());
     // The listener still works afterwards.
-    let addr = socket2::SockRef::from(&l).local_addr().unwrap().as_socket().unwrap();
+    let addr = socket2::SockRef::from(&l)
+        .local_addr()
+        .unwrap()
+        .as_socket()
+        .unwrap();
     l.accept(2).unwrap();
     let _c = std::net::TcpStream::connect(addr).unwrap();
     let mut p = port.get(Some(WAIT)).unwrap();

@@ -313,7 +313,10 @@ impl Reactor {
                 while i < queue.len() {
                     if is_target(&queue[i]) {
                         let p = queue.remove(i).expect("index is in bounds");
-                        spill.push(Completion { op: p.0, res: -libc::ECANCELED });
+                        spill.push(Completion {
+                            op: p.0,
+                            res: -libc::ECANCELED,
+                        });
                     } else {
                         i += 1;
                     }

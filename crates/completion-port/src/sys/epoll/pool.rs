@@ -85,7 +85,10 @@ impl Pool {
         let mut st = self.inner.state.lock();
         st.jobs.retain(|p| {
             if is_target(p) {
-                spill.push(Completion { op: p.0, res: -libc::ECANCELED });
+                spill.push(Completion {
+                    op: p.0,
+                    res: -libc::ECANCELED,
+                });
                 false
             } else {
                 true

@@ -139,7 +139,10 @@ impl Ring {
         let builders: Vec<types::CancelBuilder> = if all {
             vec![types::CancelBuilder::fd(types::Fd(fd)).all()]
         } else {
-            targets.iter().map(|t| types::CancelBuilder::user_data(t.0.as_ptr() as u64)).collect()
+            targets
+                .iter()
+                .map(|t| types::CancelBuilder::user_data(t.0.as_ptr() as u64))
+                .collect()
         };
         for b in builders {
             let e = opcode::AsyncCancel2::new(b).build().user_data(CANCEL);
