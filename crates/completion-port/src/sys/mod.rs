@@ -30,6 +30,7 @@
 
 pub(crate) mod epoll;
 pub(crate) mod uring;
+pub(crate) mod valgrind;
 
 use std::fmt;
 use std::io;
