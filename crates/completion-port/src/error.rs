@@ -84,6 +84,19 @@ pub fn is_port_closed(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<PortClosed>())
 }
 
+/// Whether `e` is the error of a cancelled operation (`ECANCELED`, Windows'
+/// `ERROR_OPERATION_ABORTED`): after [`Handle::cancel`](crate::Handle::cancel),
+/// [`Handle::cancel_all`](crate::Handle::cancel_all) or
+/// [`Handle::close`](crate::Handle::close).
+pub fn is_aborted(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ECANCELED)
+}
+
+/// The error for an operation issued on a closed handle: `EBADF`.
+pub(crate) fn handle_closed() -> io::Error {
+    io::Error::from_raw_os_error(libc::EBADF)
+}
+
 pub(crate) fn invalid_input(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg.into())
 }

@@ -2,10 +2,12 @@
 //! back in every packet of its operations.
 
 use std::any::Any;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
@@ -30,12 +32,72 @@ pub(crate) struct FdOwner {
     /// registration and operation queues). Dropped before `fd` is closed
     /// (field order), so a backend can deregister the fd in its `Drop`.
     backend: OnceLock<Box<dyn Any + Send + Sync>>,
+    /// The operations in flight on this fd, by token: registered before
+    /// submission, removed when their packet is built. Cancellation reaches
+    /// an op only through this map and under its lock, so the record it
+    /// names is alive (its packet cannot be built meanwhile) and its address
+    /// cannot have been reused by another op.
+    inflight: Mutex<InFlight>,
     fd: OwnedFd,
+}
+
+/// Token → record of the operations in flight on one fd, and whether the
+/// handle was closed (then nothing new is registered).
+#[derive(Default)]
+pub(crate) struct InFlight {
+    pub(crate) ops: HashMap<u64, InFlightOp, BuildHasherDefault<TokenHasher>>,
+    pub(crate) closed: bool,
+}
+
+/// One operation in flight.
+#[derive(Clone, Copy)]
+pub(crate) struct InFlightOp {
+    pub(crate) ptr: OpPtr,
+    /// A cancel was requested: its `ECANCELED` is the user's, not the
+    /// kernel's clean-up of an exited thread (see `sys/uring`).
+    pub(crate) cancelled: bool,
+}
+
+/// The address of an operation record in flight.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OpPtr(pub(crate) NonNull<OpIo>);
+
+// SAFETY: only an address; whoever dereferences it must own the record or
+// hold the `inflight` lock that keeps it alive (see `FdOwner::inflight`).
+unsafe impl Send for OpPtr {}
+
+/// Tokens are unique integers: one multiply spreads them over the table's
+/// control bits (an identity hash would leave the high bits all zero).
+#[derive(Default)]
+pub(crate) struct TokenHasher(u64);
+
+impl Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 impl FdOwner {
     pub(crate) fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// The in-flight registry (see the field's docs).
+    pub(crate) fn inflight(&self) -> parking_lot::MutexGuard<'_, InFlight> {
+        self.inflight.lock()
+    }
+
+    /// The backend's state for this fd, if it made one.
+    pub(crate) fn existing_backend_state<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.backend.get()?.downcast_ref::<T>()
     }
 
     /// The backend's state for this fd, created by `init` on first use.
@@ -124,6 +186,7 @@ pub(crate) fn associate<C: Send + 'static>(
             core: core.clone(),
             owner: Arc::new(FdOwner {
                 backend: OnceLock::new(),
+                inflight: Mutex::new(InFlight::default()),
                 fd,
             }),
             key,
@@ -182,6 +245,53 @@ impl<C: Send + 'static> Handle<C> {
     /// The completion key given at association.
     pub fn key(&self) -> usize {
         self.inner.key
+    }
+
+    /// Cancels the operation `token` (returned when it was issued on this
+    /// handle), from any thread (spec §6.25, `CancelIoEx(h, ov)`).
+    ///
+    /// The operation still yields exactly one packet: with `ECANCELED`
+    /// (kind `Other`, see [`is_aborted`](crate::is_aborted)) and its buffers,
+    /// or with its real result if it finished first. Fails with `NotFound`
+    /// (`ENOENT`) when no such operation is in flight on this handle (it
+    /// already completed, or belongs to another handle).
+    pub fn cancel(&self, token: Token) -> io::Result<()> {
+        self.inner
+            .core
+            .cancel(&self.inner.owner, Some(token))
+            .map(|_| ())
+    }
+
+    /// Cancels every operation in flight on this handle (`CancelIoEx(h,
+    /// NULL)`); each still yields exactly one packet, as with
+    /// [`cancel`](Self::cancel). Returns how many were in flight; fails with
+    /// `NotFound` when there were none.
+    pub fn cancel_all(&self) -> io::Result<usize> {
+        self.inner.core.cancel(&self.inner.owner, None)
+    }
+
+    /// Closes the handle (`CloseHandle` with I/O pending, spec §6.26): every
+    /// operation in flight is cancelled and still yields its packet, with
+    /// its buffers; new operations on this handle (any clone) are refused
+    /// with `EBADF`. The fd itself is closed once the last clone is dropped
+    /// **and** the last of those packets has been built, so its number
+    /// cannot be reused while the kernel may still act on the old file.
+    /// Returns how many operations were cancelled; closing again does
+    /// nothing and returns 0.
+    pub fn close(&self) -> usize {
+        {
+            let mut reg = self.inner.owner.inflight();
+            if reg.closed {
+                return 0;
+            }
+            reg.closed = true;
+        }
+        self.cancel_all().unwrap_or(0)
+    }
+
+    /// Whether [`close`](Self::close) was called on this handle (or a clone).
+    pub fn is_closed(&self) -> bool {
+        self.inner.owner.inflight().closed
     }
 
     /// A no-op that travels through the backend like real I/O and completes

@@ -61,7 +61,7 @@ pub mod port;
 mod sys;
 
 pub use buf::Buf;
-pub use error::{is_port_closed, GetError, Rejected};
+pub use error::{is_aborted, is_port_closed, GetError, Rejected};
 pub use handle::{AssociateError, Handle};
 pub use op::net::MAX_IOVECS;
 pub use op::{Accepted, PacketKind, Token};

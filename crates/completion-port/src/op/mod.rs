@@ -290,6 +290,7 @@ impl OpIo {
                 // was given; a zero-byte receive waits for readability and
                 // may report a poll mask instead of a count.
                 let n = n.min(b.spare_capacity());
+                crate::sys::valgrind::mark_defined(b.spare_ptr(), n);
                 // SAFETY: the kernel wrote `n` bytes at `len..`, within the
                 // spare capacity it was given.
                 unsafe { b.advance(n) };
@@ -299,6 +300,7 @@ impl OpIo {
                 let mut left = n;
                 for b in self.bufs.many_mut() {
                     let take = left.min(b.spare_capacity());
+                    crate::sys::valgrind::mark_defined(b.spare_ptr(), take);
                     // SAFETY: the kernel filled the iovecs in order, each up to
                     // its buffer's spare capacity; `take` bytes landed here.
                     unsafe { b.advance(take) };
@@ -306,6 +308,19 @@ impl OpIo {
                 }
             }
             OpKind::Accept => {
+                if let Some(ex) = &self.extra {
+                    // The kernel wrote the peer address and its length.
+                    crate::sys::valgrind::mark_defined(
+                        (&ex.addr_len as *const libc::socklen_t).cast(),
+                        std::mem::size_of::<libc::socklen_t>(),
+                    );
+                    let len =
+                        (ex.addr_len as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+                    crate::sys::valgrind::mark_defined(
+                        (&ex.addr as *const libc::sockaddr_storage).cast(),
+                        len,
+                    );
+                }
                 // SAFETY: a successful accept returns a new fd that nobody
                 // else owns.
                 self.accepted = Some(unsafe { OwnedFd::from_raw_fd(res) });

@@ -69,6 +69,7 @@
 //!    may call back into the port).
 
 use std::cell::Cell;
+use std::io;
 use std::mem;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -80,7 +81,8 @@ use parking_lot::{Mutex, MutexGuard};
 
 use super::running::{self, Accounting};
 use super::waiter::{Waiter, Wake};
-use crate::error::{port_closed, GetError, Rejected};
+use crate::error::{handle_closed, port_closed, GetError, Rejected};
+use crate::handle::{FdOwner, InFlightOp, OpPtr};
 use crate::op::{Buffers, RecordBox, Token};
 use crate::sys::{Completion, Driver};
 use crate::{Packet, PortStats};
@@ -264,6 +266,27 @@ impl<C: Send + 'static> Core<C> {
         // unaliased; `io` is its first field.
         let io = unsafe { &mut (*raw.as_ptr()).io };
         io.prepare();
+        // Register before submitting (the op may complete at once), under
+        // the lock that `Handle::close` sets `closed` with.
+        let owner = io.owner.clone();
+        {
+            let mut reg = owner.inflight();
+            if reg.closed {
+                drop(reg);
+                // SAFETY: never handed to the driver: still ours.
+                let mut rec = unsafe { RecordBox::from_raw(raw) };
+                let bufs = mem::take(&mut rec.io.bufs);
+                let ctx = rec.ctx.take().expect("context present until completion");
+                return Err(Rejected::new(handle_closed(), ctx, bufs));
+            }
+            reg.ops.insert(
+                token.0,
+                InFlightOp {
+                    ptr: OpPtr(std::ptr::NonNull::from(&mut *io)),
+                    cancelled: false,
+                },
+            );
+        }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         // A thread running for this port will come back to the port (next
         // `get`, blocking scope or exit: `running.rs`), and the pending
@@ -279,6 +302,7 @@ impl<C: Send + 'static> Core<C> {
             Ok(()) => Ok(token),
             Err(error) => {
                 self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                owner.inflight().ops.remove(&token.0);
                 // SAFETY: the driver refused the op, so ownership never left us.
                 let mut rec = unsafe { RecordBox::from_raw(raw) };
                 let bufs = mem::take(&mut rec.io.bufs);
@@ -286,6 +310,36 @@ impl<C: Send + 'static> Core<C> {
                 Err(Rejected::new(error, ctx, bufs))
             }
         }
+    }
+
+    /// Cancels one operation (`token`) or all operations of the fd `owner`
+    /// (spec §6.25). Returns how many were in flight; `NotFound` if none.
+    ///
+    /// The kernel's cancel request is made while holding the fd's in-flight
+    /// lock: the named records cannot complete into packets (and be freed,
+    /// and their addresses reused) until it has been handed to the backend.
+    pub(crate) fn cancel(&self, owner: &FdOwner, token: Option<Token>) -> io::Result<usize> {
+        let mut spill = Vec::new();
+        let n = {
+            let mut reg = owner.inflight();
+            let mut targets: Vec<OpPtr> = Vec::new();
+            let mut mark = |op: &mut InFlightOp| {
+                op.cancelled = true;
+                targets.push(op.ptr);
+            };
+            match token {
+                Some(t) => reg.ops.get_mut(&t.0).into_iter().for_each(&mut mark),
+                None => reg.ops.values_mut().for_each(&mut mark),
+            }
+            if targets.is_empty() {
+                return Err(io::Error::from_raw_os_error(libc::ENOENT));
+            }
+            let all = token.is_none();
+            self.driver.cancel(owner, &targets, all, &mut spill)?;
+            targets.len()
+        };
+        self.absorb(&mut spill);
+        Ok(n)
     }
 
     /// Queues a user packet.

@@ -56,6 +56,8 @@ impl<C> Packet<C> {
     pub(crate) unsafe fn completed(c: Completion) -> Self {
         // SAFETY: forwarded to the caller.
         let mut rec = unsafe { OpRecord::<C>::from_completion(c.op) };
+        // No longer in flight: cancellation can no longer reach it.
+        rec.io.owner.inflight().ops.remove(&rec.io.token.0);
         let result = rec.io.complete(c.res);
         let context = rec
             .ctx

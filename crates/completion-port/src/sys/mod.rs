@@ -19,6 +19,8 @@
 //!   thread, concurrently with `wait`. If it consumes a wake-up meant for
 //!   the leader it says so, and the port sends another if still needed.
 //! - `wake()`: make the current (or next) `wait` return soon. Any thread.
+//! - `cancel(ops)`: ask the kernel to cancel ops in flight on one fd; each
+//!   is still reported exactly once.
 //! - `shutdown()`: refuse new submissions and ask the kernel to cancel
 //!   everything in flight; the cancelled ops are still reported.
 //!
@@ -28,12 +30,14 @@
 
 pub(crate) mod epoll;
 pub(crate) mod uring;
+pub(crate) mod valgrind;
 
 use std::fmt;
 use std::io;
 use std::ptr::NonNull;
 use std::time::Instant;
 
+use crate::handle::{FdOwner, OpPtr};
 use crate::op::OpIo;
 
 /// One finished operation, as reported by a backend.
@@ -198,6 +202,27 @@ impl Driver {
         match &self.engine {
             Engine::Uring(r) => r.wake(spill),
             Engine::Epoll(r) => r.wake(),
+        }
+    }
+
+    /// Asks the backend to cancel `targets`, operations in flight on the fd
+    /// of `owner` (`all`: every one of them). Called with the fd's in-flight
+    /// lock held, so every target is alive. A cancelled op is still reported
+    /// exactly once (with `ECANCELED`, or its real result if it finished
+    /// first), possibly right away through `spill`.
+    pub(crate) fn cancel(
+        &self,
+        owner: &FdOwner,
+        targets: &[OpPtr],
+        all: bool,
+        spill: &mut Vec<Completion>,
+    ) -> io::Result<()> {
+        match &self.engine {
+            Engine::Uring(r) => r.cancel(owner.raw(), targets, all, spill),
+            Engine::Epoll(r) => {
+                r.cancel(owner, targets, spill);
+                Ok(())
+            }
         }
     }
 

@@ -35,6 +35,7 @@ use self::fd::{
 use self::pool::Pool;
 use super::Completion;
 use crate::error::port_closed;
+use crate::handle::{FdOwner, OpPtr};
 use crate::op::{OpIo, OpKind};
 
 /// epoll `data` of the wake eventfd; fd registrations use ids from 1.
@@ -296,6 +297,33 @@ impl Reactor {
 
     pub(crate) fn wake(&self) {
         self.shared.wake();
+    }
+
+    /// Cancels `targets` (ops in flight on `owner`'s fd): those still waiting
+    /// for readiness or for a pool thread come back at once in `spill` with
+    /// `ECANCELED`; the others are finishing and keep their real result.
+    pub(crate) fn cancel(&self, owner: &FdOwner, targets: &[OpPtr], spill: &mut Vec<Completion>) {
+        let is_target = |p: &Pending| targets.iter().any(|t| t.0 == p.0);
+        if let Some(reg) = owner.existing_backend_state::<Registration>() {
+            let mut q = reg.state.queues.lock();
+            let q = &mut *q;
+            for queue in [&mut q.read, &mut q.write] {
+                // Removing one op keeps the others of the queue in issue order.
+                let mut i = 0;
+                while i < queue.len() {
+                    if is_target(&queue[i]) {
+                        let p = queue.remove(i).expect("index is in bounds");
+                        spill.push(Completion {
+                            op: p.0,
+                            res: -libc::ECANCELED,
+                        });
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+        }
+        self.pool.cancel(&is_target, spill);
     }
 
     /// Refuses new ops; every queued op comes back cancelled in `spill`.

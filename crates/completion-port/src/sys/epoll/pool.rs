@@ -78,6 +78,24 @@ impl Pool {
         Ok(())
     }
 
+    /// Takes the queued (not yet started) jobs that `is_target` picks out of
+    /// the queue; they come back cancelled in `spill`. A job already running
+    /// finishes and reports its real result.
+    pub(super) fn cancel(&self, is_target: &dyn Fn(&Pending) -> bool, spill: &mut Vec<Completion>) {
+        let mut st = self.inner.state.lock();
+        st.jobs.retain(|p| {
+            if is_target(p) {
+                spill.push(Completion {
+                    op: p.0,
+                    res: -libc::ECANCELED,
+                });
+                false
+            } else {
+                true
+            }
+        });
+    }
+
     /// Stops the pool: queued jobs come back cancelled in `spill`; running
     /// ones finish and report normally; threads then exit.
     pub(super) fn shutdown(&self, spill: &mut Vec<Completion>) {

@@ -40,6 +40,7 @@ use parking_lot::Mutex;
 
 use super::{Completion, Config};
 use crate::error::port_closed;
+use crate::handle::OpPtr;
 use crate::op::OpIo;
 
 /// `user_data` of the NOP that [`Ring::wake`] submits.
@@ -117,6 +118,38 @@ impl Ring {
             // at its deadline or with the next completion.
             tracing::warn!("io_uring: could not wake the waiting thread: {e}");
         }
+    }
+
+    /// Cancels `targets` (all ops of `fd` when `all`). The caller holds
+    /// their fd's in-flight lock, so each target is alive and its address is
+    /// not reused before this cancel request is in the SQ; ops submitted
+    /// later are behind it in the SQ, so the kernel cannot confuse them.
+    pub(crate) fn cancel(
+        &self,
+        fd: std::os::fd::RawFd,
+        targets: &[OpPtr],
+        all: bool,
+        spill: &mut Vec<Completion>,
+    ) -> io::Result<()> {
+        let closed = self.sq.lock();
+        if *closed {
+            // `shutdown` already cancelled everything in flight.
+            return Ok(());
+        }
+        let builders: Vec<types::CancelBuilder> = if all {
+            vec![types::CancelBuilder::fd(types::Fd(fd)).all()]
+        } else {
+            targets
+                .iter()
+                .map(|t| types::CancelBuilder::user_data(t.0.as_ptr() as u64))
+                .collect()
+        };
+        for b in builders {
+            let e = opcode::AsyncCancel2::new(b).build().user_data(CANCEL);
+            // SAFETY: a cancel request references no memory; we hold the SQ lock.
+            unsafe { self.push(&e, spill)? };
+        }
+        self.enter_submit(spill)
     }
 
     /// Refuses further submissions and cancels every op in flight.
@@ -276,16 +309,36 @@ impl Ring {
         if !out[start..].iter().any(|c| c.res == -libc::ECANCELED) {
             return;
         }
+        // Which `ECANCELED` are orphans: not cancelled by the user (the
+        // fd's in-flight entry says so). Checked before taking the SQ lock:
+        // lock order is in-flight lock, then SQ.
+        let orphan: Vec<bool> = out[start..]
+            .iter()
+            .map(|c| {
+                if c.res != -libc::ECANCELED {
+                    return false;
+                }
+                // SAFETY: reaped and not yet handed back, so the record is
+                // ours; only shared fields are read.
+                let io = unsafe { c.op.as_ref() };
+                let reg = io.owner.inflight();
+                reg.ops.get(&io.token.0).is_some_and(|e| !e.cancelled)
+            })
+            .collect();
+        if !orphan.contains(&true) {
+            return;
+        }
         let closed = self.sq.lock();
         if *closed {
             // Cancelled by our own shutdown: report them as they are.
             return;
         }
         let mut spill = Vec::new();
+        let mut resubmitted = Vec::new();
         let mut kept = start;
         for i in start..out.len() {
             let c = &out[i];
-            if c.res != -libc::ECANCELED {
+            if !orphan[i - start] {
                 out.swap(kept, i);
                 kept += 1;
                 continue;
@@ -293,12 +346,17 @@ impl Ring {
             let mut op = c.op;
             // SAFETY: the op completed, so the kernel no longer references
             // it, and we own the record again until we hand it back.
-            let entry = op::entry(unsafe { op.as_mut() });
+            let io = unsafe { op.as_mut() };
+            let who = (io.owner.clone(), io.token);
+            let entry = op::entry(io);
             // SAFETY: as in `submit`; we hold the SQ lock.
-            if let Err(e) = unsafe { self.push(&entry, &mut spill) } {
-                tracing::warn!("io_uring: could not resubmit an orphaned operation: {e}");
-                out.swap(kept, i);
-                kept += 1;
+            match unsafe { self.push(&entry, &mut spill) } {
+                Ok(()) => resubmitted.push(who),
+                Err(e) => {
+                    tracing::warn!("io_uring: could not resubmit an orphaned operation: {e}");
+                    out.swap(kept, i);
+                    kept += 1;
+                }
             }
         }
         out.truncate(kept);
@@ -306,6 +364,17 @@ impl Ring {
             tracing::warn!("io_uring: submitting resubmitted operations failed: {e}");
         }
         drop(closed);
+        // A user's cancel that came between the check above and the
+        // resubmission found nothing in flight in the kernel: repeat it.
+        for (owner, token) in resubmitted {
+            let reg = owner.inflight();
+            if let Some(e) = reg.ops.get(&token.0).filter(|e| e.cancelled) {
+                let r = self.cancel(owner.raw(), &[e.ptr], false, &mut spill);
+                if let Err(e) = r {
+                    tracing::warn!("io_uring: could not repeat a cancel: {e}");
+                }
+            }
+        }
         out.append(&mut spill);
     }
 
