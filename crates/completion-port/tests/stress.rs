@@ -5,7 +5,7 @@
 //! token, result and buffer; every buffer must come back.
 //!
 //! `CPORT_STRESS_SEED` (default fixed) picks the per-thread operation
-//! sequences; `CPORT_STRESS_OPS` (default 100 000) the number of random
+//! sequences; `CPORT_STRESS_OPS` (default 200 000) the number of random
 //! operations (receives re-issued to drain the sockets come on top).
 
 mod common;
@@ -26,7 +26,7 @@ use completion_port::{Backend, Buf, Handle, Packet, PacketKind, Port, Token};
 use common::{port, WAIT};
 
 const DEFAULT_SEED: u64 = 0x5eed_c0de_2024_0001;
-const DEFAULT_OPS: usize = 100_000;
+const DEFAULT_OPS: usize = 200_000;
 const THREADS: usize = 4;
 /// Fewer than the threads, so that the concurrency limit parks some.
 const CONCURRENCY: usize = 3;
