@@ -60,10 +60,12 @@ impl Buf {
     /// size overflows.
     pub fn aligned(capacity: usize, align: usize) -> io::Result<Buf> {
         let layout = Layout::from_size_align(capacity, align).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("invalid buffer alignment {align} for {capacity} bytes (alignment must be a power of two)"),
-            )
+            let why = if align.is_power_of_two() {
+                format!("{capacity} bytes aligned to {align} exceed the largest allocation (isize::MAX)")
+            } else {
+                format!("invalid buffer alignment {align} (alignment must be a power of two)")
+            };
+            io::Error::new(io::ErrorKind::InvalidInput, why)
         })?;
         if capacity == 0 {
             return Ok(Buf {
@@ -156,7 +158,7 @@ impl Buf {
         let mut grown = if self.align == 1 {
             Buf::with_capacity(new_cap)
         } else {
-            Buf::aligned(new_cap, self.align).expect("alignment was valid when the buffer was made")
+            Buf::aligned(new_cap, self.align).expect("buffer size overflows isize::MAX")
         };
         // SAFETY: `grown` has room for `new_cap >= len` bytes; the two
         // allocations are distinct.

@@ -14,6 +14,16 @@ pub(crate) fn check_len(what: &str, n: usize) -> Option<String> {
         .then(|| format!("{what} of {n} bytes exceeds the per-operation limit of {MAX_LEN} bytes"))
 }
 
+/// A read into a buffer with no spare capacity would complete with 0 bytes,
+/// which reads as end of file: refused at the call.
+fn check_read_room(spare: usize) -> Option<String> {
+    (spare == 0).then(|| {
+        "a read needs spare capacity in its buffer (its length equals its capacity): it would complete \
+         with 0 bytes, which looks like end of file; use Buf::with_capacity, or clear() the buffer"
+            .to_string()
+    })
+}
+
 fn check_offset(offset: u64) -> Option<String> {
     (offset > i64::MAX as u64).then(|| {
         format!(
@@ -31,8 +41,11 @@ impl<C: Send + 'static> Handle<C> {
     /// With `O_DIRECT`, use a [`Buf::aligned`] buffer, an aligned offset
     /// and a spare capacity that is a multiple of the block size.
     ///
-    /// Refused at once (no packet) when the port is closed, the spare
-    /// capacity exceeds 4 GiB − 1 or `offset` exceeds `i64::MAX`.
+    /// Refused at once (no packet) with `InvalidInput` when the buffer has
+    /// no spare capacity (the read would complete with 0 bytes, which looks
+    /// like end of file), the spare capacity exceeds 4 GiB − 1 or `offset`
+    /// exceeds `i64::MAX`; with the port-closed error when the port is
+    /// closed.
     ///
     /// ```
     /// use completion_port::{Buf, Port};
@@ -52,7 +65,9 @@ impl<C: Send + 'static> Handle<C> {
     /// ```
     pub fn read_at(&self, buf: Buf, offset: u64, context: C) -> Result<Token, Rejected<C>> {
         self.issue_checked(OpKind::Read, offset, Buffers::One(buf), context, |b| {
-            check_offset(offset).or_else(|| check_len("read", spare(b)))
+            check_offset(offset)
+                .or_else(|| check_read_room(spare(b)))
+                .or_else(|| check_len("read", spare(b)))
         })
     }
 
@@ -73,7 +88,7 @@ impl<C: Send + 'static> Handle<C> {
             OFFSET_CURRENT,
             Buffers::One(buf),
             context,
-            |b| check_len("read", spare(b)),
+            |b| check_read_room(spare(b)).or_else(|| check_len("read", spare(b))),
         )
     }
 

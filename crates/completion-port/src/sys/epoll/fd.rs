@@ -137,6 +137,26 @@ fn settle(r: isize, retry: &mut bool) -> Option<Attempt> {
     }
 }
 
+/// Whether `fd` is a listening socket (`SO_ACCEPTCONN`). `accept` on any
+/// other fd fails at once with `EINVAL`, as `accept4` (and io_uring) would,
+/// instead of waiting for a readiness that means something else.
+fn is_listening(fd: RawFd) -> bool {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: SO_ACCEPTCONN writes one c_int into `v`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    // Not a socket at all: let accept4 report the right error (ENOTSOCK).
+    r != 0 || v != 0
+}
+
 /// Whether `fd` is ready for `events` right now (a zero-time poll).
 fn ready_now(fd: RawFd, events: libc::c_short) -> Result<bool, i32> {
     let mut p = libc::pollfd {
@@ -213,6 +233,7 @@ pub(super) unsafe fn attempt(op: NonNull<OpIo>, kind: FdKind) -> Attempt {
                 let r = unsafe { libc::sendmsg(fd, msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
                 settle(r, &mut retry)
             }
+            OpKind::Accept if !is_listening(fd) => Some(Attempt::Done(-libc::EINVAL)),
             OpKind::Accept => match ready_now(fd, libc::POLLIN) {
                 // Only accept when a connection waits: the listener may be in
                 // blocking mode, and only this queue accepts on it.
@@ -326,7 +347,10 @@ fn offset_arg(op: &OpIo) -> libc::off_t {
 /// check when the fd does not support it.
 fn nowait_rw(op: &mut OpIo) -> Attempt {
     let fd = op.fd;
-    let off = offset_arg(op);
+    // Pipes, FIFOs, sockets and character devices have no file position to
+    // speak of: an offset is ignored (as io_uring and Windows do), not an
+    // `ESPIPE`.
+    let off = -1;
     let write = op.kind == OpKind::Write;
     let b = op.bufs.one_mut();
     let iov = if write {
@@ -359,7 +383,7 @@ fn nowait_rw(op: &mut OpIo) -> Attempt {
             libc::EOPNOTSUPP => {
                 let events = if write { libc::POLLOUT } else { libc::POLLIN };
                 return match ready_now(fd, events) {
-                    Ok(true) => blocking_rw(op),
+                    Ok(true) => stream_rw(op),
                     Ok(false) => Attempt::WouldBlock,
                     Err(e) => Attempt::Done(-e),
                 };
@@ -369,11 +393,21 @@ fn nowait_rw(op: &mut OpIo) -> Attempt {
     }
 }
 
-/// A plain (possibly blocking) read/write: the pool's work, and the
-/// fallback once an fd reported readiness.
+/// A plain (possibly blocking) read/write at the op's offset: the pool's
+/// work on regular files.
 pub(super) fn blocking_rw(op: &mut OpIo) -> Attempt {
-    let fd = op.fd;
     let off = offset_arg(op);
+    rw_at(op, off)
+}
+
+/// A plain read/write at the current position, for a non-seekable fd that
+/// reported readiness.
+fn stream_rw(op: &mut OpIo) -> Attempt {
+    rw_at(op, -1)
+}
+
+fn rw_at(op: &mut OpIo, off: libc::off_t) -> Attempt {
+    let fd = op.fd;
     let write = op.kind == OpKind::Write;
     let b = op.bufs.one_mut();
     loop {
