@@ -34,8 +34,24 @@ pub enum Server {
 #[derive(Debug, Clone, Copy)]
 pub struct EchoRun {
     pub load: Load,
-    /// CPU time used by the server's threads.
-    pub server_cpu: Duration,
+    /// What the server's own threads used.
+    pub server: ThreadUse,
+}
+
+/// CPU time, kernel CPU time and context switches of some threads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadUse {
+    pub cpu: Duration,
+    pub sys: Duration,
+    pub csw: u64,
+}
+
+impl std::ops::AddAssign for ThreadUse {
+    fn add_assign(&mut self, o: ThreadUse) {
+        self.cpu += o.cpu;
+        self.sys += o.sys;
+        self.csw += o.csw;
+    }
 }
 
 /// Workers of our server.
@@ -66,28 +82,28 @@ pub fn trial(
         .map_err(|_| io::Error::other("load generator panicked"))?
     });
     stop.store(true, Ordering::Release);
-    let server_cpu = running.stop()?;
+    let server = running.stop()?;
     Ok(EchoRun {
         load: load?,
-        server_cpu,
+        server,
     })
 }
 
 /// A running server: how to stop it and collect its threads' CPU time.
 struct Running {
-    threads: Vec<JoinHandle<io::Result<Duration>>>,
+    threads: Vec<JoinHandle<io::Result<ThreadUse>>>,
     port: Option<Port<Op>>,
 }
 
 impl Running {
-    fn stop(self) -> io::Result<Duration> {
+    fn stop(self) -> io::Result<ThreadUse> {
         if let Some(port) = &self.port {
             for _ in 0..self.threads.len() {
                 // A refused post means the port closed already: the worker exits anyway.
                 let _ = port.post(STOP, 0, Op::Stop);
             }
         }
-        let mut total = Duration::ZERO;
+        let mut total = ThreadUse::default();
         for t in self.threads {
             total += t
                 .join()
@@ -100,14 +116,28 @@ impl Running {
     }
 }
 
-fn thread_cpu() -> Duration {
+/// What the calling thread has used so far: CPU time (thread CPU clock),
+/// kernel CPU time and context switches (`getrusage(RUSAGE_THREAD)`).
+fn thread_use() -> ThreadUse {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: writes one timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    // SAFETY: a zeroed rusage is a valid value of this plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is valid and writable; RUSAGE_THREAD is the caller.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    ThreadUse {
+        cpu: Duration::new(
+            ts.tv_sec.max(0) as u64,
+            ts.tv_nsec.clamp(0, 999_999_999) as u32,
+        ),
+        sys: Duration::from_secs(ru.ru_stime.tv_sec.max(0) as u64)
+            + Duration::from_micros(ru.ru_stime.tv_usec.max(0) as u64),
+        csw: (ru.ru_nvcsw.max(0) + ru.ru_nivcsw.max(0)) as u64,
+    }
 }
 
 // ----- the workload --------------------------------------------------------
@@ -145,9 +175,9 @@ impl Echo<'_> {
         Ok(Sample {
             ops: r.load.requests,
             wall: r.load.elapsed,
-            cpu: r.server_cpu,
-            sys: Duration::ZERO,
-            csw: 0,
+            cpu: r.server.cpu,
+            sys: r.server.sys,
+            csw: r.server.csw,
             stalls: 0,
         })
     }
@@ -227,7 +257,7 @@ fn ours(
         threads.push(thread::spawn(move || {
             pin(cpu);
             worker(&port, &listener, size)?;
-            Ok(thread_cpu())
+            Ok(thread_use())
         }));
     }
     Ok(Running {
@@ -289,7 +319,7 @@ fn raw_epoll(
     let t = thread::spawn(move || {
         pin(cpu);
         raw_loop(listener, size, &stop)?;
-        Ok(thread_cpu())
+        Ok(thread_use())
     });
     Ok(Running {
         threads: vec![t],

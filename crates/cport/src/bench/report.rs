@@ -225,13 +225,16 @@ pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo
     for r in rows {
         let (lo, hi) = min_max(&r.ratios());
         if r.id.starts_with("echo") {
-            // Timed trials measured by the server's own threads: no
-            // process-wide kernel CPU or context switches to report.
+            // Timed trials measured by the server's own threads.
             out.push_str(&format!(
-                "  {}: ratio range {}–{}\n",
+                "  {}: ratio range {}–{}; server threads: kernel CPU/request ours {}, peer {}; context switches/request ours {:.3}, peer {:.3}\n",
                 r.label,
                 fmt_ratio(lo),
-                fmt_ratio(hi)
+                fmt_ratio(hi),
+                fmt_ns(r.ours.sys_ns_per_op()),
+                fmt_ns(r.peer.sys_ns_per_op()),
+                r.ours.csw_per_op(),
+                r.peer.csw_per_op(),
             ));
             continue;
         }
