@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use completion_port::{Backend, Port};
+use completion_port::Backend;
 
 use crate::server::{ensure_fd_limit, worker, Ctx, Server, LISTENER_KEY, MAX_MESSAGES, STOP_KEY};
 
@@ -244,19 +244,7 @@ pub fn run(a: Args) -> io::Result<()> {
     ensure_fd_limit(2 * a.connections as u64 + 64)?;
 
     // 1. Create the port.
-    let port = Port::<Ctx>::builder()
-        .concurrency(a.concurrency)
-        .backend(a.backend)
-        .build()
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot create a completion port (backend {}): {e}",
-                    a.backend
-                ),
-            )
-        })?;
+    let port = crate::server::open_port(a.concurrency, a.backend)?;
 
     // 2. Associate the listener with key 0; 3. keep an accept pending.
     let (listener, addr) = crate::server::listen(SocketAddr::from(([127, 0, 0, 1], 0)))?;

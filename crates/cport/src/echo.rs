@@ -190,19 +190,7 @@ pub fn run(a: Args) -> io::Result<()> {
         .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
 
     // 1. Create the port.
-    let port = Port::<Ctx>::builder()
-        .concurrency(a.concurrency)
-        .backend(a.backend)
-        .build()
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot create a completion port (backend {}): {e}",
-                    a.backend
-                ),
-            )
-        })?;
+    let port = server::open_port(a.concurrency, a.backend)?;
 
     // 2. Associate the listener with key 0; 3. keep accepts pending.
     let (listener, addr) = server::listen(a.listen).map_err(|e| listen_error(a.listen, e))?;

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use completion_port::{Buf, GetError, Handle, Packet, Port};
+use completion_port::{Backend, Buf, GetError, Handle, Packet, Port};
 
 /// Completion key of the listening socket.
 pub const LISTENER_KEY: usize = 0;
@@ -128,6 +128,20 @@ pub fn listen(addr: SocketAddr) -> io::Result<(socket2::Socket, SocketAddr)> {
         .as_socket()
         .ok_or_else(|| io::Error::other("the listener has no IP address"))?;
     Ok((listener, local))
+}
+
+/// Creates the server's port, with an error that names the backend.
+pub fn open_port(concurrency: usize, backend: Backend) -> io::Result<Port<Ctx>> {
+    Port::<Ctx>::builder()
+        .concurrency(concurrency)
+        .backend(backend)
+        .build()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create a completion port (backend {backend}): {e}"),
+            )
+        })
 }
 
 /// A worker: dequeues packets from `port` and handles them until it
