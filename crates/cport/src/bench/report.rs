@@ -224,22 +224,15 @@ pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo
     out.push_str("\ndiagnostics (medians over trials; kernel CPU from getrusage):\n");
     for r in rows {
         let (lo, hi) = min_max(&r.ratios());
-        if r.id.starts_with("echo") {
-            // Timed trials measured by the server's own threads.
-            out.push_str(&format!(
-                "  {}: ratio range {}–{}; server threads: kernel CPU/request ours {}, peer {}; context switches/request ours {:.3}, peer {:.3}\n",
-                r.label,
-                fmt_ratio(lo),
-                fmt_ratio(hi),
-                fmt_ns(r.ours.sys_ns_per_op()),
-                fmt_ns(r.peer.sys_ns_per_op()),
-                r.ours.csw_per_op(),
-                r.peer.csw_per_op(),
-            ));
-            continue;
-        }
+        // Echo trials are timed and measured by the server's own threads,
+        // per request; the others per operation, for the whole process.
+        let (scope, unit) = if r.id.starts_with("echo") {
+            ("server threads: ", "request")
+        } else {
+            ("", "op")
+        };
         out.push_str(&format!(
-            "  {}: ratio range {}–{}; kernel CPU/op ours {}, peer {}; context switches/op ours {:.4}, peer {:.4}\n",
+            "  {}: ratio range {}–{}; {scope}kernel CPU/{unit} ours {}, peer {}; context switches/{unit} ours {:.4}, peer {:.4}\n",
             r.label,
             fmt_ratio(lo),
             fmt_ratio(hi),
