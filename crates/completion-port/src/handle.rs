@@ -8,12 +8,13 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
 use crate::error::{invalid_input, Rejected};
-use crate::op::{Buffers, OpIo, OpKind, OpRecord, RecordBox, Token};
+use crate::op::{Buffers, Notify, OpIo, OpKind, OpRecord, RecordBox, Token};
 use crate::port::core::Core;
 
 /// Every fd currently owned by some handle, in any port of the process.
@@ -190,7 +191,9 @@ pub(crate) fn associate<C: Send + 'static>(
                 fd,
             }),
             key,
+            skip_on_success: AtomicBool::new(false),
         }),
+        without_packets: false,
     })
 }
 
@@ -204,18 +207,25 @@ pub(crate) fn associate<C: Send + 'static>(
 /// error, and the fd stays usable for blocking I/O through [`AsFd`].
 pub struct Handle<C> {
     inner: Arc<HandleInner<C>>,
+    /// Operations issued through this value queue no packet (see
+    /// [`Handle::without_packets`]).
+    without_packets: bool,
 }
 
 struct HandleInner<C> {
     core: Arc<Core<C>>,
     owner: Arc<FdOwner>,
     key: usize,
+    /// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` (see
+    /// [`Handle::set_skip_packet_on_success`]).
+    skip_on_success: AtomicBool,
 }
 
 impl<C> Clone for Handle<C> {
     fn clone(&self) -> Self {
         Handle {
             inner: self.inner.clone(),
+            without_packets: self.without_packets,
         }
     }
 }
@@ -294,6 +304,47 @@ impl<C: Send + 'static> Handle<C> {
         self.inner.owner.inflight().closed
     }
 
+    /// A clone of this handle whose operations queue **no packet** (the
+    /// `hEvent` low-bit analogue, spec §3.14): each one's result is kept by
+    /// its token, to be taken with [`Port::take_result`](crate::Port::take_result)
+    /// or waited for with [`Port::wait_result`](crate::Port::wait_result)
+    /// (`GetOverlappedResult`). A result nobody takes is kept until the
+    /// port closes.
+    pub fn without_packets(&self) -> Handle<C> {
+        Handle {
+            inner: self.inner.clone(),
+            without_packets: true,
+        }
+    }
+
+    /// Skip-on-success mode (`FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`, spec
+    /// §3.13), for this handle and all its clones: an operation that
+    /// **succeeds during its issue call** queues no packet; right after the
+    /// call, [`Port::take_result`](crate::Port::take_result) with its token
+    /// returns its result. Any other operation (pending, or failed) still
+    /// yields its packet.
+    ///
+    /// When an operation counts as immediate: on the epoll backend, when its
+    /// first non-blocking attempt, made inside the issue call, succeeds (a
+    /// no-op; a receive with data already buffered; a send with room in the
+    /// socket buffer; an accept with a connection waiting). On io_uring,
+    /// never: the kernel completes an operation after the submission returns
+    /// from the caller's point of view, so every operation yields a packet.
+    pub fn set_skip_packet_on_success(&self, on: bool) {
+        self.inner.skip_on_success.store(on, Ordering::Relaxed);
+    }
+
+    /// Where the completion of an op issued through this value goes.
+    fn notify(&self) -> Notify {
+        if self.without_packets {
+            Notify::Result
+        } else if self.inner.skip_on_success.load(Ordering::Relaxed) {
+            Notify::SkipOnSuccess
+        } else {
+            Notify::Packet
+        }
+    }
+
     /// A no-op that travels through the backend like real I/O and completes
     /// with `Ok(0)`: for tests, benchmarks and waking the pool through the
     /// kernel path.
@@ -309,7 +360,7 @@ impl<C: Send + 'static> Handle<C> {
         bufs: Buffers,
         context: C,
     ) -> Result<Token, Rejected<C>> {
-        let mut io = OpIo::new(kind, self.inner.owner.clone(), self.inner.key, bufs);
+        let mut io = self.new_io(kind, bufs);
         io.offset = offset;
         self.inner.core.submit(OpRecord::boxed(io, context))
     }
@@ -334,6 +385,8 @@ impl<C: Send + 'static> Handle<C> {
     }
 
     pub(crate) fn new_io(&self, kind: OpKind, bufs: Buffers) -> OpIo {
-        OpIo::new(kind, self.inner.owner.clone(), self.inner.key, bufs)
+        let mut io = OpIo::new(kind, self.inner.owner.clone(), self.inner.key, bufs);
+        io.notify = self.notify();
+        io
     }
 }

@@ -124,6 +124,21 @@ impl OpKind {
     }
 }
 
+/// Where an operation's completion goes (spec §3.13–14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Notify {
+    /// A packet on the port (the default).
+    Packet,
+    /// A packet, unless it succeeds during the issue call: then its result
+    /// is kept for [`Port::take_result`](crate::Port::take_result) (the
+    /// handle is in skip-on-success mode).
+    SkipOnSuccess,
+    /// Never a packet: its result is kept for
+    /// [`Port::take_result`](crate::Port::take_result) /
+    /// [`Port::wait_result`](crate::Port::wait_result).
+    Result,
+}
+
 /// `offset` value meaning "the fd's current position" (what the kernel
 /// calls `-1`): used by the stream `read`/`write` of pipes.
 pub(crate) const OFFSET_CURRENT: u64 = u64::MAX;
@@ -190,6 +205,8 @@ pub(crate) struct OpIo {
     pub(crate) accepted: Option<OwnedFd>,
     pub(crate) key: usize,
     pub(crate) token: Token,
+    /// Where the completion goes.
+    pub(crate) notify: Notify,
     /// Backend scratch: the epoll backend marks a connect it has started.
     pub(crate) started: bool,
     /// Keeps the fd open (and its number reserved) until this op is gone.
@@ -227,6 +244,7 @@ impl OpIo {
             accepted: None,
             key,
             started: false,
+            notify: Notify::Packet,
             token: next_token(),
             owner,
         }

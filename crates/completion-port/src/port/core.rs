@@ -79,11 +79,12 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::SegQueue;
 use parking_lot::{Mutex, MutexGuard};
 
-use super::running::{self, Accounting};
+use super::results::Results;
+use super::running::{self, Accounting, BlockingGuard};
 use super::waiter::{Waiter, Wake};
 use crate::error::{handle_closed, port_closed, GetError, Rejected};
 use crate::handle::{FdOwner, InFlightOp, OpPtr};
-use crate::op::{Buffers, RecordBox, Token};
+use crate::op::{Buffers, Notify, RecordBox, Token};
 use crate::sys::{Completion, Driver};
 use crate::{Packet, PortStats};
 
@@ -145,6 +146,8 @@ pub(crate) struct Core<C> {
     dequeued: [CacheLine<AtomicU64>; DEQUEUED_STRIPES],
     /// Operations handed to the driver and not yet turned into packets.
     in_flight: CacheLine<AtomicUsize>,
+    /// Results kept by token instead of queued (`results.rs`).
+    results: Results<C>,
     me: Weak<Core<C>>,
 }
 
@@ -190,6 +193,9 @@ struct State<C> {
     leader: bool,
     /// A wake is already on its way to the leader.
     leader_woken: bool,
+    /// The leader waits for results (`wait_result`), not for packets: a
+    /// result stored by another thread must wake it.
+    leader_for_result: bool,
     closed: bool,
 }
 
@@ -197,6 +203,9 @@ struct State<C> {
 struct Deferred<C> {
     unpark: Vec<Arc<Waiter<C>>>,
     wake_leader: bool,
+    /// The leadership is free while threads wait for results: they may
+    /// have to drive the backend themselves (`wait_result`).
+    notify_results: bool,
     drop: Vec<Packet<C>>,
 }
 
@@ -205,6 +214,7 @@ impl<C> Default for Deferred<C> {
         Deferred {
             unpark: Vec::new(),
             wake_leader: false,
+            notify_results: false,
             drop: Vec::new(),
         }
     }
@@ -220,6 +230,7 @@ impl<C: Send + 'static> Core<C> {
                 waiters: Vec::new(),
                 leader: false,
                 leader_woken: false,
+                leader_for_result: false,
                 closed: false,
             }),
             queue: SegQueue::new(),
@@ -230,6 +241,7 @@ impl<C: Send + 'static> Core<C> {
             }),
             dequeued: std::array::from_fn(|_| CacheLine(AtomicU64::new(0))),
             in_flight: CacheLine(AtomicUsize::new(0)),
+            results: Results::new(),
             me: me.clone(),
         })
     }
@@ -292,10 +304,22 @@ impl<C: Send + 'static> Core<C> {
         // `get`, blocking scope or exit: `running.rs`), and the pending
         // submission is made then; any other thread submits at once.
         let defer = self.driver.can_defer() && running::defer_submit(self.id);
+        let notify = io.notify;
+        let op = std::ptr::NonNull::from(io);
         let mut spill = Vec::new();
-        let r = self
-            .driver
-            .submit(std::ptr::NonNull::from(io), defer, &mut spill);
+        let r = self.driver.submit(op, defer, &mut spill);
+        if notify == Notify::SkipOnSuccess {
+            // Succeeded during this call (the backend reported it in
+            // `spill`): no packet, the result is kept for `take_result`.
+            if let Some(i) = spill.iter().position(|c| c.op == op && c.res >= 0) {
+                let c = spill.swap_remove(i);
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                // SAFETY: reported once by this port's driver, for a record
+                // `submit` made (an `OpRecord<C>`).
+                let p = unsafe { Packet::completed(c) };
+                self.results.store(token.0, p);
+            }
+        }
         self.absorb(&mut spill);
         match r {
             // From here on the record belongs to the backend: not touched.
@@ -340,6 +364,89 @@ impl<C: Send + 'static> Core<C> {
         };
         self.absorb(&mut spill);
         Ok(n)
+    }
+
+    /// The kept result of operation `token` (`results.rs`), if it is there;
+    /// collects ready completions first, without blocking.
+    pub(crate) fn take_result(&self, token: Token) -> Option<Packet<C>> {
+        if let Some(p) = self.results.take(token.0) {
+            return Some(p);
+        }
+        let mut later = Deferred::default();
+        let st = self.state.lock();
+        let st = self.reap_unlocked(st, &mut later);
+        drop(st);
+        self.run(later);
+        self.results.take(token.0)
+    }
+
+    /// Waits for the kept result of operation `token` (`GetOverlappedResult`
+    /// with `bWait`).
+    ///
+    /// The thread counts as blocked meanwhile (a blocking scope, which also
+    /// submits what it deferred). If no thread leads (waits in the kernel
+    /// for the port), it takes the leadership itself for one kernel wait at
+    /// a time and queues what it reaps as any leader does; otherwise it
+    /// sleeps until a result is stored or the leadership becomes free
+    /// (`dispatch` signals both), then looks again.
+    pub(crate) fn wait_result(
+        &self,
+        token: Token,
+        timeout: Option<Duration>,
+    ) -> Result<Packet<C>, GetError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let _scope = BlockingGuard::enter();
+        loop {
+            if let Some(p) = self.results.take(token.0) {
+                return Ok(p);
+            }
+            if self.is_closed() {
+                return Err(GetError::Closed);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(GetError::Timeout);
+            }
+            let mut later = Deferred::default();
+            let mut st = self.state.lock();
+            if st.closed {
+                return Err(GetError::Closed);
+            }
+            // Results of completions are stored under the state lock: look
+            // again now, or one stored since the look above would be missed
+            // by the sleep below.
+            if let Some(p) = self.results.take(token.0) {
+                return Ok(p);
+            }
+            if !st.leader {
+                st.leader = true;
+                st.leader_woken = false;
+                st.leader_for_result = true;
+                self.publish_sleepers(&st);
+                drop(st);
+                self.run(mem::take(&mut later));
+                let mut done = Scratch::take();
+                let r = self.driver.wait(deadline, &mut done);
+                st = self.state.lock();
+                st.leader_woken = true;
+                self.enqueue(&mut st, &mut done, &mut later);
+                st.leader = false;
+                st.leader_for_result = false;
+                self.dispatch(&mut st, &mut later);
+                drop(st);
+                self.run(later);
+                r.map_err(GetError::Io)?;
+                continue;
+            }
+            // Another thread leads: it reaps, and stores our result, or the
+            // leadership becomes free; both move the epoch read here, under
+            // the state lock, before it can happen.
+            let seen = self.results.epoch();
+            self.results.waiters.fetch_add(1, Ordering::SeqCst);
+            drop(st);
+            self.run(later);
+            self.results.wait_changed(seen, deadline);
+            self.results.waiters.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// Queues a user packet.
@@ -476,6 +583,7 @@ impl<C: Send + 'static> Core<C> {
                 // Promoted, but the slots filled meanwhile: nothing to lead for.
                 st.leader = false;
                 leading = false;
+                self.dispatch(&mut st, &mut later);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 if leading {
@@ -623,6 +731,7 @@ impl<C: Send + 'static> Core<C> {
             // The leader's wake-up was consumed here: it may still sleep in
             // the kernel. Let `dispatch` send another if it is still needed.
             st.leader_woken = false;
+            self.wake_result_leader(&mut st, later);
         }
         if !done.is_empty() {
             self.enqueue(&mut st, &mut done, later);
@@ -647,6 +756,10 @@ impl<C: Send + 'static> Core<C> {
             let p = unsafe { Packet::completed(c) };
             if st.closed {
                 later.drop.push(p);
+            } else if p.notify() == Notify::Result {
+                let token = p.token().expect("an operation's packet has a token");
+                self.results.store(token.0, p);
+                self.wake_result_leader(st, later);
             } else {
                 self.queue.push(p);
             }
@@ -654,8 +767,21 @@ impl<C: Send + 'static> Core<C> {
         self.dispatch(st, later);
     }
 
+    /// A leader waiting in the kernel for a result may have had it reaped
+    /// and stored by another thread (or its wake-up swallowed): wake it to
+    /// look at the results.
+    fn wake_result_leader(&self, st: &mut State<C>, later: &mut Deferred<C>) {
+        if st.leader && st.leader_for_result && !st.leader_woken {
+            st.leader_woken = true;
+            later.wake_leader = true;
+        }
+    }
+
     /// Restores invariant 2 after any change of the state.
     fn dispatch(&self, st: &mut State<C>, later: &mut Deferred<C>) {
+        if !st.leader && self.results.waiters.load(Ordering::SeqCst) > 0 {
+            later.notify_results = true;
+        }
         if st.closed {
             // A leader still in the kernel must come out and see `closed`.
             if st.leader && !st.leader_woken {
@@ -704,6 +830,9 @@ impl<C: Send + 'static> Core<C> {
         for w in &later.unpark {
             w.unpark();
         }
+        if later.notify_results {
+            self.results.notify();
+        }
         if later.wake_leader {
             let mut spill = Vec::new();
             self.driver.wake(&mut spill);
@@ -751,6 +880,7 @@ impl<C: Send + 'static> Core<C> {
         // this sees `closed` after its push and empties it too).
         fence(Ordering::SeqCst);
         self.drain_closed();
+        drop(self.results.close());
         self.run(later);
         // Reap until every cancelled op is back. The leader, if any, reaps
         // too (and drops what it gets), so wait in short slices. Each wait

@@ -69,6 +69,7 @@
 
 pub(crate) mod core;
 mod packet;
+pub(crate) mod results;
 pub(crate) mod running;
 mod waiter;
 
@@ -86,7 +87,7 @@ use self::core::Core;
 use crate::error::{invalid_input, GetError, Rejected};
 use crate::handle::{associate, AssociateError};
 use crate::sys::{Backend, Config, Driver};
-use crate::Handle;
+use crate::{Handle, Token};
 
 /// A completion port: a FIFO queue of completion packets that any number of
 /// threads dequeue from, LIFO, at most `concurrency` of them running at
@@ -241,6 +242,32 @@ impl<C: Send + 'static> Port<C> {
     /// as if it had been posted just before.
     pub fn post(&self, key: usize, bytes: usize, context: C) -> Result<(), Rejected<C>> {
         self.inner.core.post(key, bytes, context)
+    }
+
+    /// The result of an operation that queues no packet — issued through
+    /// [`Handle::without_packets`](crate::Handle::without_packets), or
+    /// completed during its issue call on a handle in
+    /// [skip-on-success](crate::Handle::set_skip_packet_on_success) mode —
+    /// if it has completed (`GetOverlappedResult` without waiting). Returns
+    /// `None` while it is in flight, and for tokens of operations that
+    /// yield packets. Each result is returned once.
+    pub fn take_result(&self, token: Token) -> Option<Packet<C>> {
+        self.inner.core.take_result(token)
+    }
+
+    /// Waits up to `timeout` for the result of an operation that queues no
+    /// packet (`GetOverlappedResult` with `bWait`; see
+    /// [`take_result`](Self::take_result)). The calling thread counts as
+    /// blocked meanwhile, and drives the port's backend itself when no
+    /// other thread waits in the kernel for the port, so it needs no worker
+    /// to make progress. A token of an operation that yields a packet is
+    /// never found here: the call times out.
+    pub fn wait_result(
+        &self,
+        token: Token,
+        timeout: Option<Duration>,
+    ) -> Result<Packet<C>, GetError> {
+        self.inner.core.wait_result(token, timeout)
     }
 
     /// Closes the port: every waiting thread returns [`GetError::Closed`],

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::io;
 
-use crate::op::{Accepted, OpRecord, PacketKind, RecordBox, Token};
+use crate::op::{Accepted, Notify, OpRecord, PacketKind, RecordBox, Token};
 use crate::sys::Completion;
 use crate::Buf;
 
@@ -70,6 +70,11 @@ impl<C> Packet<C> {
             kind: rec.io.kind.packet_kind(),
             op: Some(rec),
         }
+    }
+
+    /// Where this completion goes (a posted packet always to the queue).
+    pub(crate) fn notify(&self) -> Notify {
+        self.op.as_ref().map_or(Notify::Packet, |r| r.io.notify)
     }
 
     /// Which call produced this packet.
