@@ -1,7 +1,8 @@
 //! # completion-port
 //!
 //! The Windows I/O completion port model on Linux: one queue of completion
-//! packets shared by a pool of threads, over io_uring.
+//! packets shared by a pool of threads, over io_uring — or epoll where
+//! io_uring is unavailable ([`Backend`]).
 //!
 //! The four steps of the model, in Rust:
 //! 1. **Create a port**: [`Port::new`] or [`Port::builder`], with a
@@ -20,6 +21,11 @@
 //!    (`io::Result<usize>`), the context and the buffers.
 //!
 //! [`Port::post`] queues packets of your own (work items, stop signals).
+//! [`Handle::cancel`], [`Handle::cancel_all`] and [`Handle::close`] end
+//! operations early (each still yields its one packet);
+//! [`Handle::without_packets`] and [`Handle::set_skip_packet_on_success`]
+//! trade packets for results taken by token ([`Port::take_result`],
+//! [`Port::wait_result`]).
 //!
 //! ```no_run
 //! use completion_port::{Buf, Port};
