@@ -72,7 +72,9 @@ fn bench_all_quick_writes_every_row() {
             "nop_batch_1",
             "nop_batch_32",
             "echo_io_uring",
-            "echo_epoll"
+            "echo_epoll",
+            "echo_vs_raw_uring",
+            "echo_vs_tokio"
         ]
     );
     for r in rows {
@@ -109,6 +111,10 @@ fn bench_all_quick_writes_every_row() {
     assert!(rows[2]["target"]["met"].is_boolean());
     assert_eq!(rows[3]["peer"]["name"], "raw epoll (1 thread)");
     assert!(rows[4]["target"]["met"].is_boolean());
+    assert_eq!(rows[5]["peer"]["name"], "raw io_uring (1 thread)");
+    assert_eq!(rows[6]["peer"]["name"], "tokio (2 workers)");
+    assert!(rows[5]["target"]["met"].is_boolean());
+    assert!(rows[6]["target"]["met"].is_boolean());
 }
 
 #[test]

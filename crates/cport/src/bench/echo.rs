@@ -2,7 +2,10 @@
 //! loops (the shared [`loadgen`](super::loadgen)), against
 //! - **ours**: one port, 2 worker threads (concurrency 2), the seed's
 //!   pattern: accept → associate → recv → send → recv …;
-//! - **raw epoll**: a hand-written single-thread level-triggered epoll loop.
+//! - **raw epoll**: a hand-written single-thread level-triggered epoll loop;
+//! - **raw io_uring**: a hand-written single-thread io_uring loop
+//!   (`echo_peers.rs`);
+//! - **tokio**: a tokio multi-thread runtime with 2 workers (`echo_peers.rs`).
 //!
 //! Server threads are pinned to one CPU and the load generator to another
 //! (when pinning is on), so both sides of every pair get the same budget.
@@ -19,6 +22,8 @@ use std::time::Duration;
 use completion_port::{Backend, Buf, GetError, Handle, Port};
 
 use super::loadgen::{self, Load};
+#[path = "echo_peers.rs"]
+mod peers;
 use super::{pin, run_pairs, Contest, Row, Sample, Settings};
 
 /// Which server a trial runs.
@@ -28,6 +33,10 @@ pub enum Server {
     Ours(Backend),
     /// The hand-written single-thread epoll loop.
     RawEpoll,
+    /// The hand-written single-thread io_uring loop.
+    RawUring,
+    /// A tokio multi-thread runtime with 2 workers.
+    Tokio,
 }
 
 /// One trial's measurements.
@@ -72,6 +81,8 @@ pub fn trial(
     let running = match server {
         Server::Ours(b) => ours(listener, b, size, server_cpu)?,
         Server::RawEpoll => raw_epoll(listener, size, stop.clone(), server_cpu)?,
+        Server::RawUring => peers::raw_uring(listener, size, stop.clone(), server_cpu)?,
+        Server::Tokio => peers::tokio(listener, size, stop.clone(), server_cpu)?,
     };
     let load = thread::scope(|s| {
         s.spawn(|| {
@@ -153,6 +164,8 @@ const CLIENT_SLOT: usize = 1;
 struct Echo<'a> {
     s: &'a Settings,
     backend: Backend,
+    peer: Server,
+    peer_name: &'static str,
 }
 
 impl Echo<'_> {
@@ -185,21 +198,44 @@ impl Echo<'_> {
 
 impl Contest for Echo<'_> {
     fn label(&self) -> String {
-        format!("echo ({})", self.backend)
+        format!("echo ({}) vs {}", self.backend, self.peer_name)
     }
     fn ours(&mut self, ms: u64) -> io::Result<Sample> {
         self.sample(Server::Ours(self.backend), ms)
     }
     fn peer(&mut self, ms: u64) -> io::Result<Sample> {
-        self.sample(Server::RawEpoll, ms)
+        self.sample(self.peer, ms)
     }
 }
 
-/// The echo row for one of our backends against the raw epoll loop.
-pub(super) fn run(s: &Settings, backend: Backend) -> io::Result<Row> {
+/// The echo row for one of our backends against `peer`: the raw epoll
+/// loop (rows `echo_io_uring`, `echo_epoll`), the raw io_uring loop
+/// (`echo_vs_raw_uring`) or tokio (`echo_vs_tokio`).
+pub(super) fn run(s: &Settings, backend: Backend, peer: Server) -> io::Result<Row> {
     // Trials are timed, not counted: the "ops" are milliseconds.
     let ms = s.work(2000, 500, 50, 1);
-    let mut c = Echo { s, backend };
+    let (id, peer_name, target) = match (peer, backend) {
+        (Server::RawEpoll, Backend::Epoll) => ("echo_epoll", "raw epoll (1 thread)", 0.9),
+        (Server::RawEpoll, _) => ("echo_io_uring", "raw epoll (1 thread)", 1.0),
+        (Server::RawUring, _) => ("echo_vs_raw_uring", "raw io_uring (1 thread)", 0.98),
+        (Server::Tokio, _) => ("echo_vs_tokio", "tokio (2 workers)", 1.0),
+        (Server::Ours(_), _) => {
+            return Err(io::Error::other("echo: our port is not a peer"));
+        }
+    };
+    // The table adds "(peer: …)" to the label; the diagnostics do not, so
+    // the rows against the other peers name theirs, shortly.
+    let label = match peer {
+        Server::RawUring => format!("echo {CONNECTIONS}x{SIZE} B ({backend} vs raw io_uring)"),
+        Server::Tokio => format!("echo {CONNECTIONS}x{SIZE} B ({backend} vs tokio)"),
+        _ => format!("echo {CONNECTIONS}x{SIZE} B ({backend})"),
+    };
+    let mut c = Echo {
+        s,
+        backend,
+        peer,
+        peer_name,
+    };
     let (ours, peer) = run_pairs(
         s,
         &mut c,
@@ -207,12 +243,12 @@ pub(super) fn run(s: &Settings, backend: Backend) -> io::Result<Row> {
         (ms / 4).max(50),
         (
             format!("completion-port ({backend}, {WORKERS} workers)"),
-            "raw epoll (1 thread)".to_string(),
+            peer_name.to_string(),
         ),
     )?;
     Ok(Row {
-        id: if backend == Backend::Epoll { "echo_epoll" } else { "echo_io_uring" },
-        label: format!("echo {CONNECTIONS}x{SIZE} B ({backend})"),
+        id,
+        label,
         describe: format!(
             "TCP echo over loopback: {CONNECTIONS} connections x {SIZE}-byte messages in closed loops for {ms} ms \
              (shared epoll load generator on its own CPU); ops = verified round trips, CPU = server threads only"
@@ -220,7 +256,7 @@ pub(super) fn run(s: &Settings, backend: Backend) -> io::Result<Row> {
         ops_per_trial: 0,
         ours,
         peer,
-        target: Some(if backend == Backend::Epoll { 0.9 } else { 1.0 }),
+        target: Some(target),
     })
 }
 
@@ -413,6 +449,8 @@ mod tests {
             Server::Ours(Backend::IoUring),
             Server::Ours(Backend::Epoll),
             Server::RawEpoll,
+            Server::RawUring,
+            Server::Tokio,
         ] {
             let r = trial(s, 4, 512, Duration::from_millis(200), None, None).unwrap();
             assert!(r.load.requests > 0, "{s:?} served nothing");

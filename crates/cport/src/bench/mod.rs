@@ -36,8 +36,9 @@ pub enum Workload {
     /// Backend no-ops at batch 1 and batch 32 against a raw io-uring loop.
     Nop,
     /// TCP echo, 50 connections x 512 B over loopback: ours on each backend
-    /// (2 workers on one port) against a raw single-thread epoll loop, all
-    /// driven by the same in-repo epoll load generator.
+    /// (2 workers on one port) against a raw single-thread epoll loop, and
+    /// ours on io_uring against a raw single-thread io_uring loop and tokio
+    /// (2 workers), all driven by the same in-repo epoll load generator.
     Echo,
     /// Every workload.
     All,
@@ -598,8 +599,11 @@ pub fn run(a: Args) -> io::Result<()> {
     if matches!(a.workload, Workload::Echo | Workload::All) {
         // Both backends, whatever --backend says: the epoll row is the
         // fallback's own target.
-        rows.push(echo::run(&s, Backend::IoUring)?);
-        rows.push(echo::run(&s, Backend::Epoll)?);
+        rows.push(echo::run(&s, Backend::IoUring, echo::Server::RawEpoll)?);
+        rows.push(echo::run(&s, Backend::Epoll, echo::Server::RawEpoll)?);
+        // Our io_uring backend against the other peers.
+        rows.push(echo::run(&s, Backend::IoUring, echo::Server::RawUring)?);
+        rows.push(echo::run(&s, Backend::IoUring, echo::Server::Tokio)?);
     }
     let elapsed = started.elapsed();
     let run = report::RunInfo {
