@@ -422,13 +422,8 @@ impl<C: Send + 'static> Core<C> {
                 st.leader_woken = false;
                 st.leader_for_result = true;
                 self.publish_sleepers(&st);
-                drop(st);
-                self.run(mem::take(&mut later));
-                let mut done = Scratch::take();
-                let r = self.driver.wait(deadline, &mut done);
-                st = self.state.lock();
-                st.leader_woken = true;
-                self.enqueue(&mut st, &mut done, &mut later);
+                let r;
+                (st, r) = self.lead_once(st, deadline, &mut later);
                 st.leader = false;
                 st.leader_for_result = false;
                 self.dispatch(&mut st, &mut later);
@@ -609,24 +604,17 @@ impl<C: Send + 'static> Core<C> {
                 {
                     continue;
                 }
-                // Wait in the kernel, without the lock.
-                drop(st);
-                self.run(mem::take(&mut later));
-                let mut done = Scratch::take();
                 // The wait submits whatever the SQ holds when it enters the
                 // kernel; `pending` stays set in case it returned without
                 // entering (the final flush then finds little or nothing).
-                let r = self.driver.wait(deadline, &mut done);
-                st = self.state.lock();
-                // Awake: `dispatch` must not send it a wake-up while it queues.
-                st.leader_woken = true;
                 // Still the leader while queueing what it reaped: `dispatch`
                 // hands the packets to parked threads, top first, without
                 // promoting the top one to lead (which would wake it only to
                 // wait in the kernel, and put this older thread on top of
                 // the stack, breaking LIFO). The loop then lets this thread
                 // take a packet or lead on.
-                self.enqueue(&mut st, &mut done, &mut later);
+                let r;
+                (st, r) = self.lead_once(st, deadline, &mut later);
                 if let Err(e) = r {
                     st.leader = false;
                     self.dispatch(&mut st, &mut later);
@@ -689,6 +677,27 @@ impl<C: Send + 'static> Core<C> {
         let mut spill = Vec::new();
         self.driver.flush(&mut spill);
         self.absorb(&mut spill);
+    }
+
+    /// One kernel wait by the leader (the caller holds `st.leader`): waits
+    /// without the lock (after doing the deferred work), re-locks, marks
+    /// itself awake (so `dispatch` sends it no wake-up while it queues), and
+    /// queues what it reaped. Returns the re-taken lock and the wait's
+    /// outcome.
+    fn lead_once<'a>(
+        &'a self,
+        st: MutexGuard<'a, State<C>>,
+        deadline: Option<Instant>,
+        later: &mut Deferred<C>,
+    ) -> (MutexGuard<'a, State<C>>, io::Result<bool>) {
+        drop(st);
+        self.run(mem::take(later));
+        let mut done = Scratch::take();
+        let r = self.driver.wait(deadline, &mut done);
+        let mut st = self.state.lock();
+        st.leader_woken = true;
+        self.enqueue(&mut st, &mut done, later);
+        (st, r)
     }
 
     /// Takes up to `max - 1` more packets for a thread that just got one
