@@ -39,6 +39,9 @@ pub struct Buf {
     cap: usize,
     /// Alignment the allocation was made with (1 for buffers from a `Vec`).
     align: usize,
+    /// The memory belongs to someone else ([`Buf::from_raw_parts`]): never
+    /// freed or reallocated in place by this `Buf`.
+    foreign: bool,
 }
 
 // SAFETY: `Buf` owns its allocation exclusively, like `Vec<u8>`.
@@ -73,6 +76,7 @@ impl Buf {
                 len: 0,
                 cap: 0,
                 align,
+                foreign: false,
             });
         }
         // SAFETY: `layout` has a non-zero size.
@@ -85,7 +89,37 @@ impl Buf {
             len: 0,
             cap: capacity,
             align,
+            foreign: false,
         })
+    }
+
+    /// A buffer over memory the caller owns, for foreign-function
+    /// interfaces (the C ABI hands its callers' buffers to operations this
+    /// way): `len` bytes at `ptr` are filled, `cap` bytes are usable. The
+    /// `Buf` never frees this memory; growing it ([`Buf::reserve`],
+    /// [`Buf::extend_from_slice`] past `cap`) moves the contents into a new
+    /// allocation of its own, and [`Buf::into_vec`] copies.
+    ///
+    /// # Safety
+    /// Until this `Buf` (and any operation it is given to) is dropped, the
+    /// `cap` bytes at `ptr` must stay valid for reads and writes and must not
+    /// be accessed by anyone else; the first `len` of them must be
+    /// initialised, and `len <= cap`. `ptr` may be null only when `cap` is 0.
+    pub unsafe fn from_raw_parts(ptr: *mut u8, len: usize, cap: usize) -> Buf {
+        debug_assert!(len <= cap);
+        Buf {
+            ptr: NonNull::new(ptr).unwrap_or(NonNull::dangling()),
+            len: len.min(cap),
+            cap,
+            align: 1,
+            foreign: true,
+        }
+    }
+
+    /// Whether this buffer lies over memory it does not own
+    /// ([`Buf::from_raw_parts`]).
+    pub fn is_foreign(&self) -> bool {
+        self.foreign
     }
 
     /// A buffer holding a copy of `bytes`.
@@ -170,14 +204,14 @@ impl Buf {
     /// The filled bytes as a `Vec<u8>`: free for buffers made from a `Vec`
     /// or with [`Buf::with_capacity`]; a copy for aligned buffers.
     pub fn into_vec(self) -> Vec<u8> {
-        if self.align != 1 {
+        if self.align != 1 || self.foreign {
             return self.as_ref().to_vec();
         }
         let me = std::mem::ManuallyDrop::new(self);
         if me.cap == 0 {
             return Vec::new();
         }
-        // SAFETY: `align == 1` buffers with a capacity came from a `Vec<u8>`
+        // SAFETY: owned `align == 1` buffers with a capacity came from a `Vec<u8>`
         // (see `From<Vec<u8>>`), allocated with `Layout::array::<u8>(cap)`;
         // `len <= cap` bytes are initialised; `me` is never dropped, so the
         // allocation has exactly one owner again.
@@ -223,6 +257,7 @@ impl From<Vec<u8>> for Buf {
                 len: 0,
                 cap: 0,
                 align: 1,
+                foreign: false,
             };
         }
         Buf {
@@ -231,6 +266,7 @@ impl From<Vec<u8>> for Buf {
             len: v.len(),
             cap: v.capacity(),
             align: 1,
+            foreign: false,
         }
     }
 }
@@ -255,12 +291,12 @@ impl From<Buf> for Vec<u8> {
 
 impl Drop for Buf {
     fn drop(&mut self) {
-        if self.cap == 0 {
+        if self.cap == 0 || self.foreign {
             return;
         }
-        // SAFETY: the allocation was made with exactly this size and
-        // alignment (by `Vec` for align 1, by `Buf::aligned` otherwise) and
-        // is owned by `self` alone.
+        // SAFETY: the allocation is not foreign, so it was made with exactly
+        // this size and alignment (by `Vec` for align 1, by `Buf::aligned`
+        // otherwise) and is owned by `self` alone.
         unsafe {
             alloc::dealloc(
                 self.ptr.as_ptr(),
@@ -349,6 +385,23 @@ mod tests {
         assert_eq!(b.len(), 5000);
         assert!(b.iter().all(|&x| x == 7));
         assert_eq!(b.clone().into_vec().len(), 5000);
+    }
+
+    #[test]
+    fn foreign_memory_is_never_freed_and_grows_into_its_own() {
+        let mut mem = vec![1u8, 2, 3, 0, 0, 0, 0, 0];
+        // SAFETY: `mem` outlives `b` and is not touched while `b` lives.
+        let mut b = unsafe { Buf::from_raw_parts(mem.as_mut_ptr(), 3, 8) };
+        assert!(b.is_foreign());
+        assert_eq!(&b[..], &[1, 2, 3]);
+        b.extend_from_slice(&[4, 5]);
+        assert_eq!(b.as_ptr(), mem.as_ptr(), "fits: stays in place");
+        b.extend_from_slice(&[9; 10]);
+        assert!(!b.is_foreign(), "grown past cap: its own allocation");
+        assert_eq!(b.len(), 15);
+        assert_eq!(b.clone().into_vec()[..5], [1, 2, 3, 4, 5]);
+        drop(b);
+        assert_eq!(mem[..5], [1, 2, 3, 4, 5]);
     }
 
     #[test]
