@@ -1,0 +1,548 @@
+//! Files and handles: `CreateFileA`, `ReadFile`, `WriteFile`,
+//! `GetOverlappedResult`, `CancelIo`, `CancelIoEx`,
+//! `SetFileCompletionNotificationModes`, `CloseHandle`, `GetLastError`,
+//! `SetLastError`, `Sleep`.
+//!
+//! An operation with an OVERLAPPED on a handle associated with a port is
+//! overlapped: it returns `FALSE` / `ERROR_IO_PENDING` and its packet comes
+//! through the port. Without an OVERLAPPED, on a handle not associated with
+//! any port, or on a file opened without `FILE_FLAG_OVERLAPPED`, it runs
+//! synchronously in the call (Windows would signal an event for the
+//! unassociated overlapped case; events are not supported).
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use completion_port::Buf;
+
+use crate::error::{errno, fail, set_last_error, win32_from_io, win32_from_ntstatus};
+use crate::issue::{finish_bool, start};
+use crate::object::{self, FdKind, Io, Object, Target};
+use crate::overlapped::{self, thread_id, FfiOp, Stage, REGISTRY, RESULTS_CHANGED};
+use crate::port::deliver;
+use crate::types::*;
+
+/// Opens a file (enough of Windows' `CreateFileA` for overlapped files).
+///
+/// - access: `GENERIC_READ`, `GENERIC_WRITE` or both;
+/// - share mode and security attributes: ignored (no mandatory sharing on
+///   Linux); `hTemplateFile` must be `NULL`;
+/// - disposition: `CREATE_NEW`, `CREATE_ALWAYS`, `OPEN_EXISTING`,
+///   `OPEN_ALWAYS`, `TRUNCATE_EXISTING`; the `_ALWAYS` ones set
+///   `ERROR_ALREADY_EXISTS` on success when the file existed;
+/// - flags: `FILE_FLAG_OVERLAPPED`, `FILE_FLAG_NO_BUFFERING` (`O_DIRECT`),
+///   `FILE_FLAG_WRITE_THROUGH` (`O_DSYNC`); attributes are ignored.
+///
+/// Returns a tagged handle, or `INVALID_HANDLE_VALUE` with the error
+/// (`ERROR_FILE_NOT_FOUND`, `ERROR_FILE_EXISTS`, `ERROR_ACCESS_DENIED`,
+/// `ERROR_INVALID_PARAMETER`, …).
+///
+/// # Safety
+/// `lpFileName` must be a NUL-terminated string (or null).
+#[no_mangle]
+pub unsafe extern "C" fn CreateFileA(
+    lpFileName: LPCSTR,
+    dwDesiredAccess: DWORD,
+    _dwShareMode: DWORD,
+    _lpSecurityAttributes: LPVOID,
+    dwCreationDisposition: DWORD,
+    dwFlagsAndAttributes: DWORD,
+    hTemplateFile: HANDLE,
+) -> HANDLE {
+    let bad = |e| {
+        set_last_error(e);
+        INVALID_HANDLE_VALUE
+    };
+    if lpFileName.is_null() || !hTemplateFile.is_null() {
+        return bad(ERROR_INVALID_PARAMETER);
+    }
+    let mut flags = libc::O_CLOEXEC;
+    flags |= match (
+        dwDesiredAccess & GENERIC_READ != 0,
+        dwDesiredAccess & GENERIC_WRITE != 0,
+    ) {
+        (true, true) => libc::O_RDWR,
+        (false, true) => libc::O_WRONLY,
+        _ => libc::O_RDONLY,
+    };
+    let may_exist = match dwCreationDisposition {
+        CREATE_NEW => {
+            flags |= libc::O_CREAT | libc::O_EXCL;
+            false
+        }
+        CREATE_ALWAYS => {
+            flags |= libc::O_CREAT | libc::O_TRUNC;
+            true
+        }
+        OPEN_EXISTING => false,
+        OPEN_ALWAYS => {
+            flags |= libc::O_CREAT;
+            true
+        }
+        TRUNCATE_EXISTING if dwDesiredAccess & GENERIC_WRITE != 0 => {
+            flags |= libc::O_TRUNC;
+            false
+        }
+        _ => return bad(ERROR_INVALID_PARAMETER),
+    };
+    if dwFlagsAndAttributes & FILE_FLAG_NO_BUFFERING != 0 {
+        flags |= libc::O_DIRECT;
+    }
+    if dwFlagsAndAttributes & FILE_FLAG_WRITE_THROUGH != 0 {
+        flags |= libc::O_DSYNC;
+    }
+    // SAFETY: NUL-terminated (caller).
+    let path = unsafe { CStr::from_ptr(lpFileName) };
+    // Whether it existed, for ERROR_ALREADY_EXISTS (a race with another
+    // creator only changes that hint).
+    // SAFETY: `path` is NUL-terminated; F_OK only checks existence.
+    let existed = may_exist && unsafe { libc::access(path.as_ptr(), libc::F_OK) } == 0;
+    // SAFETY: as above; the mode is passed for O_CREAT.
+    let fd = unsafe { libc::open(path.as_ptr(), flags, 0o666 as libc::c_uint) };
+    if fd < 0 {
+        return bad(win32_from_io(&errno()));
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let overlapped = dwFlagsAndAttributes & FILE_FLAG_OVERLAPPED != 0;
+    let target = match Target::new(owned.as_raw_fd(), Some(owned), overlapped) {
+        Ok(t) => Arc::new(t),
+        Err(e) => return bad(win32_from_io(&e)),
+    };
+    match object::insert(Object::File(target)) {
+        Some(h) => {
+            set_last_error(if existed {
+                ERROR_ALREADY_EXISTS
+            } else {
+                ERROR_SUCCESS
+            });
+            h
+        }
+        None => bad(ERROR_TOO_MANY_OPEN_FILES),
+    }
+}
+
+/// Direction of a transfer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    Read,
+    Write,
+}
+
+/// Reads from a file, pipe or socket (spec §3.11, §5.24): at the
+/// OVERLAPPED's offset for files. Overlapped: `FALSE` with
+/// `ERROR_IO_PENDING` (or `TRUE` in skip-on-success mode when it completed
+/// in the call). Reading at or past the end of a file fails with
+/// `ERROR_HANDLE_EOF` (in the packet, or at the call); a pipe whose
+/// writers closed with `ERROR_BROKEN_PIPE`.
+///
+/// # Safety
+/// `lpBuffer` must be valid for `nNumberOfBytesToRead` bytes and, with an
+/// OVERLAPPED on an associated handle, stay so (with the OVERLAPPED) until
+/// the operation's packet is dequeued.
+#[no_mangle]
+pub unsafe extern "C" fn ReadFile(
+    hFile: HANDLE,
+    lpBuffer: LPVOID,
+    nNumberOfBytesToRead: DWORD,
+    lpNumberOfBytesRead: LPDWORD,
+    lpOverlapped: LPOVERLAPPED,
+) -> BOOL {
+    // SAFETY: forwarded.
+    unsafe {
+        transfer(
+            Dir::Read,
+            hFile,
+            lpBuffer.cast(),
+            nNumberOfBytesToRead,
+            lpNumberOfBytesRead,
+            lpOverlapped,
+        )
+    }
+}
+
+/// Writes to a file, pipe or socket; like [`ReadFile`].
+///
+/// # Safety
+/// As [`ReadFile`], for reads of the buffer.
+#[no_mangle]
+pub unsafe extern "C" fn WriteFile(
+    hFile: HANDLE,
+    lpBuffer: LPCVOID,
+    nNumberOfBytesToWrite: DWORD,
+    lpNumberOfBytesWritten: LPDWORD,
+    lpOverlapped: LPOVERLAPPED,
+) -> BOOL {
+    // SAFETY: forwarded.
+    unsafe {
+        transfer(
+            Dir::Write,
+            hFile,
+            lpBuffer as *mut u8,
+            nNumberOfBytesToWrite,
+            lpNumberOfBytesWritten,
+            lpOverlapped,
+        )
+    }
+}
+
+/// What a 0-byte success of a read means on a target of this kind.
+fn zero_means(kind: FdKind, dir: Dir, n: DWORD) -> Option<DWORD> {
+    match (dir, kind) {
+        (Dir::Read, FdKind::Seekable) if n > 0 => Some(ERROR_HANDLE_EOF),
+        (Dir::Read, FdKind::Stream) if n > 0 => Some(ERROR_BROKEN_PIPE),
+        _ => None,
+    }
+}
+
+/// # Safety
+/// As [`ReadFile`].
+unsafe fn transfer(
+    dir: Dir,
+    h: HANDLE,
+    buf: *mut u8,
+    n: DWORD,
+    done: LPDWORD,
+    ov: LPOVERLAPPED,
+) -> BOOL {
+    if buf.is_null() && n > 0 {
+        return fail(ERROR_INVALID_PARAMETER);
+    }
+    let target = match object::io_target(h) {
+        Ok(Io::Known(t)) => t,
+        Ok(Io::Plain(fd)) => {
+            return match object::kind_of(fd) {
+                // SAFETY: forwarded.
+                Ok(kind) => unsafe { transfer_sync(dir, fd, kind, buf, n, done, ov) },
+                Err(e) => fail(e),
+            };
+        }
+        Err(e) => return fail(e),
+    };
+    let assoc = match target.assoc.get() {
+        Some(a) if !ov.is_null() && target.overlapped => a,
+        // SAFETY: forwarded.
+        _ => return unsafe { transfer_sync(dir, target.fd, target.kind, buf, n, done, ov) },
+    };
+    let zero = zero_means(target.kind, dir, n);
+    let started = start(
+        &target,
+        assoc,
+        ov,
+        Stage::Io { zero },
+        zero,
+        |handle, ctx| {
+            if n == 0 && target.kind != FdKind::Socket {
+                // Nothing to transfer: one success packet, as Windows queues.
+                return assoc.port.port.post(handle.key(), 0, ctx).map(|()| None);
+            }
+            // SAFETY: the caller lends `n` bytes at `buf` until the packet is
+            // dequeued (spec §3.12); reads fill them, writes send them.
+            let b = unsafe {
+                match dir {
+                    Dir::Read => Buf::from_raw_parts(buf, 0, n as usize),
+                    Dir::Write => Buf::from_raw_parts(buf, n as usize, n as usize),
+                }
+            };
+            // SAFETY: `ov` was checked usable by `start` before `op` runs.
+            let offset = unsafe { overlapped::offset(ctx.ov()) };
+            match (dir, target.kind) {
+                (Dir::Read, FdKind::Seekable) => handle.read_at(b, offset, ctx),
+                (Dir::Write, FdKind::Seekable) => handle.write_at(b, offset, ctx),
+                (Dir::Read, FdKind::Stream) => handle.read(b, ctx),
+                (Dir::Write, FdKind::Stream) => handle.write(b, ctx),
+                (Dir::Read, FdKind::Socket) => handle.recv(b, ctx),
+                (Dir::Write, FdKind::Socket) => handle.send(b, ctx),
+            }
+            .map(Some)
+        },
+    );
+    // SAFETY: `done` is null or writable (caller).
+    unsafe { finish_bool(started, done) }
+}
+
+/// The synchronous path: the transfer happens in the call.
+///
+/// # Safety
+/// As [`ReadFile`]; `ov`, when non-null, must be a valid OVERLAPPED.
+unsafe fn transfer_sync(
+    dir: Dir,
+    fd: RawFd,
+    kind: FdKind,
+    buf: *mut u8,
+    n: DWORD,
+    done: LPDWORD,
+    ov: LPOVERLAPPED,
+) -> BOOL {
+    let usable = overlapped::is_usable(ov);
+    if !ov.is_null() && !usable {
+        return fail(ERROR_INVALID_PARAMETER);
+    }
+    // SAFETY: `ov` is usable when used (checked).
+    let offset = usable.then(|| unsafe { overlapped::offset(ov) } as libc::off_t);
+    let positioned = offset.filter(|_| kind == FdKind::Seekable);
+    // SAFETY: `buf` holds `n` bytes (caller); the calls write at most `n`.
+    let r = unsafe {
+        match (dir, positioned) {
+            (Dir::Read, Some(off)) => libc::pread(fd, buf.cast(), n as usize, off),
+            (Dir::Read, None) => libc::read(fd, buf.cast(), n as usize),
+            (Dir::Write, Some(off)) => libc::pwrite(fd, buf.cast(), n as usize, off),
+            (Dir::Write, None) => libc::write(fd, buf.cast(), n as usize),
+        }
+    };
+    let (error, bytes) = if r < 0 {
+        (win32_from_io(&errno()), 0)
+    } else if r == 0 && (usable || kind != FdKind::Seekable) {
+        (zero_means(kind, dir, n).unwrap_or(0), 0)
+    } else {
+        (0, r as DWORD)
+    };
+    if usable {
+        // SAFETY: checked usable; the call is synchronous, so no operation
+        // of ours uses this OVERLAPPED.
+        unsafe { overlapped::mark_done(ov, error, bytes) };
+    }
+    if !done.is_null() {
+        // SAFETY: writable (caller).
+        unsafe { *done = bytes };
+    }
+    if error != 0 {
+        return fail(error);
+    }
+    set_last_error(ERROR_SUCCESS);
+    TRUE
+}
+
+/// The result of an overlapped operation (`Internal`/`InternalHigh`).
+///
+/// Completed: `TRUE` with the bytes, or `FALSE` with its error. In flight:
+/// with `bWait = FALSE`, `FALSE` / `ERROR_IO_INCOMPLETE`; with `bWait =
+/// TRUE`, waits. An operation issued with `hEvent`'s low bit set (no
+/// packet) is completed here: its result is taken from the port, driving
+/// the port if no thread is waiting on it. An operation that queues a
+/// packet completes, from this call's point of view, when its packet is
+/// dequeued (Windows updates the OVERLAPPED when the I/O ends; this
+/// library when it hands the packet out).
+///
+/// `ERROR_INVALID_PARAMETER` for a null or misaligned OVERLAPPED, a null
+/// `lpNumberOfBytesTransferred`, or an OVERLAPPED marked pending that no
+/// operation uses.
+///
+/// # Safety
+/// `lpOverlapped` must be a valid OVERLAPPED; `lpNumberOfBytesTransferred`
+/// valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn GetOverlappedResult(
+    hFile: HANDLE,
+    lpOverlapped: LPOVERLAPPED,
+    lpNumberOfBytesTransferred: LPDWORD,
+    bWait: BOOL,
+) -> BOOL {
+    let _ = hFile; // the OVERLAPPED alone identifies the operation
+    let ov = lpOverlapped;
+    if !overlapped::is_usable(ov) || lpNumberOfBytesTransferred.is_null() {
+        return fail(ERROR_INVALID_PARAMETER);
+    }
+    // SAFETY: usable (checked) and valid (caller).
+    let done = || unsafe { overlapped::read(ov) }.0 != STATUS_PENDING as usize;
+    loop {
+        if done() {
+            break;
+        }
+        let Some((port, token, no_packet)) =
+            REGISTRY.with(ov as usize, |p| (p.port.clone(), p.token, p.no_packet))
+        else {
+            if done() {
+                break;
+            }
+            return fail(ERROR_INVALID_PARAMETER);
+        };
+        if !no_packet {
+            if bWait == FALSE {
+                return fail(ERROR_IO_INCOMPLETE);
+            }
+            RESULTS_CHANGED.wait_until(done, None);
+            continue;
+        }
+        let Some(token) = token else {
+            // Its issue call is still returning, in another thread.
+            std::thread::yield_now();
+            continue;
+        };
+        let packet = if bWait == FALSE {
+            match port.take_result(token) {
+                Some(p) => p,
+                None => return fail(ERROR_IO_INCOMPLETE),
+            }
+        } else {
+            match port.wait_result(token, None) {
+                Ok(p) => p,
+                Err(completion_port::GetError::Closed) => return fail(ERROR_OPERATION_ABORTED),
+                Err(_) => continue,
+            }
+        };
+        // A chained stage (AcceptEx with data) goes round again.
+        let _ = deliver(packet);
+    }
+    // SAFETY: as above.
+    let (status, bytes) = unsafe { overlapped::read(ov) };
+    // SAFETY: writable (caller).
+    unsafe { *lpNumberOfBytesTransferred = bytes as DWORD };
+    match win32_from_ntstatus(status) {
+        0 => {
+            set_last_error(ERROR_SUCCESS);
+            TRUE
+        }
+        e => fail(e),
+    }
+}
+
+/// Cancels one operation (`lpOverlapped`) or every operation on the handle
+/// (`NULL`), from any thread (spec §6.25). Each cancelled operation still
+/// queues its packet, with `ERROR_OPERATION_ABORTED`, unless it completed
+/// first. Nothing to cancel: `ERROR_NOT_FOUND`.
+///
+/// # Safety
+/// Nothing is dereferenced (`lpOverlapped` is only compared).
+#[no_mangle]
+pub unsafe extern "C" fn CancelIoEx(hFile: HANDLE, lpOverlapped: LPOVERLAPPED) -> BOOL {
+    let target = match object::io_target(hFile) {
+        Ok(Io::Known(t)) => t,
+        Ok(Io::Plain(_)) => return fail(ERROR_NOT_FOUND),
+        Err(e) => return fail(e),
+    };
+    let found = if lpOverlapped.is_null() {
+        REGISTRY.select(|p| Arc::ptr_eq(&p.target, &target))
+    } else {
+        REGISTRY
+            .with(lpOverlapped as usize, |p| {
+                (Arc::ptr_eq(&p.target, &target) && p.token.is_some())
+                    .then(|| (p.handle.clone(), p.token))
+            })
+            .flatten()
+            .and_then(|(h, t)| t.map(|t| vec![(h, t)]))
+            .unwrap_or_default()
+    };
+    cancel(found)
+}
+
+/// Cancels the operations the calling thread issued on the handle
+/// (Windows' `CancelIo`); otherwise like [`CancelIoEx`].
+///
+/// # Safety
+/// Nothing is dereferenced.
+#[no_mangle]
+pub unsafe extern "C" fn CancelIo(hFile: HANDLE) -> BOOL {
+    let target = match object::io_target(hFile) {
+        Ok(Io::Known(t)) => t,
+        Ok(Io::Plain(_)) => return fail(ERROR_NOT_FOUND),
+        Err(e) => return fail(e),
+    };
+    let me = thread_id();
+    cancel(REGISTRY.select(|p| Arc::ptr_eq(&p.target, &target) && p.thread == me))
+}
+
+fn cancel(ops: Vec<(completion_port::Handle<FfiOp>, completion_port::Token)>) -> BOOL {
+    let hits = ops
+        .into_iter()
+        .filter(|(h, t)| h.cancel(*t).is_ok())
+        .count();
+    if hits == 0 {
+        return fail(ERROR_NOT_FOUND);
+    }
+    set_last_error(ERROR_SUCCESS);
+    TRUE
+}
+
+/// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`: an operation that succeeds
+/// during its call returns `TRUE` and queues no packet (spec §3.13). Such
+/// completions happen on the epoll backend (data already there); io_uring
+/// completes every operation after its call, so there every operation
+/// still yields a packet. `FILE_SKIP_SET_EVENT_ON_HANDLE` is accepted and
+/// ignored. Any other flag: `ERROR_INVALID_PARAMETER`.
+///
+/// # Safety
+/// Nothing is dereferenced.
+#[no_mangle]
+pub unsafe extern "C" fn SetFileCompletionNotificationModes(FileHandle: HANDLE, Flags: u8) -> BOOL {
+    if Flags & !(FILE_SKIP_COMPLETION_PORT_ON_SUCCESS | FILE_SKIP_SET_EVENT_ON_HANDLE) != 0 {
+        return fail(ERROR_INVALID_PARAMETER);
+    }
+    let target = match object::any_target(FileHandle) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    let on = Flags & FILE_SKIP_COMPLETION_PORT_ON_SUCCESS != 0;
+    target
+        .skip_on_success
+        .store(on, std::sync::atomic::Ordering::Relaxed);
+    if let Some(a) = target.assoc.get() {
+        a.handle.set_skip_packet_on_success(on);
+    }
+    TRUE
+}
+
+/// Closes a port, a file, or a socket/fd (spec §2.10, §6.26–27).
+///
+/// - port: threads waiting in `GetQueuedCompletionStatus` return `FALSE`
+///   with `ERROR_ABANDONED_WAIT_0`; queued packets are discarded;
+///   operations in flight on its handles are cancelled and queue nothing;
+/// - file or socket: operations in flight are cancelled, each queuing its
+///   packet with `ERROR_OPERATION_ABORTED`; the association ends.
+///
+/// The handle value is then stale: any later use gets
+/// `ERROR_INVALID_HANDLE`.
+///
+/// # Safety
+/// Nothing is dereferenced.
+#[no_mangle]
+pub unsafe extern "C" fn CloseHandle(hObject: HANDLE) -> BOOL {
+    match object::resolve(hObject) {
+        Err(e) => fail(e),
+        Ok(object::Named::Fd(fd)) => {
+            if crate::socket::close_fd(fd) {
+                TRUE
+            } else {
+                fail(ERROR_INVALID_HANDLE)
+            }
+        }
+        Ok(object::Named::Object(_)) => match object::remove(hObject) {
+            Some(Object::Port(p)) => {
+                p.port.close();
+                TRUE
+            }
+            Some(Object::File(t)) => {
+                t.shut();
+                TRUE
+            }
+            None => fail(ERROR_INVALID_HANDLE),
+        },
+    }
+}
+
+/// The calling thread's last error.
+#[no_mangle]
+pub extern "C" fn GetLastError() -> DWORD {
+    crate::error::last_error()
+}
+
+/// Sets the calling thread's last error.
+#[no_mangle]
+pub extern "C" fn SetLastError(dwErrCode: DWORD) {
+    set_last_error(dwErrCode)
+}
+
+/// Sleeps for `dwMilliseconds` (`INFINITE`: forever). A worker that sleeps
+/// while it runs a completion is a blocked thread for its port's
+/// concurrency accounting.
+#[no_mangle]
+pub extern "C" fn Sleep(dwMilliseconds: DWORD) {
+    if dwMilliseconds == INFINITE {
+        loop {
+            std::thread::park();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(dwMilliseconds as u64));
+}

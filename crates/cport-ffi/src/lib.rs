@@ -1,0 +1,40 @@
+//! # cport-ffi: the Win32-named C ABI of completion-port
+//!
+//! `libcport.so` / `libcport.a` and `include/cport.h` let C and C++ servers
+//! written for Windows I/O completion ports build on Linux with few
+//! changes: the same function names, types, constants, error numbers and
+//! calling pattern (`CreateIoCompletionPort`, `GetQueuedCompletionStatus`,
+//! `ReadFile`, `WSARecv`, `AcceptEx`, …). `docs/porting.md` lists every
+//! function with its status and what differs from Windows, and why.
+//!
+//! Where things live:
+//! - [`types`]: Win32 types and constants (Windows' values);
+//! - [`error`]: `GetLastError`, the errno → Windows error tables, the
+//!   NTSTATUS kept in `OVERLAPPED.Internal`;
+//! - `object`: generation-tagged handle values, plain fds, association;
+//! - `overlapped`: the per-operation context, the registry of OVERLAPPEDs
+//!   in flight, misuse checks (pending reuse, stack OVERLAPPED);
+//! - `issue`: the steps every overlapped call shares;
+//! - [`port`]: `CreateIoCompletionPort`, `GetQueuedCompletionStatus(Ex)`,
+//!   `PostQueuedCompletionStatus` — where a packet becomes what a Windows
+//!   caller sees;
+//! - [`file`]: `CreateFileA`, `ReadFile`, `WriteFile`, `GetOverlappedResult`,
+//!   `CancelIo(Ex)`, `CloseHandle`, …;
+//! - [`socket`]: Winsock, `AcceptEx`, `ConnectEx`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![allow(non_snake_case)]
+
+pub mod error;
+pub mod file;
+mod issue;
+mod object;
+mod overlapped;
+pub mod port;
+pub mod socket;
+pub mod types;
+
+pub use file::*;
+pub use port::*;
+pub use socket::*;
+pub use types::*;
