@@ -11,7 +11,17 @@ use clap::{Parser, Subcommand};
 /// The Windows I/O completion port model on Linux: an echo server, a file
 /// copier, demos and benchmarks.
 #[derive(Parser)]
-#[command(name = "cport", version, about, long_about = None)]
+#[command(
+    name = "cport",
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:
+  cport demo                                  echo server + verifying client, 3 s
+  cport echo --listen 127.0.0.1:7000          serve until Ctrl-C (try: nc 127.0.0.1 7000)
+  cport copy big.iso /backup/big.iso          overlapped file copy
+  cport bench all --quick --json out.json     every benchmark, side by side with its peers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,10 +33,23 @@ enum Command {
     /// of worker threads, driven by a built-in client.
     ///
     /// Example: cport demo --threads 4 --connections 50 --seconds 3
+    #[command(after_help = "Examples:
+  cport demo                                          4 workers, 50 connections, 3 s
+  cport demo --threads 8 --connections 200 --seconds 10
+  cport demo --backend epoll --message-size 4096      the epoll fallback, bigger messages")]
     Demo(demo::Args),
     /// Benchmark the port side by side with its peers and print ratios.
     ///
-    /// Example: cport bench queue --quick
+    /// Workloads: queue, nop, echo (vs raw epoll, raw io_uring, tokio,
+    /// compio), mixed (heavy-tailed CPU per request: throughput and
+    /// p50/p99 latency vs tokio and compio), scale (10 000 vs 50
+    /// connections, memory per connection), file (O_DIRECT random reads vs
+    /// fio), wake (post→wake latency vs Mutex+Condvar), all.
+    #[command(after_help = "Examples:
+  cport bench all --quick                        every workload in well under 2 minutes
+  cport bench echo --json echo.json              echo vs raw epoll, raw io_uring, tokio, compio; JSON with units
+  cport bench file --dir /mnt/nvme               O_DIRECT reads on that filesystem vs fio (needs fio on PATH)
+  cport bench mixed --pairs 9 --no-pin           more pairs, threads not pinned")]
     Bench(bench::Args),
     /// Run a TCP echo server on one completion port until Ctrl-C or SIGTERM
     ///
@@ -34,13 +57,14 @@ enum Command {
     /// a heap context; everything received is sent back. Ctrl-C or SIGTERM
     /// stops the workers and exits with status 0.
     ///
-    /// Examples:
-    ///   cport echo --listen 127.0.0.1:7000
-    ///   cport echo --listen 0.0.0.0:7000 --threads 8 --stats
-    ///   cport echo --listen 127.0.0.1:0 --backend epoll   (any free port; printed)
-    ///
     /// Try it: `nc 127.0.0.1 7000`, type a line, get it back.
-    #[command(verbatim_doc_comment)]
+    #[command(
+        verbatim_doc_comment,
+        after_help = "Examples:
+  cport echo --listen 127.0.0.1:7000
+  cport echo --listen 0.0.0.0:7000 --threads 8 --stats
+  cport echo --listen 127.0.0.1:0 --backend epoll   (any free port; printed)"
+    )]
     Echo(echo::Args),
     /// Copy a file with overlapped reads and writes through one completion port
     ///
@@ -48,12 +72,13 @@ enum Command {
     /// copy goes to a temporary file next to DST, renamed at the end, so
     /// DST is either the complete copy or untouched. A progress bar shows
     /// on a terminal.
-    ///
-    /// Examples:
-    ///   cport copy big.iso /backup/big.iso
-    ///   cport copy big.iso /backup/big.iso --queue-depth 64 --block-size 256K
-    ///   cport copy disk.img /mnt/disk.img --direct --force   (O_DIRECT, replace)
-    #[command(verbatim_doc_comment)]
+    #[command(
+        verbatim_doc_comment,
+        after_help = "Examples:
+  cport copy big.iso /backup/big.iso
+  cport copy big.iso /backup/big.iso --queue-depth 64 --block-size 256K
+  cport copy disk.img /mnt/disk.img --direct --force   (O_DIRECT, replace)"
+    )]
     Copy(copy::Args),
 }
 

@@ -36,6 +36,8 @@ fn bench_all_quick_writes_every_row() {
         .args(["bench", "all", "--quick", "--json"])
         .arg(&path)
         .env("CPORT_BENCH_SCALE", "0.01")
+        // Deterministic whatever is installed: the file row without fio.
+        .env("CPORT_BENCH_FIO", "/nonexistent/fio")
         .output()
         .expect("run cport");
     assert!(out.status.success(), "{}", text(&out));
@@ -74,11 +76,21 @@ fn bench_all_quick_writes_every_row() {
             "echo_io_uring",
             "echo_epoll",
             "echo_vs_raw_uring",
-            "echo_vs_tokio"
+            "echo_vs_tokio",
+            "echo_vs_compio",
+            "mixed_vs_tokio",
+            "mixed_vs_compio",
+            "scale",
+            "file",
+            "wake"
         ]
     );
     for r in rows {
         let id = r["id"].as_str().unwrap();
+        if id == "file" {
+            check_file_row(r, false);
+            continue;
+        }
         let ratio = number(&r["ratio"], id);
         assert!(ratio > 0.0 && ratio.is_finite(), "{id}: ratio {ratio}");
         assert_eq!(r["ratio"]["per_pair"].as_array().map(Vec::len), Some(3));
@@ -92,7 +104,7 @@ fn bench_all_quick_writes_every_row() {
             let trials = s["trials"].as_array().expect("trials");
             assert_eq!(trials.len(), 3, "{id} {side}: trials");
             for t in trials {
-                if id.starts_with("echo") {
+                if ["echo", "mixed", "scale"].iter().any(|p| id.starts_with(p)) {
                     // Timed trials: every one served (and verified) requests.
                     assert!(number(&t["ops"], id) > 0.0, "{id} {side}: requests");
                 } else {
@@ -115,11 +127,123 @@ fn bench_all_quick_writes_every_row() {
     assert_eq!(rows[6]["peer"]["name"], "tokio (2 workers)");
     assert!(rows[5]["target"]["met"].is_boolean());
     assert!(rows[6]["target"]["met"].is_boolean());
+    assert_eq!(rows[7]["peer"]["name"], "compio (1 runtime)");
+    assert_eq!(rows[7]["target"]["min_ratio"]["value"], 1.1);
+    // Latency rows: percentiles with units, ratio of latencies (lower is
+    // better, so the target is a maximum).
+    for (i, peer, kind) in [
+        (8, "tokio (2 workers)", "ops/s"),
+        (9, "compio (2 runtimes)", "p99"),
+    ] {
+        let r = &rows[i];
+        assert_eq!(r["peer"]["name"], peer);
+        assert!(r["ratio"]["of"].as_str().unwrap().starts_with(kind), "{r}");
+        for side in ["ours", "peer"] {
+            assert_eq!(r[side]["latency_p99"]["unit"], "ns");
+            let p50 = number(&r[side]["latency_p50"], "p50");
+            let p99 = number(&r[side]["latency_p99"], "p99");
+            assert!(p50 > 0.0 && p99 >= p50, "{side}: p50 {p50} p99 {p99}");
+            for t in r[side]["trials"].as_array().unwrap() {
+                assert!(number(&t["latency"]["count"], "count") > 0.0);
+            }
+        }
+    }
+    assert!(rows[9]["target"]["max_ratio"]["value"].is_number());
+    // scale: 100 connections at this scale, memory per connection in bytes.
+    let extra = rows[10]["extra"].as_object().expect("scale extra");
+    assert!(
+        extra
+            .values()
+            .any(|v| v["unit"] == "bytes" && v["value"].is_number()),
+        "{extra:?}"
+    );
+    assert!(rows[10]["peer"]["name"]
+        .as_str()
+        .unwrap()
+        .contains("50 connections"));
+    // wake: p50 ratio, lower is better.
+    assert_eq!(rows[12]["peer"]["name"], "Mutex+Condvar");
+    assert!(rows[12]["ratio"]["of"].as_str().unwrap().starts_with("p50"));
+    assert!(rows[12]["target"]["max_ratio"]["value"].is_number());
+    assert!(stdout.contains("fio not found"), "{}", text(&out));
+}
+
+/// The file row: ours measured; the peer measured too when `with_fio`,
+/// else absent with the "fio not found" note and no ratio (never a number
+/// made up for it). A filesystem that refuses O_DIRECT gives a row with
+/// that note and no numbers at all.
+fn check_file_row(r: &Value, with_fio: bool) {
+    if let Some(note) = r["note"].as_str() {
+        if note.contains("O_DIRECT refused") {
+            assert!(r["ratio"]["value"].is_null());
+            return;
+        }
+    }
+    assert!(number(&r["ours"]["rate"], "file ours") > 0.0);
+    assert_eq!(r["ours"]["trials"].as_array().map(Vec::len), Some(3));
+    if with_fio {
+        let ratio = number(&r["ratio"], "file");
+        assert!(ratio > 0.0 && ratio.is_finite(), "file: ratio {ratio}");
+        assert!(number(&r["peer"]["rate"], "fio") > 0.0);
+        assert!(r["note"].is_null());
+    } else {
+        assert_eq!(r["note"], "fio not found");
+        assert!(r["ratio"]["value"].is_null(), "{r}");
+        assert!(r["peer"]["rate"]["value"].is_null());
+        assert_eq!(r["peer"]["trials"].as_array().map(Vec::len), Some(0));
+        assert!(r["target"]["met"].is_null());
+    }
+}
+
+/// With fio installed, `bench file` compares against it (skipped, saying
+/// so, where fio is absent: the test above covers that row).
+#[test]
+fn bench_file_against_fio_when_installed() {
+    if Command::new("fio").arg("--version").output().is_err() {
+        eprintln!("fio is not installed: skipping the comparison with it");
+        return;
+    }
+    let path = tmp_json("file");
+    let out = cport()
+        .args(["bench", "file", "--quick", "--json"])
+        .arg(&path)
+        .env("CPORT_BENCH_SCALE", "0.01")
+        .env_remove("CPORT_BENCH_FIO")
+        .output()
+        .expect("run cport");
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read JSON"))
+        .expect("the JSON parses");
+    let _ = std::fs::remove_file(&path);
+    let rows = doc["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 1);
+    check_file_row(&rows[0], true);
+}
+
+#[test]
+fn help_teaches_by_example() {
+    for args in [
+        &["--help"][..],
+        &["demo", "--help"],
+        &["echo", "--help"],
+        &["copy", "--help"],
+        &["bench", "--help"],
+    ] {
+        let out = cport().args(args).output().expect("run cport");
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let help = String::from_utf8_lossy(&out.stdout);
+        let examples = help.split("Examples:").nth(1).unwrap_or("");
+        let n = examples
+            .lines()
+            .filter(|l| l.trim_start().starts_with("cport "))
+            .count();
+        assert!((2..=4).contains(&n), "{args:?}: {n} examples in:\n{help}");
+    }
 }
 
 #[test]
 fn bench_rejects_bad_input_without_panicking() {
-    let cases: [(&[&str], Option<&str>, &str); 5] = [
+    let cases: [(&[&str], Option<&str>, &str); 6] = [
         (&["bench", "sideways"], None, "invalid value"),
         (
             &["bench", "queue", "--backend", "kqueue"],
@@ -133,6 +257,17 @@ fn bench_rejects_bad_input_without_panicking() {
             "CPORT_BENCH_SCALE",
         ),
         (&["bench", "queue", "--scale=0"], None, "out of range"),
+        (
+            &[
+                "bench",
+                "file",
+                "--dir",
+                "/nonexistent-dir/x",
+                "--scale=0.01",
+            ],
+            None,
+            "/nonexistent-dir/x",
+        ),
     ];
     for (args, scale, needle) in cases {
         let mut cmd = cport();

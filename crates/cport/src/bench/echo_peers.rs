@@ -1,6 +1,8 @@
-//! More echo peers: a hand-written single-thread io_uring loop and a tokio
-//! multi-thread runtime with 2 workers. Both pin their threads to the
-//! server CPU and report their own threads' CPU use, like the other servers.
+//! More echo peers: a hand-written single-thread io_uring loop, a tokio
+//! multi-thread runtime with 2 workers and compio thread-per-core runtimes.
+//! All pin their threads to the server CPU and report their own threads'
+//! CPU use, like the other servers; tokio and compio burn the CPU a
+//! request asks for when `burn` is set (the `mixed` workload).
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
+use super::super::loadgen::{self, BurnParser};
 use super::{pin, thread_use, Running, ThreadUse};
 
 // ----- raw io_uring -----------------------------------------------------------
@@ -280,6 +283,7 @@ pub(super) fn tokio(
     size: usize,
     stop: Arc<AtomicBool>,
     cpu: Option<usize>,
+    burn: bool,
 ) -> io::Result<Running> {
     listener.set_nonblocking(true)?;
     let used = Arc::new(Mutex::new(ThreadUse::default()));
@@ -298,7 +302,7 @@ pub(super) fn tokio(
         loop {
             let (s, _) = listener.accept().await?;
             s.set_nodelay(true)?;
-            tokio::spawn(tokio_conn(s, size));
+            tokio::spawn(tokio_conn(s, size, burn));
         }
         #[allow(unreachable_code)]
         io::Result::Ok(())
@@ -320,17 +324,119 @@ pub(super) fn tokio(
     })
 }
 
-async fn tokio_conn(mut s: tokio::net::TcpStream, size: usize) {
+async fn tokio_conn(mut s: tokio::net::TcpStream, size: usize, burn: bool) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; size];
+    let mut parser = BurnParser::default();
     loop {
         match s.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
+                if burn {
+                    loadgen::burn(parser.feed(&buf[..n], size));
+                }
                 if s.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
             }
+        }
+    }
+}
+
+// ----- compio -----------------------------------------------------------------
+
+/// `runtimes` compio runtimes (its thread-per-core model: one runtime per
+/// thread, tasks never migrate), each on its own thread pinned to the
+/// server CPU, each accepting on a clone of the listener; a connection
+/// stays on the runtime that accepted it.
+pub(super) fn compio(
+    listener: TcpListener,
+    size: usize,
+    stop: Arc<AtomicBool>,
+    cpu: Option<usize>,
+    runtimes: usize,
+    burn: bool,
+) -> io::Result<Running> {
+    let mut threads = Vec::with_capacity(runtimes);
+    for _ in 0..runtimes {
+        let l = listener.try_clone()?;
+        let stop = stop.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+        threads.push(thread::spawn(move || -> io::Result<ThreadUse> {
+            pin(cpu);
+            let rt = match compio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let msg = format!("compio runtime: {e}");
+                    let _ = ready_tx.send(Err(io::Error::new(e.kind(), msg.clone())));
+                    return Err(io::Error::new(e.kind(), msg));
+                }
+            };
+            let r = rt.block_on(async move {
+                let listener = match compio::net::TcpListener::from_std(l) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                        return Err(e);
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                compio::runtime::spawn(async move {
+                    loop {
+                        let Ok((s, _)) = listener.accept().await else {
+                            return;
+                        };
+                        if s.set_nodelay(true).is_err() {
+                            continue;
+                        }
+                        compio::runtime::spawn(compio_conn(s, size, burn)).detach();
+                    }
+                })
+                .detach();
+                while !stop.load(Ordering::Acquire) {
+                    compio::time::sleep(Duration::from_millis(10)).await;
+                }
+                io::Result::Ok(())
+            });
+            // Dropping the runtime drops every task (and their sockets).
+            drop(rt);
+            r?;
+            Ok(thread_use())
+        }));
+        // Wait until this runtime listens: a trial never starts against a
+        // server that failed to start.
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(io::Error::other("compio runtime did not start")),
+        }
+    }
+    drop(listener);
+    Ok(Running {
+        threads,
+        port: None,
+    })
+}
+
+async fn compio_conn(mut s: compio::net::TcpStream, size: usize, burn: bool) {
+    use compio::io::{AsyncRead, AsyncWriteExt};
+    let mut buf: Vec<u8> = Vec::with_capacity(size);
+    let mut parser = BurnParser::default();
+    loop {
+        buf.clear();
+        let compio::BufResult(r, b) = s.read(buf).await;
+        buf = b;
+        match r {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if burn {
+            loadgen::burn(parser.feed(&buf, size));
+        }
+        let compio::BufResult(r, b) = s.write_all(buf).await;
+        buf = b;
+        if r.is_err() {
+            return;
         }
     }
 }

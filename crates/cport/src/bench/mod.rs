@@ -8,15 +8,22 @@
 //! (ours/peer) and the median CPU time per operation. Every trial counts
 //! the operations it saw complete and fails unless they match its work.
 //!
-//! The workloads live one per file (`queue.rs`, `nop.rs`); this file holds
-//! the command line, the trial loop, the meters and thread pinning;
-//! `report.rs` prints the table and writes the JSON.
+//! The workloads live one per file (`queue.rs`, `nop.rs`, `echo.rs`,
+//! `mixed.rs`, `scale.rs`, `file.rs`, `wake.rs`); this file holds the
+//! command line, the trial loop, the meters and thread pinning;
+//! `report.rs` prints the table and writes the JSON. Latency rows record
+//! every hand-off or request in an `hdrhistogram` and compare percentiles
+//! (lower is better there: see [`RatioKind`]).
 
 mod echo;
+mod file;
 mod loadgen;
+mod mixed;
 mod nop;
 mod queue;
 mod report;
+mod scale;
+mod wake;
 
 use std::fs::File;
 use std::io;
@@ -37,9 +44,24 @@ pub enum Workload {
     Nop,
     /// TCP echo, 50 connections x 512 B over loopback: ours on each backend
     /// (2 workers on one port) against a raw single-thread epoll loop, and
-    /// ours on io_uring against a raw single-thread io_uring loop and tokio
-    /// (2 workers), all driven by the same in-repo epoll load generator.
+    /// ours on io_uring against a raw single-thread io_uring loop, tokio
+    /// (2 workers) and compio (1 thread-per-core runtime), all driven by
+    /// the same in-repo epoll load generator.
     Echo,
+    /// The echo with a heavy-tailed CPU cost per request (90 % 2 µs, 10 %
+    /// 200 µs, seeded): throughput and p50/p99 latency, ours against tokio
+    /// and compio.
+    Mixed,
+    /// The echo at 10 000 connections against 50: throughput ratio and
+    /// resident memory per connection.
+    Scale,
+    /// 4 KiB O_DIRECT random reads at queue depth 32 on a 1 GiB file (256
+    /// MiB with --quick) against fio's io_uring engine on the same file.
+    File,
+    /// post→wake latency of a parked waiter against a Mutex+Condvar
+    /// hand-off of the same shape (p50/p99; lower is better).
+    Wake,
+    // (Room for more: a `blocking` workload goes here, before `All`.)
     /// Every workload.
     All,
 }
@@ -67,10 +89,20 @@ pub struct Args {
     /// Do not pin threads to CPUs.
     #[arg(long)]
     pub no_pin: bool,
+    /// Directory on the filesystem the `file` workload tests: its data file
+    /// goes in a temporary directory created inside it [default: the
+    /// system temporary directory]. fio is looked up on PATH, or taken from
+    /// the CPORT_BENCH_FIO environment variable.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
     /// Multiply the work per trial (for tests); also read from the
     /// CPORT_BENCH_SCALE environment variable.
     #[arg(long, hide = true, value_parser = parse_scale)]
     pub scale: Option<f64>,
+    /// Internal: run as the `scale` workload's load-generator process
+    /// (ADDR,CONNECTIONS,SIZE,MILLISECONDS,CPU|-), talking on stdin/stdout.
+    #[arg(long, hide = true, value_name = "SPEC")]
+    pub loadgen_child: Option<String>,
 }
 
 fn parse_backend(s: &str) -> Result<Backend, String> {
@@ -108,6 +140,8 @@ pub(crate) struct Settings {
     /// CPUs this process may run on; threads are pinned to them by slot.
     pub cpus: Vec<usize>,
     pub pin: bool,
+    /// Where the `file` workload puts its data file (`--dir`).
+    pub dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -152,8 +186,33 @@ pub(crate) fn open_port<C: Send + 'static>(
         })
 }
 
+/// Latency percentiles of one trial, from its histogram.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Lat {
+    pub p50_ns: f64,
+    pub p99_ns: f64,
+    /// Values recorded.
+    pub count: u64,
+}
+
+impl Lat {
+    pub fn of(h: &hdrhistogram::Histogram<u64>) -> Lat {
+        Lat {
+            p50_ns: h.value_at_quantile(0.50) as f64,
+            p99_ns: h.value_at_quantile(0.99) as f64,
+            count: h.len(),
+        }
+    }
+}
+
+/// A histogram of nanoseconds, 1 ns to 100 s, 3 significant digits.
+pub(crate) fn ns_histogram() -> io::Result<hdrhistogram::Histogram<u64>> {
+    hdrhistogram::Histogram::new_with_bounds(1, 100_000_000_000, 3)
+        .map_err(|e| io::Error::other(format!("histogram: {e}")))
+}
+
 /// One timed trial.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Sample {
     /// Operations done (counted, not assumed).
     pub ops: u64,
@@ -166,6 +225,10 @@ pub(crate) struct Sample {
     pub csw: u64,
     /// Stalls seen (and rescued) during the trial (see `queue.rs`).
     pub stalls: u64,
+    /// Latency percentiles, for workloads that measure them.
+    pub lat: Option<Lat>,
+    /// Resident memory added per connection (`scale`), bytes.
+    pub rss_per_conn: Option<f64>,
 }
 
 impl Sample {
@@ -212,6 +275,8 @@ impl Meter {
             sys: u.sys.saturating_sub(self.usage.sys),
             csw: u.csw.saturating_sub(self.usage.csw),
             stalls: 0,
+            lat: None,
+            rss_per_conn: None,
         }
     }
 }
@@ -394,6 +459,40 @@ pub(crate) struct Side {
     pub warmup: Option<Sample>,
 }
 
+/// What a row's ratio compares, and which way is better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RatioKind {
+    /// ours/peer of the rates: higher is better, the target is a minimum.
+    Rate,
+    /// ours/peer of the median latency: lower is better, the target is a
+    /// maximum.
+    P50,
+    /// ours/peer of the 99th-percentile latency: lower is better, the
+    /// target is a maximum.
+    P99,
+}
+
+impl RatioKind {
+    pub fn higher_is_better(self) -> bool {
+        self == RatioKind::Rate
+    }
+    /// Short description for the table and the JSON.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RatioKind::Rate => "ops/s, higher is better",
+            RatioKind::P50 => "p50 latency, lower is better",
+            RatioKind::P99 => "p99 latency, lower is better",
+        }
+    }
+}
+
+/// A named number of a row beyond the standard columns (e.g. memory).
+pub(crate) struct Extra {
+    pub name: &'static str,
+    pub value: f64,
+    pub unit: &'static str,
+}
+
 /// The results of one workload.
 pub(crate) struct Row {
     /// Stable identifier, e.g. `queue`, `nop_batch_32`.
@@ -406,8 +505,15 @@ pub(crate) struct Row {
     pub ops_per_trial: u64,
     pub ours: Side,
     pub peer: Side,
-    /// The ratio ours/peer this workload should reach.
+    /// The ratio ours/peer this workload should reach: a minimum for
+    /// [`RatioKind::Rate`], a maximum for the latency kinds.
     pub target: Option<f64>,
+    /// What the ratio compares.
+    pub kind: RatioKind,
+    /// Why a side has no numbers (e.g. "fio not found"), shown in the row.
+    pub note: Option<String>,
+    /// Further numbers of the row.
+    pub extra: Vec<Extra>,
 }
 
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
@@ -436,6 +542,29 @@ impl Side {
     pub fn sys_ns_per_op(&self) -> f64 {
         median(self.samples.iter().map(Sample::sys_ns_per_op).collect())
     }
+    /// Median over trials of the latency percentiles (NaN without them).
+    pub fn p50_ns(&self) -> f64 {
+        median(
+            self.samples
+                .iter()
+                .filter_map(|s| s.lat)
+                .map(|l| l.p50_ns)
+                .collect(),
+        )
+    }
+    pub fn p99_ns(&self) -> f64 {
+        median(
+            self.samples
+                .iter()
+                .filter_map(|s| s.lat)
+                .map(|l| l.p99_ns)
+                .collect(),
+        )
+    }
+    /// Median resident memory per connection (NaN when not measured).
+    pub fn rss_per_conn(&self) -> f64 {
+        median(self.samples.iter().filter_map(|s| s.rss_per_conn).collect())
+    }
     /// Stalls over all trials, the warm-up included.
     pub fn stalls(&self) -> u64 {
         self.samples
@@ -447,20 +576,36 @@ impl Side {
 }
 
 impl Row {
-    /// Per-pair ratios ours/peer of the rates.
+    /// Per-pair ratios ours/peer of what the row compares (see `kind`).
     pub fn ratios(&self) -> Vec<f64> {
+        let kind = self.kind;
         self.ours
             .samples
             .iter()
             .zip(&self.peer.samples)
-            .map(|(o, p)| o.ops_per_sec() / p.ops_per_sec().max(1e-9))
+            .filter_map(|(o, p)| match kind {
+                RatioKind::Rate => Some(o.ops_per_sec() / p.ops_per_sec().max(1e-9)),
+                RatioKind::P50 => Some(o.lat?.p50_ns / p.lat?.p50_ns.max(1.0)),
+                RatioKind::P99 => Some(o.lat?.p99_ns / p.lat?.p99_ns.max(1.0)),
+            })
             .collect()
     }
     pub fn ratio(&self) -> f64 {
         median(self.ratios())
     }
+    /// Whether the target was reached (`None`: no target, or no ratio).
     pub fn target_met(&self) -> Option<bool> {
-        self.target.map(|t| self.ratio() >= t)
+        let r = self.ratio();
+        if !r.is_finite() {
+            return None;
+        }
+        self.target.map(|t| {
+            if self.kind.higher_is_better() {
+                r >= t
+            } else {
+                r <= t
+            }
+        })
     }
 }
 
@@ -486,17 +631,27 @@ pub(crate) fn run_pairs(
     let peer_warmup = c.peer(warmup_ops)?;
     let mut ours = Vec::with_capacity(s.pairs);
     let mut peer = Vec::with_capacity(s.pairs);
+    let lat = |x: &Sample| match x.lat {
+        Some(l) => format!(
+            ", p50 {} p99 {}",
+            report::fmt_ns(l.p50_ns),
+            report::fmt_ns(l.p99_ns)
+        ),
+        None => String::new(),
+    };
     for i in 0..s.pairs {
         let o = c.ours(ops)?;
         let p = c.peer(ops)?;
         eprintln!(
-            "  {label}: pair {}/{}: ours {} ({:.0} ns CPU/op), peer {} ({:.0} ns CPU/op), ratio {:.2}",
+            "  {label}: pair {}/{}: ours {} ({:.0} ns CPU/op{}), peer {} ({:.0} ns CPU/op{}), rate ratio {:.2}",
             i + 1,
             s.pairs,
             report::fmt_rate(o.ops_per_sec()),
             o.cpu_ns_per_op(),
+            lat(&o),
             report::fmt_rate(p.ops_per_sec()),
             p.cpu_ns_per_op(),
+            lat(&p),
             o.ops_per_sec() / p.ops_per_sec().max(1e-9),
         );
         ours.push(o);
@@ -556,11 +711,15 @@ fn settings(a: &Args) -> io::Result<Settings> {
         backend: a.backend,
         cpus,
         pin,
+        dir: a.dir.clone(),
     })
 }
 
 /// `cport bench`.
 pub fn run(a: Args) -> io::Result<()> {
+    if let Some(spec) = &a.loadgen_child {
+        return echo::loadgen_child(spec);
+    }
     let s = settings(&a)?;
     // Fail before minutes of work if the JSON file cannot be written.
     let json_file = match &a.json {
@@ -604,6 +763,20 @@ pub fn run(a: Args) -> io::Result<()> {
         // Our io_uring backend against the other peers.
         rows.push(echo::run(&s, Backend::IoUring, echo::Server::RawUring)?);
         rows.push(echo::run(&s, Backend::IoUring, echo::Server::Tokio)?);
+        rows.push(echo::run(&s, Backend::IoUring, echo::Server::Compio(1))?);
+    }
+    if matches!(a.workload, Workload::Mixed | Workload::All) {
+        rows.push(mixed::run(&s, backend, mixed::Peer::Tokio)?);
+        rows.push(mixed::run(&s, backend, mixed::Peer::Compio)?);
+    }
+    if matches!(a.workload, Workload::Scale | Workload::All) {
+        rows.push(scale::run(&s, backend)?);
+    }
+    if matches!(a.workload, Workload::File | Workload::All) {
+        rows.push(file::run(&s, backend)?);
+    }
+    if matches!(a.workload, Workload::Wake | Workload::All) {
+        rows.push(wake::run(&s, backend)?);
     }
     let elapsed = started.elapsed();
     let run = report::RunInfo {

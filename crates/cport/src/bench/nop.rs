@@ -168,5 +168,8 @@ pub(crate) fn run(s: &Settings, backend: Backend, batch: usize) -> io::Result<Ro
         ours,
         peer,
         target: if batch == 32 { Some(0.9) } else { None },
+        kind: super::RatioKind::Rate,
+        note: None,
+        extra: Vec::new(),
     })
 }

@@ -315,5 +315,8 @@ pub(crate) fn run(s: &Settings, backend: Backend) -> io::Result<Row> {
         ours,
         peer,
         target: Some(1.0),
+        kind: super::RatioKind::Rate,
+        note: None,
+        extra: Vec::new(),
     })
 }

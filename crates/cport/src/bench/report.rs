@@ -8,7 +8,7 @@ use std::time::Duration;
 use completion_port::Backend;
 use serde_json::{json, Value};
 
-use super::{Row, Sample, Settings, Side};
+use super::{RatioKind, Row, Sample, Settings, Side};
 
 /// What this run ran on.
 pub(crate) struct Machine {
@@ -99,7 +99,7 @@ pub(crate) fn fmt_rate(r: f64) -> String {
     }
 }
 
-fn fmt_ns(ns: f64) -> String {
+pub(crate) fn fmt_ns(ns: f64) -> String {
     if !ns.is_finite() {
         "-".into()
     } else if ns >= 10_000.0 {
@@ -126,26 +126,58 @@ fn min_max(v: &[f64]) -> (f64, f64) {
 
 /// Prints the table, the targets and the diagnostics to stdout.
 pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo) {
-    let head: Vec<String> = [
+    let with_lat = rows.iter().any(|r| {
+        r.ours
+            .samples
+            .iter()
+            .chain(&r.peer.samples)
+            .any(|x| x.lat.is_some())
+    });
+    let mut head: Vec<String> = [
         "workload",
         "ours",
         "peer",
         "ratio (ours/peer)",
+        "ratio of",
         "CPU/op ours",
         "CPU/op peer",
     ]
     .map(String::from)
     .to_vec();
+    if with_lat {
+        head.extend(["p50 ours", "p50 peer", "p99 ours", "p99 peer"].map(String::from));
+    }
     let mut cells = vec![head];
+    let rate = |side: &Side| {
+        if side.samples.is_empty() {
+            "n/a".to_string()
+        } else {
+            fmt_rate(side.rate())
+        }
+    };
     for r in rows {
-        cells.push(vec![
-            format!("{} (peer: {})", r.label, r.peer.name),
-            fmt_rate(r.ours.rate()),
-            fmt_rate(r.peer.rate()),
+        let mut label = format!("{} (peer: {})", r.label, r.peer.name);
+        if let Some(note) = &r.note {
+            label.push_str(&format!(" [{note}]"));
+        }
+        let mut row = vec![
+            label,
+            rate(&r.ours),
+            rate(&r.peer),
             fmt_ratio(r.ratio()),
+            r.kind.describe().to_string(),
             fmt_ns(r.ours.cpu_ns_per_op()),
             fmt_ns(r.peer.cpu_ns_per_op()),
-        ]);
+        ];
+        if with_lat {
+            row.extend([
+                fmt_ns(r.ours.p50_ns()),
+                fmt_ns(r.peer.p50_ns()),
+                fmt_ns(r.ours.p99_ns()),
+                fmt_ns(r.peer.p99_ns()),
+            ]);
+        }
+        cells.push(row);
     }
     let widths: Vec<usize> = (0..cells[0].len())
         .map(|c| {
@@ -162,7 +194,7 @@ pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo
             .enumerate()
             .map(|(i, c)| {
                 let pad = widths[i] - c.chars().count();
-                if i == 0 {
+                if i == 0 || i == 4 {
                     format!("{c}{}", " ".repeat(pad))
                 } else {
                     format!("{}{c}", " ".repeat(pad))
@@ -200,7 +232,7 @@ pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo
         out.push('\n');
     }
     out.push_str(
-        "\nours/peer: operations per second (median of trials); ratio: median of per-pair ratios; CPU/op: process CPU time per operation (median; echo rows: the server's threads only, per request)\n",
+        "\nours/peer: operations per second (median of trials); ratio: median of per-pair ratios of what \"ratio of\" names (for latency, lower is better: 0.7× means ours waits 30 % less); CPU/op: process CPU time per operation (median; echo, mixed and scale rows: the server's threads only, per request; file: the reading thread, or fio's usr+sys); p50/p99: latency percentiles (median of trials; mixed: request round trip; wake: post to wake-up)\n",
     );
     if run.backend != Backend::IoUring && rows.iter().any(|r| r.id.starts_with("nop")) {
         out.push_str(&format!(
@@ -210,23 +242,34 @@ pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo
     }
     out.push_str("\ntargets:\n");
     for r in rows {
-        if let (Some(t), Some(met)) = (r.target, r.target_met()) {
-            out.push_str(&format!(
-                "  {} >= {:.2}× {}: {} ({})\n",
-                r.label,
-                t,
-                r.peer.name,
-                if met { "MET" } else { "MISSED" },
-                fmt_ratio(r.ratio()),
-            ));
-        }
+        let Some(t) = r.target else { continue };
+        let (op, what) = match r.kind {
+            RatioKind::Rate => (">=", ""),
+            RatioKind::P50 => ("<=", " (p50 latency)"),
+            RatioKind::P99 => ("<=", " (p99 latency)"),
+        };
+        let status = match r.target_met() {
+            Some(true) => "MET".to_string(),
+            Some(false) => "MISSED".to_string(),
+            None => format!("NOT MEASURED: {}", r.note.as_deref().unwrap_or("no ratio")),
+        };
+        out.push_str(&format!(
+            "  {}{what} {op} {:.2}× {}: {status} ({})\n",
+            r.label,
+            t,
+            r.peer.name,
+            fmt_ratio(r.ratio()),
+        ));
     }
     out.push_str("\ndiagnostics (medians over trials; kernel CPU from getrusage):\n");
     for r in rows {
         let (lo, hi) = min_max(&r.ratios());
         // Echo trials are timed and measured by the server's own threads,
         // per request; the others per operation, for the whole process.
-        let (scope, unit) = if r.id.starts_with("echo") {
+        let (scope, unit) = if ["echo", "mixed", "scale"]
+            .iter()
+            .any(|p| r.id.starts_with(p))
+        {
             ("server threads: ", "request")
         } else {
             ("", "op")
@@ -241,6 +284,28 @@ pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo
             r.ours.csw_per_op(),
             r.peer.csw_per_op(),
         ));
+        if r.kind != RatioKind::Rate {
+            let rates: Vec<f64> = r
+                .ours
+                .samples
+                .iter()
+                .zip(&r.peer.samples)
+                .map(|(o, p)| o.ops_per_sec() / p.ops_per_sec().max(1e-9))
+                .collect();
+            out.push_str(&format!(
+                "    rate ratio (ours/peer, higher is better) {}\n",
+                fmt_ratio(super::median(rates))
+            ));
+        } else if r.ours.p99_ns().is_finite() && r.peer.p99_ns().is_finite() {
+            out.push_str(&format!(
+                "    latency ratio (ours/peer, lower is better): p50 {}, p99 {}\n",
+                fmt_ratio(r.ours.p50_ns() / r.peer.p50_ns()),
+                fmt_ratio(r.ours.p99_ns() / r.peer.p99_ns()),
+            ));
+        }
+        for e in &r.extra {
+            out.push_str(&format!("    {}: {:.1} {}\n", e.name, e.value, e.unit));
+        }
         if r.ours.stalls() > 0 {
             out.push_str(&format!(
                 "    WARNING: ours stalled {} time(s), warm-up included (a packet queued, a free slot, no dequeue: a lost wake-up); each was rescued by a no-op after ~{} ms, which stays in the time\n",
@@ -257,8 +322,21 @@ fn q(value: impl Into<Value>, unit: &str) -> Value {
     json!({ "value": value.into(), "unit": unit })
 }
 
+fn lat_json(l: Option<super::Lat>) -> Value {
+    match l {
+        Some(l) => json!({
+            "p50": q(l.p50_ns, "ns"),
+            "p99": q(l.p99_ns, "ns"),
+            "count": q(l.count, "values"),
+        }),
+        None => Value::Null,
+    }
+}
+
 fn trial_json(t: &Sample) -> Value {
     json!({
+        "latency": lat_json(t.lat),
+        "rss_per_connection": t.rss_per_conn.map(|b| q(b, "bytes")),
         "ops": q(t.ops, "ops"),
         "wall": q(t.wall.as_secs_f64(), "s"),
         "cpu": q(t.cpu.as_secs_f64(), "s"),
@@ -278,6 +356,8 @@ fn side_json(side: &Side) -> Value {
         "kernel_cpu_per_op": q(side.sys_ns_per_op(), "ns"),
         "context_switches_per_op": q(side.csw_per_op(), "switches/op"),
         "stalls_incl_warmup": q(side.stalls(), "stalls"),
+        "latency_p50": q(side.p50_ns(), "ns"),
+        "latency_p99": q(side.p99_ns(), "ns"),
         "trials": side.samples.iter().map(trial_json).collect::<Vec<_>>(),
     })
 }
@@ -292,13 +372,21 @@ fn row_json(r: &Row) -> Value {
         "peer": side_json(&r.peer),
         "ratio": {
             "value": r.ratio(),
-            "unit": "ours/peer (ops/s), median of per-pair ratios",
+            "unit": match r.kind {
+                RatioKind::Rate => "ours/peer (ops/s), median of per-pair ratios; higher is better",
+                RatioKind::P50 => "ours/peer (p50 latency), median of per-pair ratios; lower is better",
+                RatioKind::P99 => "ours/peer (p99 latency), median of per-pair ratios; lower is better",
+            },
+            "of": r.kind.describe(),
             "per_pair": r.ratios(),
         },
-        "target": r.target.map(|t| json!({
-            "min_ratio": q(t, "ours/peer"),
-            "met": r.target_met(),
-        })),
+        "target": r.target.map(|t| if r.kind.higher_is_better() {
+            json!({ "min_ratio": q(t, "ours/peer"), "met": r.target_met() })
+        } else {
+            json!({ "max_ratio": q(t, "ours/peer"), "met": r.target_met() })
+        }),
+        "note": r.note,
+        "extra": r.extra.iter().map(|e| (e.name.to_string(), q(e.value, e.unit))).collect::<serde_json::Map<_, _>>(),
     })
 }
 
