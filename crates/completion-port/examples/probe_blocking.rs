@@ -117,9 +117,13 @@ fn costs() {
         std::hint::black_box(state_of(&f, &mut buf));
     });
     let f = File::open(&path).unwrap();
-    cost("/proc/self/task/<tid>/stat, kept open, pread", n / 4, || {
-        std::hint::black_box(state_of(&f, &mut buf));
-    });
+    cost(
+        "/proc/self/task/<tid>/stat, kept open, pread",
+        n / 4,
+        || {
+            std::hint::black_box(state_of(&f, &mut buf));
+        },
+    );
     let fs = File::open(format!("/proc/self/task/{}/schedstat", t.tid)).unwrap();
     cost("/proc/self/task/<tid>/schedstat, kept open", n / 4, || {
         std::hint::black_box(fs.read_at(&mut buf, 0).unwrap());
@@ -277,6 +281,9 @@ fn main() {
     println!("3. false alarms: a spinning thread preempted by 2 other spinners (2 s each)");
     for rule in [Rule::Cpu, Rule::CpuState, Rule::State] {
         let (n, a) = preempted(rule, Duration::from_millis(1), 2.0);
-        println!("  period  1000 µs, rule {:<9}: {a} of {n} samples said \"blocked\"", format!("{rule:?}"));
+        println!(
+            "  period  1000 µs, rule {:<9}: {a} of {n} samples said \"blocked\"",
+            format!("{rule:?}")
+        );
     }
 }

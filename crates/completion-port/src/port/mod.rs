@@ -68,6 +68,7 @@
 //! [`GetError::Closed`]: crate::GetError::Closed
 
 pub(crate) mod core;
+mod monitor;
 mod packet;
 pub(crate) mod results;
 pub(crate) mod running;
@@ -173,6 +174,13 @@ pub struct PortStats {
     pub in_flight: usize,
     /// Packets dequeued since the port was created.
     pub dequeued: u64,
+    /// Threads not counted as running right now because the blocked-thread
+    /// monitor saw them blocked (see
+    /// [`PortBuilder::blocking_detection`]); 0 with detection off.
+    pub blocked: usize,
+    /// How many times the monitor counted a thread of this port out since
+    /// the port was created.
+    pub blocked_total: u64,
 }
 
 impl<C: Send + 'static> Port<C> {
@@ -337,6 +345,7 @@ pub struct PortBuilder<C> {
     concurrency: usize,
     entries: u32,
     backend: Backend,
+    blocking_detection: bool,
     _context: PhantomData<fn() -> C>,
 }
 
@@ -346,6 +355,7 @@ impl<C> fmt::Debug for PortBuilder<C> {
             .field("concurrency", &self.concurrency)
             .field("entries", &self.entries)
             .field("backend", &self.backend)
+            .field("blocking_detection", &self.blocking_detection)
             .finish()
     }
 }
@@ -358,12 +368,13 @@ impl<C: Send + 'static> Default for PortBuilder<C> {
 
 impl<C: Send + 'static> PortBuilder<C> {
     /// Defaults: concurrency 0 (one per CPU), 256 ring entries, automatic
-    /// backend.
+    /// backend, blocking detection on.
     pub fn new() -> PortBuilder<C> {
         PortBuilder {
             concurrency: 0,
             entries: 256,
             backend: Backend::Auto,
+            blocking_detection: true,
             _context: PhantomData,
         }
     }
@@ -394,6 +405,35 @@ impl<C: Send + 'static> PortBuilder<C> {
         self
     }
 
+    /// Whether a thread that runs completions of this port and blocks in
+    /// the kernel without a blocking scope — a `read`, a sleep, a
+    /// contended mutex, a page fault — stops counting as running, as on
+    /// Windows (spec §1.4). Default: on.
+    ///
+    /// One monitor thread per process looks at every thread running for a
+    /// port with detection on, once per millisecond: one `clock_gettime`
+    /// on the thread's CPU-time clock, and, only for a thread that did not
+    /// run during the whole millisecond, its state in
+    /// `/proc/self/task/<tid>/stat`. A thread that is merely preempted is
+    /// never counted out. A blocked thread is counted out after 1-2 ms
+    /// (then a parked waiter is released if packets are queued, and the
+    /// io_uring operations it issued and had not yet submitted are
+    /// submitted); when it runs again it is counted in again, which may
+    /// take the count above the concurrency value for a while, as on
+    /// Windows, and no packet is handed out until it falls back below.
+    ///
+    /// Cost: while at least one thread runs for such a port the monitor
+    /// wakes every millisecond (measured in BENCHMARKS.md, "Blocking
+    /// detection"); with none (every worker waits in `get`) it sleeps and
+    /// costs nothing. A worker pays a few uncontended atomic operations on
+    /// its own record per `get`. Turn it off for ports whose handlers
+    /// never block, or that mark their blocking calls with
+    /// [`Port::blocking`] (which keeps working beside detection).
+    pub fn blocking_detection(mut self, on: bool) -> Self {
+        self.blocking_detection = on;
+        self
+    }
+
     /// Creates the port.
     ///
     /// Fails with a message naming the cause when the backend cannot start
@@ -414,7 +454,11 @@ impl<C: Send + 'static> PortBuilder<C> {
                 entries: self.entries.min(32768),
             },
         )?;
-        Ok(Port::from_core(Core::new(concurrency, driver)))
+        Ok(Port::from_core(Core::new(
+            concurrency,
+            driver,
+            self.blocking_detection,
+        )))
     }
 }
 
