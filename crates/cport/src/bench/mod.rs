@@ -12,6 +12,7 @@
 //! the command line, the trial loop, the meters and thread pinning;
 //! `report.rs` prints the table and writes the JSON.
 
+mod blocking;
 mod echo;
 mod loadgen;
 mod nop;
@@ -40,6 +41,10 @@ pub enum Workload {
     /// ours on io_uring against a raw single-thread io_uring loop and tokio
     /// (2 workers), all driven by the same in-repo epoll load generator.
     Echo,
+    /// Handlers that block 1 ms in 10 % of packets: a port with blocking
+    /// detection on and off against a plain thread pool; plus the
+    /// monitor's detection delay and CPU cost.
+    Blocking,
     /// Every workload.
     All,
 }
@@ -604,6 +609,9 @@ pub fn run(a: Args) -> io::Result<()> {
         // Our io_uring backend against the other peers.
         rows.push(echo::run(&s, Backend::IoUring, echo::Server::RawUring)?);
         rows.push(echo::run(&s, Backend::IoUring, echo::Server::Tokio)?);
+    }
+    if matches!(a.workload, Workload::Blocking | Workload::All) {
+        rows.extend(blocking::run(&s, backend)?);
     }
     let elapsed = started.elapsed();
     let run = report::RunInfo {
