@@ -71,14 +71,21 @@
 //!   (`SeqCst`), then loads every record's state (and the list of new
 //!   records, under its mutex); if any is `COUNTED` it stays awake.
 //!
-//! Either the thread sees `awake == false` or the monitor sees `COUNTED`
-//! (store-then-load on both sides, all `SeqCst`: no lost wake-up). A busy
-//! worker pays one load of a shared, rarely written flag per `get`.
+//! Either the thread sees `awake == false` or the monitor sees `COUNTED`:
+//! store-then-load on both sides, all four accesses `SeqCst`, which the
+//! language's memory model (C++20's single total order of `SeqCst`
+//! operations) forbids from both missing the other's store — no lost
+//! wake-up. Unlike the `pending` hand-off, no fence is added: this pair is
+//! on every `get`, and on x86-64 the `SeqCst` store is already an `xchg`
+//! (a full barrier). The loom model does not cover it (loom treats
+//! `SeqCst` accesses as acquire/release; only fences get their full
+//! strength there). A busy worker pays one load of a shared, rarely
+//! written flag per `get`.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, Thread};
 use std::time::Duration;
@@ -267,7 +274,9 @@ fn detect(rec: &Record) {
         }
         port
     };
-    // Swap `pending` after the CAS (running.rs, "Deferred submissions").
+    // CAS, fence, then look at `pending` (running.rs, "Deferred
+    // submissions").
+    fence(Ordering::SeqCst);
     if rec.pending.load(Ordering::SeqCst) && rec.pending.swap(false, Ordering::SeqCst) {
         port.flush();
     }

@@ -62,16 +62,17 @@
 //! thread blocked without a scope would otherwise sit on them.
 //!
 //! `pending` is taken with a swap by whoever flushes. The thread sets it
-//! *after* handing the operation to the backend, then re-reads `state`
-//! ([`deferred`]); the monitor moves `state` to `DETECTED`, then swaps
-//! `pending`. Both pairs are `SeqCst` (store-then-load, Dekker), so either
+//! *after* handing the operation to the backend, fences, then re-reads
+//! `state` ([`deferred`]); the monitor moves `state` to `DETECTED`, fences,
+//! then looks at `pending` (Dekker, `SeqCst` fences as in core.rs; checked
+//! by the loom model `detection_flushes_deferred_submissions`), so either
 //! the monitor sees the flag (and flushes) or the thread sees `DETECTED`
 //! (and flushes itself): no deferred operation is left behind by a thread
 //! the port no longer waits for.
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -283,6 +284,9 @@ pub(crate) fn deferred() -> bool {
                 return true;
             };
             cur.rec.pending.store(true, Ordering::SeqCst);
+            // Store, fence, load (module docs): the monitor fences between
+            // its CAS on `state` and its look at `pending`.
+            fence(Ordering::SeqCst);
             cur.rec.state.load(Ordering::SeqCst) != COUNTED && cur.rec.take_pending()
         })
         .unwrap_or(true)
