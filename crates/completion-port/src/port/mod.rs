@@ -10,20 +10,24 @@
 //! # Concurrency value: what this library sees, compared with Windows
 //! On Windows the scheduler knows when a thread that runs completions of a
 //! port blocks on *anything*, and lets another waiter run. A user-space
-//! library cannot see that. This port counts a thread as running from the
+//! library has to look. This port counts a thread as running from the
 //! moment `get` returns it a packet until:
 //! - it calls `get` or `get_many` again (on any port — a thread belongs to
 //!   one port at a time),
 //! - it enters an explicit blocking scope ([`Port::blocking`],
-//!   [`Port::blocking_guard`]), or
+//!   [`Port::blocking_guard`]),
+//! - the blocked-thread monitor sees it blocked in the kernel (a `read`, a
+//!   sleep, a contended mutex, a page fault: see `monitor.rs` and
+//!   [`PortBuilder::blocking_detection`], on by default; 1-2 ms after it
+//!   blocked), or
 //! - it exits (a thread-local destructor counts it down).
 //!
-//! A thread that blocks *without* saying so (a blocking `read`, a sleep, a
-//! contended mutex) still counts as running, so with a small concurrency
-//! value it can hold back other waiters. Wrap such calls in
-//! [`Port::blocking`]. When the scope ends, the thread counts again, which
-//! may take the count above the concurrency value for a while, exactly as
-//! on Windows; no packet is handed out until it falls back below.
+//! When the scope ends, or the monitor sees the thread run again, it counts
+//! again, which may take the count above the concurrency value for a
+//! while, exactly as on Windows; no packet is handed out (not even to a
+//! running thread asking again) until the count falls back below. With
+//! detection off, a thread that blocks without a scope still counts, and
+//! with a small concurrency value can hold back other waiters.
 //!
 //! # When an operation is submitted: the same three events
 //! The io_uring backend submits in batches. An operation issued on a
@@ -38,12 +42,12 @@
 //!
 //! These are exactly the events the library can see (above), so no
 //! operation depends on timing to be submitted: while its issuing thread
-//! waits anywhere the port can see, it has been submitted. What the library
-//! cannot see is the same as for the concurrency value: a running thread
+//! waits anywhere the port can see, it has been submitted. A running thread
 //! that issues an operation and then waits for it somewhere else (a
 //! channel, a lock, a `join`, a sleep) without a `get` or a blocking scope
-//! first leaves it unsubmitted, and waits forever. Wrap such waits in
-//! [`Port::blocking`].
+//! first is seen blocked by the monitor, which submits its operations
+//! (1-2 ms late); with detection off they stay unsubmitted and it waits
+//! forever. Wrap such waits in [`Port::blocking`].
 //!
 //! An operation issued by a thread that does not run for the port (it
 //! never dequeued from it, is inside a blocking scope, or runs for another
