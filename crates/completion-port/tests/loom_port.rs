@@ -33,9 +33,14 @@
 //! - **Parked waiters** are [`Waiter`]s with the exact hand-off of
 //!   waiter.rs (slot under a mutex, `given` flag, park/unpark); a thread's
 //!   park token is a loom `Mutex<bool>` + `Condvar` ([`Parker`]).
-//! - **Running accounting** (running.rs) is a per-getter flag: a getter that
-//!   got a packet counts as running until its next `get` (`begin_get`) or
-//!   its exit (`count_down`, as the thread-local's destructor does).
+//! - **Running accounting** (running.rs) is the per-getter `Record::state`
+//!   atomic: a getter that got a packet is `COUNTED` until its next `get`
+//!   (`begin_get`, a CAS loop out of `COUNTED`/`DETECTED`) or its exit
+//!   (`count_down`, as the thread-local's destructor does), or until the
+//!   **monitor** (monitor.rs `detect`) moves it to `DETECTED` and counts it
+//!   down; the monitor's `resume` increments, then CASes it back to
+//!   `COUNTED`, and undoes the increment if the getter left `DETECTED`
+//!   first.
 //!
 //! Ghost state (plain `std` atomics, outside loom's model: loom runs one
 //! thread at a time, so they follow the real interleaving) counts packets
@@ -55,6 +60,14 @@
 //!    `Closed`, a `get` after `Closed` sees `Closed` again, and every packet
 //!    is delivered or dropped exactly once (counted in the packet's `Drop`),
 //!    none left queued.
+//!
+//! 4. Blocked-thread detection: the monitor counts a getter out and back in
+//!    while it makes its own `get`s and exits; every packet is delivered
+//!    once, no get blocks forever, and at the end no slot is held (no
+//!    double count-down, no lost count-up). And the hand-off of deferred
+//!    submissions (`pending`) between a running thread and the monitor
+//!    that detects it: nothing it queued is left unsubmitted (this one
+//!    fails without either of its two fences).
 //!
 //! # Bounds
 //! Each model runs under `loom::model::Builder::preemption_bound`, the last
@@ -78,7 +91,7 @@ use std::collections::VecDeque;
 use std::mem;
 use std::sync::atomic::AtomicUsize as GhostCount;
 
-use loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use loom::sync::atomic::{fence, AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
 use loom::thread;
 
@@ -90,6 +103,9 @@ const MAX_PACKETS: usize = 4;
 /// Bookkeeping for the assertions, outside the model.
 struct Ghost {
     n: usize,
+    /// Slots reserved may exceed `n` by this much: count-ups of threads
+    /// that resume after the monitor counted them out (running.rs).
+    over: GhostCount,
     delivered: [GhostCount; MAX_PACKETS],
     dropped: [GhostCount; MAX_PACKETS],
     /// Mirror of `running`: slots held (counted threads plus reservations).
@@ -102,6 +118,7 @@ impl Ghost {
     fn new(n: usize) -> std::sync::Arc<Ghost> {
         std::sync::Arc::new(Ghost {
             n,
+            over: GhostCount::new(0),
             delivered: Default::default(),
             dropped: Default::default(),
             reserved: GhostCount::new(0),
@@ -111,7 +128,10 @@ impl Ghost {
 
     fn reserve(&self) {
         let r = self.reserved.fetch_add(1, G) + 1;
-        assert!(r <= self.n, "running = {r} exceeds the concurrency value");
+        assert!(
+            r <= self.n + self.over.load(G),
+            "running = {r} exceeds the concurrency value"
+        );
     }
 
     fn release(&self) {
@@ -311,10 +331,17 @@ struct Core {
     ghost: std::sync::Arc<Ghost>,
 }
 
-/// A getter thread: its running.rs thread-local, and its park token.
+/// running.rs `Record::state` values.
+const IDLE: u8 = 0;
+const COUNTED: u8 = 1;
+const DETECTED: u8 = 3;
+const EXITED: u8 = 4;
+
+/// A getter thread: its running.rs record (`state`, shared with the
+/// monitor), and its park token.
 #[derive(Default)]
 struct Current {
-    counted: bool,
+    state: Arc<AtomicU8>,
     thread: Arc<Parker>,
 }
 
@@ -416,22 +443,35 @@ impl Core {
 
     /// `Core::get(None)`, with running.rs's `begin_get` / `counted`.
     fn get(&self, cur: &mut Current) -> Result<Packet, Closed> {
-        // running::begin_get
-        let was_running = mem::take(&mut cur.counted);
+        // running::begin_get: leave COUNTED or DETECTED; only a thread that
+        // left COUNTED itself gives its slot back.
+        let prev = match cur
+            .state
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                matches!(s, COUNTED | DETECTED).then_some(IDLE)
+            }) {
+            Ok(p) | Err(p) => p,
+        };
+        let was_running = prev == COUNTED;
         if was_running {
             self.ghost.counted.fetch_sub(1, G);
         }
         let r = self.get_inner(was_running, &cur.thread);
         if r.is_ok() {
             // running::counted
-            cur.counted = true;
             let c = self.ghost.counted.fetch_add(1, G) + 1;
             assert!(c <= self.ghost.reserved.load(G), "counted without a slot");
+            cur.state.store(COUNTED, Ordering::SeqCst);
         }
         r
     }
 
-    fn get_inner(&self, was_running: bool, thread: &Arc<Parker>) -> Result<Packet, Closed> {
+    fn get_inner(&self, mut was_running: bool, thread: &Arc<Parker>) -> Result<Packet, Closed> {
+        // Above the value (a thread counted back in): give the slot up.
+        if was_running && self.running.load(Ordering::SeqCst) > self.concurrency {
+            self.release_slot();
+            was_running = false;
+        }
         if !self.closed.load(Ordering::SeqCst) && (was_running || self.try_reserve()) {
             if let Some(p) = self.pop_counted() {
                 return Ok(p);
@@ -607,9 +647,44 @@ impl Core {
         self.run(later);
     }
 
+    /// `Accounting::count_up` (a thread counted back in).
+    fn count_up(&self) {
+        self.ghost.over.fetch_add(1, G);
+        self.ghost.reserved.fetch_add(1, G);
+        self.running.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// The thread-local destructor of running.rs.
     fn exit(&self, cur: Current) {
-        if cur.counted {
+        if cur.state.swap(EXITED, Ordering::SeqCst) == COUNTED {
+            self.ghost.counted.fetch_sub(1, G);
+            self.count_down();
+        }
+    }
+
+    /// monitor.rs `detect`: the thread was seen blocked.
+    fn monitor_detect(&self, state: &AtomicU8) -> bool {
+        if state
+            .compare_exchange(COUNTED, DETECTED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return false;
+        }
+        self.ghost.counted.fetch_sub(1, G);
+        self.count_down();
+        true
+    }
+
+    /// monitor.rs `resume`: the thread runs again. Increment first, then
+    /// publish COUNTED; undo if the thread left DETECTED itself.
+    fn monitor_resume(&self, state: &AtomicU8) {
+        self.count_up();
+        // The ghost counts the thread before the CAS can make it visible.
+        self.ghost.counted.fetch_add(1, G);
+        if state
+            .compare_exchange(DETECTED, COUNTED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
             self.ghost.counted.fetch_sub(1, G);
             self.count_down();
         }
@@ -786,4 +861,122 @@ fn close_two_getters_n1() {
 #[test]
 fn close_two_getters_n2() {
     close_race(2, 2, 1, 2);
+}
+
+// ---- 4: blocked-thread detection (running.rs state machine) ----
+
+/// Concurrency 1, two getters (the first makes two gets, the second one),
+/// three packets posted up front, and the monitor, which counts the first
+/// getter out if it is `COUNTED` (as if seen blocked) and then counts it
+/// back in if it is still `DETECTED` — racing with its own `get`s and
+/// exit. Every packet is delivered once, no get blocks forever, and at the
+/// end no slot is held: no double count-down, no lost count-up.
+fn detection_race(bound: usize) {
+    builder(bound).check(move || {
+        let ghost = Ghost::new(1);
+        let core = Arc::new(Core::new(1, ghost.clone()));
+        for id in 0..3 {
+            let p = Packet {
+                id,
+                delivered: false,
+                ghost: ghost.clone(),
+            };
+            assert!(core.post(p).is_ok());
+        }
+        let first = Current::default();
+        let watched = first.state.clone();
+        let mut threads = Vec::new();
+        for (gets, cur) in [(2, first), (1, Current::default())] {
+            let core = core.clone();
+            threads.push(thread::spawn(move || {
+                let mut cur = cur;
+                for _ in 0..gets {
+                    let mut p = core.get(&mut cur).expect("port not closed");
+                    p.delivered = true;
+                    core.ghost.delivered[p.id].fetch_add(1, G);
+                }
+                core.exit(cur);
+            }));
+        }
+        {
+            let core = core.clone();
+            threads.push(thread::spawn(move || {
+                if core.monitor_detect(&watched) && watched.load(Ordering::SeqCst) == DETECTED {
+                    core.monitor_resume(&watched);
+                }
+            }));
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        core.check_quiescent();
+        assert_eq!(ghost.counted.load(G), 0);
+        for id in 0..3 {
+            assert_eq!(ghost.delivered[id].load(G), 1, "packet {id} delivered");
+        }
+    });
+}
+
+#[test]
+fn detection_two_getters_n1() {
+    detection_race(2);
+}
+
+/// running.rs "Deferred submissions": a running thread queues an operation
+/// in the ring, then sets `pending` and re-reads its state; the monitor
+/// moves the state to `DETECTED`, then takes `pending`. Whoever takes the
+/// flag flushes the ring. If the monitor counted the thread out, nothing
+/// the thread queued is left unsubmitted.
+#[test]
+fn detection_flushes_deferred_submissions() {
+    builder(3).check(|| {
+        let state = Arc::new(AtomicU8::new(COUNTED));
+        let pending = Arc::new(AtomicBool::new(false));
+        // (queued in the ring, submitted to the kernel), under the SQ lock.
+        let ring = Arc::new(Mutex::new((0usize, 0usize)));
+        let flush = |ring: &Mutex<(usize, usize)>| {
+            let mut r = ring.lock().unwrap();
+            r.1 = r.0;
+        };
+        let take = |pending: &AtomicBool| {
+            pending.load(Ordering::SeqCst) && pending.swap(false, Ordering::SeqCst)
+        };
+        let t = {
+            let (state, pending, ring) = (state.clone(), pending.clone(), ring.clone());
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    // defer_submit: only while COUNTED.
+                    if state.load(Ordering::SeqCst) != COUNTED {
+                        // Not deferred: submitted at once.
+                        let mut r = ring.lock().unwrap();
+                        r.0 += 1;
+                        r.1 = r.0;
+                        continue;
+                    }
+                    ring.lock().unwrap().0 += 1;
+                    // running::deferred
+                    pending.store(true, Ordering::SeqCst);
+                    fence(Ordering::SeqCst);
+                    if state.load(Ordering::SeqCst) != COUNTED && take(&pending) {
+                        flush(&ring);
+                    }
+                }
+            })
+        };
+        let detected = state
+            .compare_exchange(COUNTED, DETECTED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        assert!(detected);
+        fence(Ordering::SeqCst);
+        if take(&pending) {
+            flush(&ring);
+        }
+        t.join().unwrap();
+        let r = ring.lock().unwrap();
+        assert_eq!(r.0, 2);
+        assert_eq!(
+            r.1, r.0,
+            "an operation left unsubmitted by a detected thread"
+        );
+    });
 }

@@ -1,5 +1,10 @@
 //! The port itself (spec §1 and §4): FIFO queue, LIFO release of waiters,
 //! the concurrency value, time-outs, `get_many`, `post`, `close`.
+//!
+//! Ports here have blocking detection off (`common::explicit_port`): these
+//! tests pin down the explicit accounting, and their threads wait on
+//! channels and sleeps while they count as running. Detection itself is
+//! tested in `blocking.rs`.
 
 mod common;
 
@@ -12,7 +17,7 @@ use std::time::Duration;
 use completion_port::{is_port_closed, Backend, Buf, GetError, PacketKind, Port};
 use crossbeam_channel::{bounded, unbounded};
 
-use common::{port, wait_until, WAIT};
+use common::{explicit_port as port, wait_until, WAIT};
 
 /// Long enough for a wrongly released thread to show up, short enough to
 /// keep the suite quick. Only ever used to check that something does *not*
@@ -239,7 +244,7 @@ fn concurrency_one_get_again_releases_second(backend: Backend) {
 /// on the first, which releases a waiter there.
 fn get_on_other_port_releases_waiter(backend: Backend) {
     let port = port::<u32>(backend, 1);
-    let other = common::port::<u32>(backend, 1);
+    let other = common::explicit_port::<u32>(backend, 1);
     port.post(0, 0, 1).unwrap();
     assert_eq!(port.get(Some(WAIT)).unwrap().context, 1);
     let (b_tx, b_rx) = unbounded();

@@ -4,6 +4,10 @@
 //! an op issued by any other thread is submitted at once. Each test shows
 //! the op completing at the point the rules promise, with no reliance on
 //! timing (every wait is bounded by `WAIT` only to fail instead of hang).
+//!
+//! Ports here have blocking detection off (`common::explicit_port`): the
+//! rules above are the explicit ones; with detection on, a running thread
+//! seen blocked also has its deferred operations submitted (`blocking.rs`).
 
 mod common;
 
@@ -11,7 +15,7 @@ use std::fs::File;
 use std::thread;
 use std::time::Duration;
 
-use common::{port, wait_until, WAIT};
+use common::{explicit_port as port, wait_until, WAIT};
 use completion_port::{Backend, GetError, Handle, PacketKind, Port};
 use crossbeam_channel::{bounded, Receiver};
 
@@ -106,7 +110,7 @@ fn op_issued_by_non_running_thread_completes_without_its_get(backend: Backend) {
 
     // A thread that runs for *another* port does not run for this one: its
     // op is submitted at once too, while it waits somewhere else.
-    let other = common::port::<u32>(backend, 2);
+    let other = common::explicit_port::<u32>(backend, 2);
     let (tx, rx) = bounded(1);
     let waiter = {
         let port = port.clone();

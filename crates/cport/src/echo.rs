@@ -17,13 +17,14 @@
 //! With `--stats`, a line of counters every second:
 //!
 //! ```text
-//! stats [   3s] open 8  req/s 41210  bytes/s 21099520  queued 0  running 1  parked 1  errors 0
+//! stats [   3s] open 8  req/s 41210  bytes/s 21099520  queued 0  running 1  parked 1  blocked 0  dequeued 123630  errors 0
 //! ```
 //!
 //! `open` connections, `req/s` receives completed with data, `bytes/s`
 //! bytes received (each one is echoed back), and from `port.stats()` the
-//! packets `queued`, threads `running` completions and threads `parked`
-//! waiting for one.
+//! packets `queued`, threads `running` completions, threads `parked`
+//! waiting for one, threads `blocked` (counted out by blocked-thread
+//! detection right now) and packets `dequeued` since the start.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -60,7 +61,8 @@ pub struct Args {
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     backend: Backend,
     /// Print a line of counters every second: connections open, requests/s,
-    /// bytes/s, queued packets, running threads, parked waiters.
+    /// bytes/s, queued packets, running threads, parked waiters, threads
+    /// detected as blocked, packets dequeued.
     #[arg(long)]
     stats: bool,
 }
@@ -392,7 +394,7 @@ fn stats_loop(port: &Port<Ctx>, server: &Server, stop: &crossbeam_channel::Recei
         let secs = now.duration_since(last_at).as_secs_f64().max(1e-3);
         let s = port.stats();
         say!(
-            "stats [{:4}s] open {}  req/s {:.0}  bytes/s {:.0}  queued {}  running {}  parked {}  errors {}",
+            "stats [{:4}s] open {}  req/s {:.0}  bytes/s {:.0}  queued {}  running {}  parked {}  blocked {}  dequeued {}  errors {}",
             now.duration_since(start).as_secs(),
             server.live.load(Ordering::Acquire),
             (requests - last_requests) as f64 / secs,
@@ -400,6 +402,8 @@ fn stats_loop(port: &Port<Ctx>, server: &Server, stop: &crossbeam_channel::Recei
             s.queued,
             s.running,
             s.parked,
+            s.blocked,
+            s.dequeued,
             server.errors.load(Ordering::Relaxed),
         );
         last_requests = requests;

@@ -237,7 +237,9 @@ fn serves_clients_then_stops_on(backend: &str, sig: libc::c_int) {
     // --stats prints a line every second.
     let stats = server.wait_line(|l| l.starts_with("stats ["));
     let stats = stats.unwrap_or_else(|| panic!("no stats line: {:?}", server.seen));
-    for field in ["open", "req/s", "bytes/s", "queued", "running", "parked"] {
+    for field in [
+        "open", "req/s", "bytes/s", "queued", "running", "parked", "blocked", "dequeued",
+    ] {
         assert!(stats.contains(field), "stats line lacks {field:?}: {stats}");
     }
 

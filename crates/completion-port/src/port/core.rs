@@ -134,6 +134,12 @@ impl Drop for Scratch {
 pub(crate) struct Core<C> {
     id: u64,
     pub(crate) concurrency: usize,
+    /// Threads running for this port are watched by the blocked-thread
+    /// monitor (`monitor.rs`).
+    pub(crate) detect: bool,
+    /// Threads now counted out because the monitor saw them blocked, and
+    /// how many times that happened (statistics).
+    detected: CacheLine<Detected>,
     pub(crate) driver: Driver,
     state: Mutex<State<C>>,
     /// FIFO of packets ready to be dequeued (lock-free; see the module docs).
@@ -173,6 +179,12 @@ struct Hot {
     sleepers: AtomicUsize,
     /// Set once by `close` (also mirrored in `State::closed`).
     closed: AtomicBool,
+}
+
+/// Statistics of blocked-thread detection.
+struct Detected {
+    now: AtomicUsize,
+    total: AtomicU64,
 }
 
 const DEQUEUED_STRIPES: usize = 4;
@@ -221,10 +233,15 @@ impl<C> Default for Deferred<C> {
 }
 
 impl<C: Send + 'static> Core<C> {
-    pub(crate) fn new(concurrency: usize, driver: Driver) -> Arc<Core<C>> {
+    pub(crate) fn new(concurrency: usize, driver: Driver, detect: bool) -> Arc<Core<C>> {
         Arc::new_cyclic(|me| Core {
             id: NEXT_PORT_ID.fetch_add(1, Ordering::Relaxed),
             concurrency,
+            detect,
+            detected: CacheLine(Detected {
+                now: AtomicUsize::new(0),
+                total: AtomicU64::new(0),
+            }),
             driver,
             state: Mutex::new(State {
                 waiters: Vec::new(),
@@ -262,6 +279,8 @@ impl<C: Send + 'static> Core<C> {
             parked: st.waiters.len(),
             leader: st.leader,
             in_flight: self.in_flight.load(Ordering::Relaxed),
+            blocked: self.detected.now.load(Ordering::Relaxed),
+            blocked_total: self.detected.total.load(Ordering::Relaxed),
             dequeued: self
                 .dequeued
                 .iter()
@@ -308,6 +327,11 @@ impl<C: Send + 'static> Core<C> {
         let op = std::ptr::NonNull::from(io);
         let mut spill = Vec::new();
         let r = self.driver.submit(op, defer, &mut spill);
+        if defer && r.is_ok() && running::deferred() {
+            // The monitor counted this thread out meanwhile and may have
+            // flushed before this op was queued (running.rs).
+            self.driver.flush(&mut spill);
+        }
         if notify == Notify::SkipOnSuccess {
             // Succeeded during this call (the backend reported it in
             // `spill`): no packet, the result is kept for `take_result`.
@@ -532,9 +556,17 @@ impl<C: Send + 'static> Core<C> {
         // it leads, else explicitly before it parks or returns.
         let mut pending = start.pending;
         // Fast path, without the lock: a running thread asking again takes
-        // the next packet with the slot it holds (spec §1.5); another thread
-        // reserves a slot first.
-        if !self.hot.closed.load(Ordering::SeqCst) && (start.was_running || self.try_reserve()) {
+        // the next packet with the slot it holds (spec §1.5) — unless the
+        // count is above the concurrency value (a blocked thread came
+        // back): counted out, it would not be below the value, so it
+        // gives the slot up. Another thread reserves a slot first.
+        let mut was_running = start.was_running;
+        if was_running && self.hot.running.load(Ordering::SeqCst) > self.concurrency {
+            // The loop below looks at the queue after this release.
+            self.release_slot();
+            was_running = false;
+        }
+        if !self.hot.closed.load(Ordering::SeqCst) && (was_running || self.try_reserve()) {
             if let Some(p) = self.pop_counted() {
                 if pending {
                     self.flush();
@@ -545,7 +577,7 @@ impl<C: Send + 'static> Core<C> {
             // Nothing queued: it stops counting (spec §1.4). The loop below
             // looks at the queue again.
             self.release_slot();
-        } else if start.was_running {
+        } else if was_running {
             self.release_slot();
         }
         let mut later = Deferred::default();
@@ -933,5 +965,18 @@ impl<C: Send + 'static> Accounting for Core<C> {
 
     fn flush(&self) {
         Core::flush(self);
+    }
+
+    fn detects_blocking(&self) -> bool {
+        self.detect
+    }
+
+    fn note_detected(&self, entered: bool) {
+        if entered {
+            self.detected.now.fetch_add(1, Ordering::Relaxed);
+            self.detected.total.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.detected.now.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }

@@ -10,20 +10,24 @@
 //! # Concurrency value: what this library sees, compared with Windows
 //! On Windows the scheduler knows when a thread that runs completions of a
 //! port blocks on *anything*, and lets another waiter run. A user-space
-//! library cannot see that. This port counts a thread as running from the
+//! library has to look. This port counts a thread as running from the
 //! moment `get` returns it a packet until:
 //! - it calls `get` or `get_many` again (on any port — a thread belongs to
 //!   one port at a time),
 //! - it enters an explicit blocking scope ([`Port::blocking`],
-//!   [`Port::blocking_guard`]), or
+//!   [`Port::blocking_guard`]),
+//! - the blocked-thread monitor sees it blocked in the kernel (a `read`, a
+//!   sleep, a contended mutex, a page fault: see `monitor.rs` and
+//!   [`PortBuilder::blocking_detection`], on by default; 1-2 ms after it
+//!   blocked), or
 //! - it exits (a thread-local destructor counts it down).
 //!
-//! A thread that blocks *without* saying so (a blocking `read`, a sleep, a
-//! contended mutex) still counts as running, so with a small concurrency
-//! value it can hold back other waiters. Wrap such calls in
-//! [`Port::blocking`]. When the scope ends, the thread counts again, which
-//! may take the count above the concurrency value for a while, exactly as
-//! on Windows; no packet is handed out until it falls back below.
+//! When the scope ends, or the monitor sees the thread run again, it counts
+//! again, which may take the count above the concurrency value for a
+//! while, exactly as on Windows; no packet is handed out (not even to a
+//! running thread asking again) until the count falls back below. With
+//! detection off, a thread that blocks without a scope still counts, and
+//! with a small concurrency value can hold back other waiters.
 //!
 //! # When an operation is submitted: the same three events
 //! The io_uring backend submits in batches. An operation issued on a
@@ -38,12 +42,12 @@
 //!
 //! These are exactly the events the library can see (above), so no
 //! operation depends on timing to be submitted: while its issuing thread
-//! waits anywhere the port can see, it has been submitted. What the library
-//! cannot see is the same as for the concurrency value: a running thread
+//! waits anywhere the port can see, it has been submitted. A running thread
 //! that issues an operation and then waits for it somewhere else (a
 //! channel, a lock, a `join`, a sleep) without a `get` or a blocking scope
-//! first leaves it unsubmitted, and waits forever. Wrap such waits in
-//! [`Port::blocking`].
+//! first is seen blocked by the monitor, which submits its operations
+//! (1-2 ms late); with detection off they stay unsubmitted and it waits
+//! forever. Wrap such waits in [`Port::blocking`].
 //!
 //! An operation issued by a thread that does not run for the port (it
 //! never dequeued from it, is inside a blocking scope, or runs for another
@@ -68,6 +72,7 @@
 //! [`GetError::Closed`]: crate::GetError::Closed
 
 pub(crate) mod core;
+mod monitor;
 mod packet;
 pub(crate) mod results;
 pub(crate) mod running;
@@ -173,6 +178,13 @@ pub struct PortStats {
     pub in_flight: usize,
     /// Packets dequeued since the port was created.
     pub dequeued: u64,
+    /// Threads not counted as running right now because the blocked-thread
+    /// monitor saw them blocked (see
+    /// [`PortBuilder::blocking_detection`]); 0 with detection off.
+    pub blocked: usize,
+    /// How many times the monitor counted a thread of this port out since
+    /// the port was created.
+    pub blocked_total: u64,
 }
 
 impl<C: Send + 'static> Port<C> {
@@ -337,6 +349,7 @@ pub struct PortBuilder<C> {
     concurrency: usize,
     entries: u32,
     backend: Backend,
+    blocking_detection: bool,
     _context: PhantomData<fn() -> C>,
 }
 
@@ -346,6 +359,7 @@ impl<C> fmt::Debug for PortBuilder<C> {
             .field("concurrency", &self.concurrency)
             .field("entries", &self.entries)
             .field("backend", &self.backend)
+            .field("blocking_detection", &self.blocking_detection)
             .finish()
     }
 }
@@ -358,12 +372,13 @@ impl<C: Send + 'static> Default for PortBuilder<C> {
 
 impl<C: Send + 'static> PortBuilder<C> {
     /// Defaults: concurrency 0 (one per CPU), 256 ring entries, automatic
-    /// backend.
+    /// backend, blocking detection on.
     pub fn new() -> PortBuilder<C> {
         PortBuilder {
             concurrency: 0,
             entries: 256,
             backend: Backend::Auto,
+            blocking_detection: true,
             _context: PhantomData,
         }
     }
@@ -394,6 +409,35 @@ impl<C: Send + 'static> PortBuilder<C> {
         self
     }
 
+    /// Whether a thread that runs completions of this port and blocks in
+    /// the kernel without a blocking scope — a `read`, a sleep, a
+    /// contended mutex, a page fault — stops counting as running, as on
+    /// Windows (spec §1.4). Default: on.
+    ///
+    /// One monitor thread per process looks at every thread running for a
+    /// port with detection on, once per millisecond: one `clock_gettime`
+    /// on the thread's CPU-time clock, and, only for a thread that did not
+    /// run during the whole millisecond, its state in
+    /// `/proc/self/task/<tid>/stat`. A thread that is merely preempted is
+    /// never counted out. A blocked thread is counted out after 1-2 ms
+    /// (then a parked waiter is released if packets are queued, and the
+    /// io_uring operations it issued and had not yet submitted are
+    /// submitted); when it runs again it is counted in again, which may
+    /// take the count above the concurrency value for a while, as on
+    /// Windows, and no packet is handed out until it falls back below.
+    ///
+    /// Cost: while at least one thread runs for such a port the monitor
+    /// wakes every millisecond (measured in BENCHMARKS.md, "Blocking
+    /// detection"); with none (every worker waits in `get`) it sleeps and
+    /// costs nothing. A worker pays a few uncontended atomic operations on
+    /// its own record per `get`. Turn it off for ports whose handlers
+    /// never block, or that mark their blocking calls with
+    /// [`Port::blocking`] (which keeps working beside detection).
+    pub fn blocking_detection(mut self, on: bool) -> Self {
+        self.blocking_detection = on;
+        self
+    }
+
     /// Creates the port.
     ///
     /// Fails with a message naming the cause when the backend cannot start
@@ -414,7 +458,11 @@ impl<C: Send + 'static> PortBuilder<C> {
                 entries: self.entries.min(32768),
             },
         )?;
-        Ok(Port::from_core(Core::new(concurrency, driver)))
+        Ok(Port::from_core(Core::new(
+            concurrency,
+            driver,
+            self.blocking_detection,
+        )))
     }
 }
 

@@ -1,31 +1,85 @@
-//! Which port the current thread is *running* for (spec §1.4), kept in a
-//! thread-local, and the explicit blocking scope.
+//! Which port the current thread is *running* for (spec §1.4), the
+//! explicit blocking scope, and the per-thread record the blocked-thread
+//! monitor (`monitor.rs`) shares.
 //!
 //! A thread counts as running for port P from the moment a `get` on P
 //! returns a packet until it calls `get` again (on any port), enters a
-//! blocking scope, or exits. A thread belongs to at most one port: a `get`
-//! on another port first counts it down on the old one.
+//! blocking scope, exits, or — when P has blocking detection on — the
+//! monitor sees it blocked in the kernel. A thread belongs to at most one
+//! port: a `get` on another port first counts it down on the old one.
 //!
-//! The count itself lives in the port's state (under its lock); this module
-//! only remembers, per thread, whether this thread is part of it.
+//! The count itself lives in the port (`Core`); this module remembers, per
+//! thread, whether this thread is part of it.
+//!
+//! # The per-thread state machine
+//! Each thread has one [`Record`], shared (`Arc`) between its thread-local
+//! and, once it ran for a port with detection on, the monitor. Its `state`:
+//!
+//! | state      | counted in `running`? | who leaves it                        |
+//! |------------|-----------------------|--------------------------------------|
+//! | `IDLE`     | no                    | the thread (`counted`)               |
+//! | `COUNTED`  | yes                   | the thread, or the monitor (→ `DETECTED`) |
+//! | `BLOCKED`  | no (explicit scope)   | the thread only                      |
+//! | `DETECTED` | no (monitor saw it blocked) | the thread, or the monitor (→ `COUNTED`) |
+//! | `EXITED`   | no                    | nobody (the thread is gone)          |
+//!
+//! Transitions, each one atomic on `state` (a CAS or a swap), and who then
+//! changes the port's `running` count:
+//! - thread, `get` returns a packet: `IDLE`/`BLOCKED` → `COUNTED` (the port
+//!   already incremented `running` for it, before this store);
+//! - thread, start of `get`, blocking scope, exit: `COUNTED` → `IDLE` /
+//!   `BLOCKED` / `EXITED` — the thread decrements; `DETECTED` → the same —
+//!   nobody decrements (the monitor already did);
+//! - monitor, thread seen blocked: CAS `COUNTED` → `DETECTED`, then it
+//!   decrements (`Accounting::count_down`, which also releases a waiter);
+//! - monitor, thread seen running again: it *first* increments, then CAS
+//!   `DETECTED` → `COUNTED`; if the CAS fails (the thread meanwhile left
+//!   `DETECTED` itself, which decrements nothing) it decrements again.
+//! - blocking scope ends: if still `BLOCKED`, the thread increments, then
+//!   stores `COUNTED`.
+//!
+//! **Invariant**: `running` ≥ the number of records in `COUNTED` for the
+//! port, and every decrement is made by the one side whose atomic
+//! transition left `COUNTED` — so a slot is counted down exactly once, and
+//! never before the increment it undoes (increment-then-publish on every
+//! way *into* `COUNTED`). The surplus (increments not yet published, or
+//! being undone) is transient.
+//!
+//! Only the monitor changes `COUNTED` ↔ `DETECTED`; only the thread
+//! changes the other states, so the thread's CAS loops (`fetch_update`)
+//! retry at most once per monitor move.
 //!
 //! # Deferred submissions
 //! An operation issued by a thread that counts as running for its port may
 //! be left in the backend's submission queue (io_uring) instead of being
-//! handed to the kernel at once ([`defer_submit`]). The thread-local then
-//! remembers that this thread has submissions *pending*, and they are
-//! submitted at the thread's next state change, each of which passes
-//! through here: its next `get` (the port merges them into its kernel wait
-//! or submits them before returning or parking; [`begin_get`] hands the
-//! flag over), a `get` on another port (that port is flushed here), a
-//! blocking scope ([`BlockingGuard::enter`]) or its exit (the thread-local
-//! destructor). A thread that is not running for the port never defers.
+//! handed to the kernel at once ([`defer_submit`]). `Record::pending` then
+//! says that this thread has submissions pending, and they are submitted
+//! at the thread's next state change: its next `get` (the port merges them
+//! into its kernel wait or submits them before returning or parking;
+//! [`begin_get`] hands the flag over), a `get` on another port (that port
+//! is flushed here), a blocking scope ([`BlockingGuard::enter`]), its exit
+//! (the thread-local destructor) — or the monitor's detection, since a
+//! thread blocked without a scope would otherwise sit on them.
+//!
+//! `pending` is taken with a swap by whoever flushes. The thread sets it
+//! *after* handing the operation to the backend, fences, then re-reads
+//! `state` ([`deferred`]); the monitor moves `state` to `DETECTED`, fences,
+//! then looks at `pending` (Dekker, `SeqCst` fences as in core.rs; checked
+//! by the loom model `detection_flushes_deferred_submissions`), so either
+//! the monitor sees the flag (and flushes) or the thread sees `DETECTED`
+//! (and flushes itself): no deferred operation is left behind by a thread
+//! the port no longer waits for.
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
-use std::sync::Weak;
+use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
 
-/// What a port exposes to the thread-local bookkeeping.
+use parking_lot::Mutex;
+
+use super::monitor;
+
+/// What a port exposes to the per-thread bookkeeping and the monitor.
 pub(crate) trait Accounting: Send + Sync {
     /// The thread stopped running for the port (asked again elsewhere,
     /// blocked, exited): decrement, and release a waiter if that frees a
@@ -36,25 +90,77 @@ pub(crate) trait Accounting: Send + Sync {
     fn count_up(&self);
     /// Hands the submissions this thread deferred to the kernel.
     fn flush(&self);
+    /// Whether the monitor watches threads running for this port.
+    fn detects_blocking(&self) -> bool;
+    /// A thread of this port entered (`true`) or left (`false`) the
+    /// `DETECTED` state (statistics only).
+    fn note_detected(&self, entered: bool);
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Counted in the port's running count.
-    Counted,
-    /// Not counted: inside a `get`, or it returned without a packet.
-    Idle,
-    /// Not counted because a blocking scope is open.
-    Blocked,
+/// Values of [`Record::state`] (see the module docs).
+pub(crate) const IDLE: u8 = 0;
+pub(crate) const COUNTED: u8 = 1;
+pub(crate) const BLOCKED: u8 = 2;
+pub(crate) const DETECTED: u8 = 3;
+pub(crate) const EXITED: u8 = 4;
+
+/// The port a record's state refers to.
+#[derive(Clone)]
+pub(crate) struct PortRef {
+    pub(crate) id: u64,
+    pub(crate) port: Weak<dyn Accounting>,
+    pub(crate) detect: bool,
 }
 
+/// One thread's running state, shared with the monitor.
+pub(crate) struct Record {
+    /// `IDLE`, `COUNTED`, … (module docs).
+    pub(crate) state: AtomicU8,
+    /// Submissions deferred and not yet flushed (module docs).
+    pub(crate) pending: AtomicBool,
+    /// The port `state` refers to. Changed by the thread only while the
+    /// state is not `COUNTED`/`DETECTED`, under this lock; the monitor holds
+    /// it across its CAS on `state`, so the port it counts down or up is
+    /// the one the state it replaced referred to.
+    pub(crate) port: Mutex<Option<PortRef>>,
+    /// Kernel thread id (`/proc/self/task/<tid>/stat`).
+    pub(crate) tid: i32,
+    /// CPU-time clock of the thread (`pthread_getcpuclockid`); `None` if
+    /// the thread has none (then it is never watched).
+    pub(crate) clock: Option<libc::clockid_t>,
+    /// Handed to the monitor already.
+    registered: AtomicBool,
+}
+
+impl Record {
+    fn for_current_thread() -> Record {
+        Record {
+            state: AtomicU8::new(IDLE),
+            pending: AtomicBool::new(false),
+            port: Mutex::new(None),
+            tid: monitor::gettid(),
+            clock: monitor::current_cpu_clock(),
+            registered: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes the pending flag (module docs).
+    fn take_pending(&self) -> bool {
+        self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// The thread-local view: the record, plus a copy of its port for the
+/// thread's own lock-free use (only the thread changes it).
 struct Current {
-    id: u64,
-    port: Weak<dyn Accounting>,
-    mode: Mode,
-    /// This thread left submissions for the port unsubmitted (only ever set
-    /// while `mode == Counted`; cleared by whoever flushes them).
-    pending: bool,
+    rec: Arc<Record>,
+    port: Option<PortRef>,
+}
+
+impl Current {
+    fn id(&self) -> Option<u64> {
+        self.port.as_ref().map(|p| p.id)
+    }
 }
 
 struct Slot(RefCell<Option<Current>>);
@@ -64,14 +170,16 @@ impl Drop for Slot {
     /// counts down.
     fn drop(&mut self) {
         if let Some(cur) = self.0.get_mut().take() {
-            if cur.mode == Mode::Counted || cur.pending {
-                if let Some(p) = cur.port.upgrade() {
-                    if cur.pending {
-                        p.flush();
-                    }
-                    if cur.mode == Mode::Counted {
-                        p.count_down();
-                    }
+            let prev = cur.rec.state.swap(EXITED, Ordering::SeqCst);
+            let pending = cur.rec.take_pending();
+            if let Some(p) = cur.port.as_ref().and_then(|p| p.port.upgrade()) {
+                if pending {
+                    p.flush();
+                }
+                match prev {
+                    COUNTED => p.count_down(),
+                    DETECTED => p.note_detected(false),
+                    _ => {}
                 }
             }
         }
@@ -82,10 +190,22 @@ thread_local! {
     static CURRENT: Slot = const { Slot(RefCell::new(None)) };
 }
 
+/// Leaves `COUNTED` or `DETECTED` for `to`; returns the state left (or the
+/// unchanged state when it was neither).
+fn leave_running(rec: &Record, to: u8) -> u8 {
+    match rec
+        .state
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+            matches!(s, COUNTED | DETECTED).then_some(to)
+        }) {
+        Ok(prev) | Err(prev) => prev,
+    }
+}
+
 /// What [`begin_get`] found.
 pub(crate) struct GetStart {
     /// The thread was counted as running for this port (the caller
-    /// decrements under its lock).
+    /// decrements).
     pub(crate) was_running: bool,
     /// The thread deferred submissions on this port: the caller now owns
     /// them and must submit them before it returns or parks.
@@ -96,72 +216,80 @@ pub(crate) struct GetStart {
 /// submissions pending) for another port, that port is counted down (and
 /// flushed) now.
 pub(crate) fn begin_get(id: u64) -> GetStart {
-    enum Found {
-        Here(GetStart),
-        Other(Weak<dyn Accounting>, bool, bool),
-    }
+    let none = GetStart {
+        was_running: false,
+        pending: false,
+    };
     let found = CURRENT
         .try_with(|c| {
-            let mut c = c.0.borrow_mut();
-            let cur = c.as_mut()?;
-            let counted = cur.mode == Mode::Counted;
-            if counted {
-                cur.mode = Mode::Idle;
-            }
-            let pending = std::mem::take(&mut cur.pending);
-            if cur.id == id {
-                Some(Found::Here(GetStart {
-                    was_running: counted,
-                    pending,
-                }))
-            } else if counted || pending {
-                Some(Found::Other(cur.port.clone(), counted, pending))
-            } else {
-                None
-            }
+            let c = c.0.borrow();
+            let cur = c.as_ref()?;
+            let prev = leave_running(&cur.rec, IDLE);
+            let pending = cur.rec.take_pending();
+            Some((cur.id() == Some(id), prev, pending, cur.port.clone()))
         })
         .ok()
         .flatten();
-    match found {
-        Some(Found::Here(start)) => start,
-        Some(Found::Other(port, counted, pending)) => {
-            if let Some(p) = port.upgrade() {
-                if pending {
-                    p.flush();
-                }
-                if counted {
-                    p.count_down();
-                }
-            }
-            GetStart {
-                was_running: false,
-                pending: false,
+    let Some((here, prev, pending, port)) = found else {
+        return none;
+    };
+    if here {
+        if prev == DETECTED {
+            if let Some(p) = port.and_then(|p| p.port.upgrade()) {
+                p.note_detected(false);
             }
         }
-        None => GetStart {
-            was_running: false,
-            pending: false,
-        },
+        return GetStart {
+            was_running: prev == COUNTED,
+            pending,
+        };
     }
+    if prev == COUNTED || prev == DETECTED || pending {
+        if let Some(p) = port.and_then(|p| p.port.upgrade()) {
+            if pending {
+                p.flush();
+            }
+            match prev {
+                COUNTED => p.count_down(),
+                DETECTED => p.note_detected(false),
+                _ => {}
+            }
+        }
+    }
+    none
 }
 
 /// An operation is being issued on port `id`: returns `true` when the
 /// current thread counts as running for `id`, so its submission may be
-/// deferred, and records that it has submissions pending (see the module
-/// docs for when they are submitted).
+/// deferred. The caller then hands it to the backend and calls
+/// [`deferred`].
 pub(crate) fn defer_submit(id: u64) -> bool {
     CURRENT
         .try_with(|c| {
-            let mut c = c.0.borrow_mut();
-            match c.as_mut() {
-                Some(cur) if cur.id == id && cur.mode == Mode::Counted => {
-                    cur.pending = true;
-                    true
-                }
-                _ => false,
-            }
+            matches!(&*c.0.borrow(), Some(cur)
+                if cur.id() == Some(id) && cur.rec.state.load(Ordering::SeqCst) == COUNTED)
         })
         .unwrap_or(false)
+}
+
+/// A deferred submission was handed to the backend: records it as pending
+/// (module docs). Returns `true` when the caller must flush now, because
+/// the thread no longer counts as running (the monitor saw it blocked
+/// meanwhile, and may have flushed before this submission was queued).
+pub(crate) fn deferred() -> bool {
+    CURRENT
+        .try_with(|c| {
+            let c = c.0.borrow();
+            let Some(cur) = c.as_ref() else {
+                return true;
+            };
+            cur.rec.pending.store(true, Ordering::SeqCst);
+            // Store, fence, load (module docs): the monitor fences between
+            // its CAS on `state` and its look at `pending`.
+            fence(Ordering::SeqCst);
+            cur.rec.state.load(Ordering::SeqCst) != COUNTED && cur.rec.take_pending()
+        })
+        .unwrap_or(true)
 }
 
 /// A `get` on port `id` returned a packet: the thread counts as running for
@@ -169,16 +297,27 @@ pub(crate) fn defer_submit(id: u64) -> bool {
 pub(crate) fn counted(id: u64, port: impl FnOnce() -> Weak<dyn Accounting>) {
     let _ = CURRENT.try_with(|c| {
         let mut c = c.0.borrow_mut();
-        match c.as_mut() {
-            Some(cur) if cur.id == id => cur.mode = Mode::Counted,
-            _ => {
-                *c = Some(Current {
-                    id,
-                    port: port(),
-                    mode: Mode::Counted,
-                    pending: false,
-                })
+        let cur = c.get_or_insert_with(|| Current {
+            rec: Arc::new(Record::for_current_thread()),
+            port: None,
+        });
+        if cur.id() != Some(id) {
+            // Not COUNTED/DETECTED here (`begin_get` left those states), so
+            // the monitor does not look at the port field: change it.
+            let port = port();
+            let detect = port.upgrade().is_some_and(|p| p.detects_blocking());
+            let r = PortRef { id, port, detect };
+            *cur.rec.port.lock() = Some(r.clone());
+            cur.port = Some(r);
+        }
+        cur.rec.state.store(COUNTED, Ordering::SeqCst);
+        if cur.port.as_ref().is_some_and(|p| p.detect) {
+            if !cur.rec.registered.load(Ordering::Relaxed) {
+                cur.rec.registered.store(true, Ordering::Relaxed);
+                monitor::register(cur.rec.clone());
             }
+            // After the SeqCst store above (monitor.rs, "Sleeping").
+            monitor::running_thread_seen();
         }
     });
 }
@@ -186,9 +325,10 @@ pub(crate) fn counted(id: u64, port: impl FnOnce() -> Weak<dyn Accounting>) {
 /// Whether the current thread counts as running for port `id`.
 pub(crate) fn is_counted_for(id: u64) -> bool {
     CURRENT
-        .try_with(
-            |c| matches!(&*c.0.borrow(), Some(cur) if cur.id == id && cur.mode == Mode::Counted),
-        )
+        .try_with(|c| {
+            matches!(&*c.0.borrow(), Some(cur)
+                if cur.id() == Some(id) && cur.rec.state.load(Ordering::SeqCst) == COUNTED)
+        })
         .unwrap_or(false)
 }
 
@@ -201,35 +341,41 @@ pub(crate) fn is_counted_for(id: u64) -> bool {
 /// Not `Send`: it describes the thread that made it.
 #[must_use = "the scope ends when the guard is dropped"]
 pub struct BlockingGuard {
-    /// The port the thread was counted for, if any (`None`: no effect).
-    port: Option<(u64, Weak<dyn Accounting>)>,
+    /// The record and port of a thread that was running (or detected as
+    /// blocked) when the scope opened (`None`: no effect).
+    port: Option<(Arc<Record>, Weak<dyn Accounting>)>,
     _not_send: PhantomData<*const ()>,
 }
 
 impl BlockingGuard {
     /// Submits what the thread deferred, and stops counting it.
     pub(crate) fn enter() -> BlockingGuard {
-        let port = CURRENT
+        let found = CURRENT
             .try_with(|c| {
-                let mut c = c.0.borrow_mut();
-                let cur = c.as_mut()?;
-                if cur.mode != Mode::Counted {
+                let c = c.0.borrow();
+                let cur = c.as_ref()?;
+                let prev = leave_running(&cur.rec, BLOCKED);
+                if prev != COUNTED && prev != DETECTED {
                     return None;
                 }
-                cur.mode = Mode::Blocked;
-                let pending = std::mem::take(&mut cur.pending);
-                Some((cur.id, cur.port.clone(), pending))
+                let pending = cur.rec.take_pending();
+                let port = cur.port.as_ref()?.port.clone();
+                Some((cur.rec.clone(), port, prev, pending))
             })
             .ok()
             .flatten();
-        let port = port.map(|(id, p, pending)| {
-            if let Some(p) = p.upgrade() {
+        let port = found.map(|(rec, port, prev, pending)| {
+            if let Some(p) = port.upgrade() {
                 if pending {
                     p.flush();
                 }
-                p.count_down();
+                if prev == COUNTED {
+                    p.count_down();
+                } else {
+                    p.note_detected(false);
+                }
             }
-            (id, p)
+            (rec, port)
         });
         BlockingGuard {
             port,
@@ -240,27 +386,24 @@ impl BlockingGuard {
 
 impl Drop for BlockingGuard {
     fn drop(&mut self) {
-        let Some((id, port)) = self.port.take() else {
+        let Some((rec, port)) = self.port.take() else {
             return;
         };
         // Count up again only if nothing else changed this thread's state
-        // meanwhile (a `get` inside the scope already re-counted it).
-        let resume = CURRENT
-            .try_with(|c| {
-                let mut c = c.0.borrow_mut();
-                match c.as_mut() {
-                    Some(cur) if cur.id == id && cur.mode == Mode::Blocked => {
-                        cur.mode = Mode::Counted;
-                        true
-                    }
-                    _ => false,
-                }
-            })
-            .unwrap_or(false);
-        if resume {
-            if let Some(p) = port.upgrade() {
-                p.count_up();
+        // meanwhile (a `get` inside the scope already re-counted it, or
+        // left it idle). Only this thread leaves BLOCKED: no race here.
+        if rec.state.load(Ordering::SeqCst) != BLOCKED {
+            return;
+        }
+        if let Some(p) = port.upgrade() {
+            // Increment, then publish COUNTED (module docs).
+            p.count_up();
+            rec.state.store(COUNTED, Ordering::SeqCst);
+            if p.detects_blocking() {
+                monitor::running_thread_seen();
             }
+        } else {
+            rec.state.store(IDLE, Ordering::SeqCst);
         }
     }
 }

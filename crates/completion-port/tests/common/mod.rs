@@ -34,6 +34,19 @@ pub fn port<C: Send + 'static>(backend: Backend, concurrency: usize) -> Port<C> 
         .unwrap_or_else(|e| panic!("cannot open a {backend} port: {e}"))
 }
 
+/// A port on `backend` with blocking detection off: for tests of the
+/// explicit accounting (a thread counts as running until its next `get`,
+/// blocking scope or exit), whose threads wait on channels, joins or sleeps
+/// while they count as running — which detection would see as blocking.
+pub fn explicit_port<C: Send + 'static>(backend: Backend, concurrency: usize) -> Port<C> {
+    Port::builder()
+        .backend(backend)
+        .concurrency(concurrency)
+        .blocking_detection(false)
+        .build()
+        .unwrap_or_else(|e| panic!("cannot open a {backend} port: {e}"))
+}
+
 /// How long a test watches for something that must *not* happen. A slow
 /// machine can only make such a check pass, never fail a correct port.
 pub const QUIET: Duration = Duration::from_millis(50);
