@@ -211,6 +211,9 @@ unsafe fn transfer(
         return fail(ERROR_INVALID_PARAMETER);
     }
     let target = match object::io_target(h) {
+        // A read of a write-only file (or the reverse) fails at the call,
+        // queuing nothing (spec §3.13), as on Windows.
+        Ok(Io::Known(t)) if !t.allows(dir == Dir::Read) => return fail(ERROR_ACCESS_DENIED),
         Ok(Io::Known(t)) => t,
         Ok(Io::Plain(fd)) => {
             return match object::kind_of(fd) {
@@ -539,10 +542,14 @@ pub extern "C" fn SetLastError(dwErrCode: DWORD) {
 /// concurrency accounting.
 #[no_mangle]
 pub extern "C" fn Sleep(dwMilliseconds: DWORD) {
-    if dwMilliseconds == INFINITE {
-        loop {
-            std::thread::park();
+    // The blocking scope is what makes the documented behaviour true: the
+    // port cannot see a plain sleep (spec §1.4).
+    crate::port::blocking(|| {
+        if dwMilliseconds == INFINITE {
+            loop {
+                std::thread::park();
+            }
         }
-    }
-    std::thread::sleep(Duration::from_millis(dwMilliseconds as u64));
+        std::thread::sleep(Duration::from_millis(dwMilliseconds as u64));
+    })
 }

@@ -69,6 +69,13 @@ pub(crate) struct Target {
     pub(crate) assoc: OnceLock<Assoc>,
     /// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` was set.
     pub(crate) skip_on_success: AtomicBool,
+    /// `O_ACCMODE` of the fd, so that a read of a write-only file (or the
+    /// reverse) fails at the call, as on Windows (spec §3.13), instead of
+    /// in a packet.
+    access: i32,
+    /// Seen connected once (or not a connection-oriented socket): the
+    /// not-connected check of `WSARecv`/`WSASend` is skipped from then on.
+    connected: AtomicBool,
 }
 
 /// A target's association with a port.
@@ -86,6 +93,13 @@ impl Target {
     ) -> std::io::Result<Target> {
         let st = fstat(fd)?;
         let kind = kind_from_mode(st.st_mode);
+        // SAFETY: `fcntl(F_GETFL)` has no memory arguments.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        let access = if flags < 0 {
+            libc::O_RDWR
+        } else {
+            flags & libc::O_ACCMODE
+        };
         Ok(Target {
             fd,
             _owned: owned,
@@ -94,7 +108,59 @@ impl Target {
             ident: (st.st_dev, st.st_ino),
             assoc: OnceLock::new(),
             skip_on_success: AtomicBool::new(false),
+            access,
+            connected: AtomicBool::new(kind != FdKind::Socket),
         })
+    }
+
+    /// Whether the fd's access mode allows a read (`read`) or a write.
+    pub(crate) fn allows(&self, read: bool) -> bool {
+        match self.access {
+            libc::O_RDONLY => read,
+            libc::O_WRONLY => !read,
+            _ => true,
+        }
+    }
+
+    /// False for a stream (or seqpacket) socket that is not connected: a
+    /// transfer on it fails at the call with `WSAENOTCONN`, as on Windows
+    /// (spec §3.13), instead of in a packet. Once seen connected, the
+    /// answer is cached (later failures, such as a reset, come in packets).
+    pub(crate) fn is_connected(&self) -> bool {
+        if self.connected.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut ty: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `ty` and `len` are valid for writes and `len` holds the
+        // size of `ty`.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd,
+                libc::SOL_SOCKET,
+                libc::SO_TYPE,
+                (&mut ty as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 && (ty == libc::SOCK_STREAM || ty == libc::SOCK_SEQPACKET) {
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let mut alen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            // SAFETY: `addr` is writable for `alen` bytes.
+            let rc = unsafe {
+                libc::getpeername(
+                    self.fd,
+                    (&mut addr as *mut libc::sockaddr_storage).cast(),
+                    &mut alen,
+                )
+            };
+            if rc != 0 {
+                return crate::error::errno().raw_os_error() != Some(libc::ENOTCONN);
+            }
+        }
+        self.connected.store(true, Ordering::Relaxed);
+        true
     }
 
     /// Associates with `port` under `key`; `ERROR_INVALID_PARAMETER` when

@@ -53,6 +53,12 @@ pub unsafe extern "C" fn CreateIoCompletionPort(
             |(h, _)| h,
         );
     }
+    // A port given as the file: ERROR_INVALID_PARAMETER, as documented
+    // above (`any_target` alone would report ERROR_INVALID_HANDLE).
+    if object::port(FileHandle).is_ok() {
+        set_last_error(ERROR_INVALID_PARAMETER);
+        return null;
+    }
     let target = match object::any_target(FileHandle) {
         Ok(t) => t,
         Err(e) => {
@@ -149,6 +155,7 @@ pub unsafe extern "C" fn GetQueuedCompletionStatus(
             Err(e) => return fail(get_error(&e)),
         };
         let Some(d) = deliver(packet) else { continue };
+        note_running(&port);
         // SAFETY: the three pointers are non-null and writable (caller).
         unsafe {
             *lpNumberOfBytesTransferred = d.bytes;
@@ -223,6 +230,7 @@ pub unsafe extern "C" fn GetQueuedCompletionStatusEx(
             n += 1;
         }
         if n > 0 {
+            note_running(&port);
             // SAFETY: as above.
             unsafe { *ulNumEntriesRemoved = n as ULONG };
             set_last_error(ERROR_SUCCESS);
@@ -254,6 +262,31 @@ pub unsafe extern "C" fn PostQueuedCompletionStatus(
     ) {
         Ok(()) => TRUE,
         Err(_) => fail(ERROR_INVALID_HANDLE),
+    }
+}
+
+thread_local! {
+    /// The port this thread last dequeued a packet from (the one it may
+    /// count as running for), so that `Sleep` can enter its blocking scope.
+    static LAST_PORT: std::cell::RefCell<std::sync::Weak<FfiPort>> =
+        const { std::cell::RefCell::new(std::sync::Weak::new()) };
+}
+
+fn note_running(port: &Arc<FfiPort>) {
+    LAST_PORT.with(|p| {
+        let mut p = p.borrow_mut();
+        if !std::ptr::eq(p.as_ptr(), Arc::as_ptr(port)) {
+            *p = Arc::downgrade(port);
+        }
+    });
+}
+
+/// Runs `f` as a blocked thread for the concurrency accounting of the port
+/// this thread last dequeued from (spec §1.4), if that port still exists.
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match LAST_PORT.with(|p| p.borrow().upgrade()) {
+        Some(port) => port.port.blocking(f),
+        None => f(),
     }
 }
 

@@ -255,6 +255,11 @@ unsafe fn wsa_transfer(
     let Some(assoc) = target.assoc.get() else {
         return refuse(WSAENOTSOCK);
     };
+    // Not connected: fails at the call and queues nothing (spec §3.13), as
+    // on Windows; the backends would report it in a packet.
+    if !target.is_connected() {
+        return refuse(WSAENOTCONN);
+    }
     let started = start(
         &target,
         assoc,

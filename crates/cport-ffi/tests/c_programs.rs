@@ -75,6 +75,9 @@ fn file_copy_example_copies_every_byte_on_both_backends() {
 /// Starts the echo server on port 0; returns it and its port.
 fn start_echo_server(bin: &Path, backend: &str) -> (Child, u16) {
     let mut child = Command::new(bin)
+        // cargo's LD_LIBRARY_PATH for tests lists target/<profile> first,
+        // whose libcport.so may be older than this build's.
+        .env("LD_LIBRARY_PATH", lib_dir())
         .args(["0", "4"])
         .env("CPORT_BACKEND", backend)
         .stdin(Stdio::piped())

@@ -19,16 +19,23 @@ pub fn repo() -> PathBuf {
         .unwrap()
 }
 
-/// `target/<profile>`, where cargo put libcport.so/.a for this test run.
+/// Where cargo put the libcport.so/.a built with this test binary:
+/// `target/<profile>/deps` (a test build does not copy them up to
+/// `target/<profile>`, whose copies may be older).
 pub fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let dir = exe.parent().unwrap().to_path_buf();
     assert!(
         dir.join("libcport.so").exists() && dir.join("libcport.a").exists(),
         "libcport.so/.a not found in {}",
         dir.display()
     );
     dir
+}
+
+/// The pkg-config file build.rs wrote (in `target/<profile>/pkgconfig`).
+fn pkg_config_dir() -> PathBuf {
+    lib_dir().parent().unwrap().join("pkgconfig")
 }
 
 /// Compiles `src` (C or C++ by extension) into `out` with `extra` flags
@@ -72,7 +79,9 @@ pub fn direct_flags() -> Vec<String> {
 pub fn pkg_config_flags() -> Vec<String> {
     let o = Command::new("pkg-config")
         .args(["--cflags", "--libs", "cport"])
-        .env("PKG_CONFIG_PATH", lib_dir().join("pkgconfig"))
+        // The file as written, pointed at this build's library.
+        .arg(format!("--define-variable=libdir={}", lib_dir().display()))
+        .env("PKG_CONFIG_PATH", pkg_config_dir())
         .output()
         .expect("pkg-config not runnable; install pkg-config (.ci/run does)");
     assert!(
@@ -109,6 +118,9 @@ pub fn wait_bounded(mut child: Child, what: &str) -> Output {
 
 pub fn run(bin: &Path, args: &[&str], backend: &str) -> Output {
     let child = Command::new(bin)
+        // cargo's LD_LIBRARY_PATH for tests lists target/<profile> first,
+        // whose libcport.so may be older than this build's.
+        .env("LD_LIBRARY_PATH", lib_dir())
         .args(args)
         .env("CPORT_BACKEND", backend)
         .stdout(Stdio::piped())
