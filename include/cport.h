@@ -56,24 +56,27 @@ typedef struct _OVERLAPPED {
 // The same, after `ConnectEx`.
 #define SO_UPDATE_CONNECT_CONTEXT 28688
 
+// Win32 `BOOL`: `TRUE` (1) or `FALSE` (0).
+typedef int32_t BOOL;
+
+// A socket: the Linux fd, as an unsigned pointer-sized integer.
+typedef uintptr_t SOCKET;
+
+// Untyped pointer.
+typedef void *LPVOID;
+
+// Win32 `DWORD`: 32 bits on every platform (not C's `unsigned long`).
+typedef uint32_t DWORD;
+
+// Pointer to a `DWORD`.
+typedef DWORD *LPDWORD;
+
 // A kernel object: a port or a file from `CreateFileA` (tagged values), or
 // a plain Linux fd cast to `HANDLE`, as Windows code casts a `SOCKET`.
 typedef void *HANDLE;
 
 // Pointer to a NUL-terminated narrow string.
 typedef const char *LPCSTR;
-
-// Win32 `DWORD`: 32 bits on every platform (not C's `unsigned long`).
-typedef uint32_t DWORD;
-
-// Untyped pointer.
-typedef void *LPVOID;
-
-// Win32 `BOOL`: `TRUE` (1) or `FALSE` (0).
-typedef int32_t BOOL;
-
-// Pointer to a `DWORD`.
-typedef DWORD *LPDWORD;
 
 // Untyped pointer to constant data.
 typedef const void *LPCVOID;
@@ -125,9 +128,6 @@ typedef struct WSADATA {
 
 // Pointer to a [`WSADATA`].
 typedef struct WSADATA *LPWSADATA;
-
-// A socket: the Linux fd, as an unsigned pointer-sized integer.
-typedef uintptr_t SOCKET;
 
 // One buffer of a scatter/gather socket operation.
 typedef struct WSABUF {
@@ -430,6 +430,65 @@ typedef void *LPWSAOVERLAPPED_COMPLETION_ROUTINE;
 extern "C" {
 #endif // __cplusplus
 
+// Accepts a connection into the pre-created socket `sAcceptSocket`
+// (spec §7.28): the packet arrives on the **listening** socket's port and
+// key. When the connection arrives, it replaces `sAcceptSocket`'s socket
+// (the fd number stays; `dup3`), its local and remote addresses are
+// written after the receive area of `lpOutputBuffer` (read them with
+// `GetAcceptExSockaddrs`), and, if `dwReceiveDataLength > 0`, the first
+// data is received before the packet is queued (its bytes are the
+// packet's). The accepted socket is not associated with any port.
+//
+// Needs the listening socket associated with a port, an unassociated
+// accept socket, and address lengths of at least the family's largest
+// address + 16 (`WSAEINVAL` otherwise). Returns `FALSE` with
+// `ERROR_IO_PENDING`.
+//
+// # Safety
+// `lpOutputBuffer` must hold `dwReceiveDataLength +
+// dwLocalAddressLength + dwRemoteAddressLength` bytes and stay valid
+// (with the OVERLAPPED) until the packet is dequeued.
+BOOL AcceptEx(SOCKET sListenSocket,
+              SOCKET sAcceptSocket,
+              LPVOID lpOutputBuffer,
+              DWORD dwReceiveDataLength,
+              DWORD dwLocalAddressLength,
+              DWORD dwRemoteAddressLength,
+              LPDWORD lpdwBytesReceived,
+              LPOVERLAPPED lpOverlapped);
+
+// Finds the addresses `AcceptEx` wrote (spec §7.28). Each pointer points
+// into `lpOutputBuffer`; lengths are the addresses' sizes.
+//
+// # Safety
+// `lpOutputBuffer` and the lengths must be those given to the completed
+// `AcceptEx`; the output pointers must be writable.
+void GetAcceptExSockaddrs(LPVOID lpOutputBuffer,
+                          DWORD dwReceiveDataLength,
+                          DWORD dwLocalAddressLength,
+                          DWORD dwRemoteAddressLength,
+                          struct sockaddr **LocalSockaddr,
+                          int32_t *LocalSockaddrLength,
+                          struct sockaddr **RemoteSockaddr,
+                          int32_t *RemoteSockaddrLength);
+
+// Connects a **bound** socket associated with a port (spec §7.29): the
+// packet comes on the socket's port and key, after `dwSendDataLength`
+// bytes of `lpSendBuffer`, if any, were sent (the packet's bytes).
+// `WSAEINVAL` for an unbound or unassociated socket.
+//
+// # Safety
+// `name` must hold `namelen` bytes of a socket address; `lpSendBuffer`
+// `dwSendDataLength` bytes that stay valid (with the OVERLAPPED) until
+// the packet is dequeued.
+BOOL ConnectEx(SOCKET s,
+               const struct sockaddr *name,
+               int32_t namelen,
+               LPVOID lpSendBuffer,
+               DWORD dwSendDataLength,
+               LPDWORD lpdwBytesSent,
+               LPOVERLAPPED lpOverlapped);
+
 // Opens a file (enough of Windows' `CreateFileA` for overlapped files).
 //
 // - access: `GENERIC_READ`, `GENERIC_WRITE` or both;
@@ -714,65 +773,6 @@ BOOL WSAGetOverlappedResult(SOCKET s,
                             LPDWORD lpcbTransfer,
                             BOOL fWait,
                             LPDWORD lpdwFlags);
-
-// Accepts a connection into the pre-created socket `sAcceptSocket`
-// (spec §7.28): the packet arrives on the **listening** socket's port and
-// key. When the connection arrives, it replaces `sAcceptSocket`'s socket
-// (the fd number stays; `dup3`), its local and remote addresses are
-// written after the receive area of `lpOutputBuffer` (read them with
-// `GetAcceptExSockaddrs`), and, if `dwReceiveDataLength > 0`, the first
-// data is received before the packet is queued (its bytes are the
-// packet's). The accepted socket is not associated with any port.
-//
-// Needs the listening socket associated with a port, an unassociated
-// accept socket, and address lengths of at least the family's largest
-// address + 16 (`WSAEINVAL` otherwise). Returns `FALSE` with
-// `ERROR_IO_PENDING`.
-//
-// # Safety
-// `lpOutputBuffer` must hold `dwReceiveDataLength +
-// dwLocalAddressLength + dwRemoteAddressLength` bytes and stay valid
-// (with the OVERLAPPED) until the packet is dequeued.
-BOOL AcceptEx(SOCKET sListenSocket,
-              SOCKET sAcceptSocket,
-              LPVOID lpOutputBuffer,
-              DWORD dwReceiveDataLength,
-              DWORD dwLocalAddressLength,
-              DWORD dwRemoteAddressLength,
-              LPDWORD lpdwBytesReceived,
-              LPOVERLAPPED lpOverlapped);
-
-// Finds the addresses `AcceptEx` wrote (spec §7.28). Each pointer points
-// into `lpOutputBuffer`; lengths are the addresses' sizes.
-//
-// # Safety
-// `lpOutputBuffer` and the lengths must be those given to the completed
-// `AcceptEx`; the output pointers must be writable.
-void GetAcceptExSockaddrs(LPVOID lpOutputBuffer,
-                          DWORD dwReceiveDataLength,
-                          DWORD dwLocalAddressLength,
-                          DWORD dwRemoteAddressLength,
-                          struct sockaddr **LocalSockaddr,
-                          int32_t *LocalSockaddrLength,
-                          struct sockaddr **RemoteSockaddr,
-                          int32_t *RemoteSockaddrLength);
-
-// Connects a **bound** socket associated with a port (spec §7.29): the
-// packet comes on the socket's port and key, after `dwSendDataLength`
-// bytes of `lpSendBuffer`, if any, were sent (the packet's bytes).
-// `WSAEINVAL` for an unbound or unassociated socket.
-//
-// # Safety
-// `name` must hold `namelen` bytes of a socket address; `lpSendBuffer`
-// `dwSendDataLength` bytes that stay valid (with the OVERLAPPED) until
-// the packet is dequeued.
-BOOL ConnectEx(SOCKET s,
-               const struct sockaddr *name,
-               int32_t namelen,
-               LPVOID lpSendBuffer,
-               DWORD dwSendDataLength,
-               LPDWORD lpdwBytesSent,
-               LPOVERLAPPED lpOverlapped);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use completion_port::{Handle, Rejected, Token};
+use completion_port::{Handle, Packet, Rejected, Token};
 
 use crate::error::win32_from_io;
 use crate::object::{Assoc, Target};
@@ -133,5 +133,33 @@ pub(crate) unsafe fn finish_wsa(started: Result<Started, DWORD>, out: LPDWORD) -
         0
     } else {
         SOCKET_ERROR
+    }
+}
+
+/// Issues the next stage of a chained operation (`AcceptEx` with receive
+/// data, `ConnectEx` with send data) on `handle`, under the same
+/// OVERLAPPED and registry entry, which move from `packet`'s context to the
+/// new one (`new_handle`: the registry entry now names `handle` for
+/// `CancelIoEx`). `None`: issued, the packet is not the caller's yet;
+/// `Some((error, 0))`: it could not be issued, and that is the result of
+/// the whole operation (the entry stays with `packet`).
+pub(crate) fn next_stage(
+    packet: &mut Packet<FfiOp>,
+    handle: &Handle<FfiOp>,
+    stage: Stage,
+    new_handle: bool,
+    op: impl FnOnce(&Handle<FfiOp>, FfiOp) -> Result<Token, Rejected<FfiOp>>,
+) -> Option<(DWORD, DWORD)> {
+    let ov = packet.context.ov;
+    let id = std::mem::take(&mut packet.context.id);
+    match op(handle, FfiOp { ov, id, stage }) {
+        Ok(token) => {
+            REGISTRY.set_token(ov, id, token, new_handle.then(|| handle.clone()));
+            None
+        }
+        Err(mut rejected) => {
+            packet.context.id = std::mem::take(&mut rejected.context.id);
+            Some((win32_from_io(&rejected.error), 0))
+        }
     }
 }

@@ -20,12 +20,14 @@
 //!   caller sees;
 //! - [`file`]: `CreateFileA`, `ReadFile`, `WriteFile`, `GetOverlappedResult`,
 //!   `CancelIo(Ex)`, `CloseHandle`, …;
-//! - [`socket`]: Winsock, `AcceptEx`, `ConnectEx`.
+//! - [`socket`]: the Winsock calls;
+//! - [`extension`]: `AcceptEx`, `GetAcceptExSockaddrs`, `ConnectEx`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(non_snake_case)]
 
 pub mod error;
+pub mod extension;
 pub mod file;
 mod issue;
 mod object;
@@ -34,6 +36,7 @@ pub mod port;
 pub mod socket;
 pub mod types;
 
+pub use extension::*;
 pub use file::*;
 pub use port::*;
 pub use socket::*;

@@ -56,13 +56,13 @@ pub(crate) enum Stage {
     /// 0-byte success stands for (end of file, broken pipe), if any.
     Io { zero: Option<DWORD> },
     /// `AcceptEx`, waiting for the connection.
-    Accept(Box<crate::socket::AcceptState>),
+    Accept(Box<crate::extension::AcceptState>),
     /// `AcceptEx` with receive data, waiting for the first bytes; the
     /// association of the accepted socket's duplicate lives in the
     /// registry entry until then.
     AcceptRecv,
     /// `ConnectEx` with send data, waiting for the connection.
-    Connect(Box<crate::socket::ConnectSend>),
+    Connect(Box<crate::extension::ConnectSend>),
 }
 
 impl FfiOp {

@@ -324,8 +324,8 @@ pub(crate) fn deliver(mut packet: Packet<FfiOp>) -> Option<Delivered> {
         }
         Stage::Io { zero } => outcome(&packet.result, *zero),
         Stage::AcceptRecv => outcome(&packet.result, None),
-        Stage::Accept(_) => crate::socket::accepted(&mut packet)?,
-        Stage::Connect(_) => crate::socket::connected(&mut packet)?,
+        Stage::Accept(_) => crate::extension::accepted(&mut packet)?,
+        Stage::Connect(_) => crate::extension::connected(&mut packet)?,
     };
     let ov = packet.context.ov();
     // SAFETY: `ov` was registered at issue (live, aligned: checked there)

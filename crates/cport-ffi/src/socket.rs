@@ -1,21 +1,20 @@
 //! Winsock: `WSAStartup`, `WSACleanup`, `WSASocketA/W`, `WSARecv`,
-//! `WSASend`, `WSAGetOverlappedResult`, `AcceptEx`,
-//! `GetAcceptExSockaddrs`, `ConnectEx`, `closesocket`, `WSAGetLastError`,
-//! `WSASetLastError` (spec §7).
+//! `WSASend`, `WSAGetOverlappedResult`, `closesocket`, `WSAGetLastError`,
+//! `WSASetLastError` (spec §7). The Microsoft extensions (`AcceptEx`,
+//! `ConnectEx`, …) are in `extension.rs`.
 //!
 //! A `SOCKET` is the Linux fd: `bind`, `listen`, `setsockopt`,
 //! `getsockname` are the system's own. Winsock calls report `WSAE*`
 //! numbers; packets report `ERROR_*` numbers, as on Windows.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
+use std::os::fd::RawFd;
 
-use completion_port::{Buf, Packet};
+use completion_port::Buf;
 
-use crate::error::{errno, fail, set_last_error, win32_from_io, wsa_from_errno, wsa_from_io};
-use crate::issue::{check_overlapped, finish_bool, finish_wsa, start};
-use crate::object::{self, FdKind, Io, Target};
-use crate::overlapped::{FfiOp, Stage, REGISTRY};
+use crate::error::{errno, set_last_error, wsa_from_errno, wsa_from_io};
+use crate::issue::{finish_wsa, start};
+use crate::object::{self, FdKind, Io};
+use crate::overlapped::Stage;
 use crate::types::*;
 
 /// Starts Winsock: always succeeds (nothing to start on Linux) and fills
@@ -134,7 +133,7 @@ pub(crate) fn close_fd(fd: RawFd) -> bool {
 }
 
 /// The socket target of `s`: `Ok(None)` when it is a socket no port knows.
-fn socket_target(s: SOCKET) -> Result<Io, DWORD> {
+pub(crate) fn socket_target(s: SOCKET) -> Result<Io, DWORD> {
     if s > i32::MAX as usize {
         return Err(WSAENOTSOCK);
     }
@@ -374,369 +373,13 @@ pub unsafe extern "C" fn WSAGetOverlappedResult(
     unsafe { crate::file::GetOverlappedResult(s as HANDLE, lpOverlapped, lpcbTransfer, fWait) }
 }
 
-/// What an `AcceptEx` needs when its connection arrives.
-pub(crate) struct AcceptState {
-    accept_fd: RawFd,
-    out: usize,
-    recv_len: DWORD,
-    local_len: DWORD,
-    remote_len: DWORD,
-    listener: Arc<Target>,
-}
-
-/// Room Windows requires per address in `AcceptEx`'s output buffer: the
-/// largest address of the family plus 16 bytes.
-fn addr_room(family: i32) -> usize {
-    let max = if family == libc::AF_INET6 {
-        std::mem::size_of::<libc::sockaddr_in6>()
-    } else {
-        std::mem::size_of::<libc::sockaddr_in>()
-    };
-    max + 16
-}
-
-/// Accepts a connection into the pre-created socket `sAcceptSocket`
-/// (spec §7.28): the packet arrives on the **listening** socket's port and
-/// key. When the connection arrives, it replaces `sAcceptSocket`'s socket
-/// (the fd number stays; `dup3`), its local and remote addresses are
-/// written after the receive area of `lpOutputBuffer` (read them with
-/// `GetAcceptExSockaddrs`), and, if `dwReceiveDataLength > 0`, the first
-/// data is received before the packet is queued (its bytes are the
-/// packet's). The accepted socket is not associated with any port.
-///
-/// Needs the listening socket associated with a port, an unassociated
-/// accept socket, and address lengths of at least the family's largest
-/// address + 16 (`WSAEINVAL` otherwise). Returns `FALSE` with
-/// `ERROR_IO_PENDING`.
-///
-/// # Safety
-/// `lpOutputBuffer` must hold `dwReceiveDataLength +
-/// dwLocalAddressLength + dwRemoteAddressLength` bytes and stay valid
-/// (with the OVERLAPPED) until the packet is dequeued.
-#[no_mangle]
-pub unsafe extern "C" fn AcceptEx(
-    sListenSocket: SOCKET,
-    sAcceptSocket: SOCKET,
-    lpOutputBuffer: LPVOID,
-    dwReceiveDataLength: DWORD,
-    dwLocalAddressLength: DWORD,
-    dwRemoteAddressLength: DWORD,
-    lpdwBytesReceived: LPDWORD,
-    lpOverlapped: LPOVERLAPPED,
-) -> BOOL {
-    let listener = match socket_target(sListenSocket) {
-        Ok(Io::Known(t)) if t.assoc.get().is_some() => t,
-        Ok(_) => return fail(WSAEINVAL),
-        Err(e) => return fail(e),
-    };
-    match socket_target(sAcceptSocket) {
-        Ok(Io::Plain(_)) => {}
-        Ok(Io::Known(t)) if t.assoc.get().is_none() => {}
-        Ok(_) => return fail(WSAEINVAL),
-        Err(e) => return fail(e),
-    }
-    if sAcceptSocket == sListenSocket {
-        return fail(WSAEINVAL);
-    }
-    let room = match socket2::SockRef::from(&Fd(listener.fd)).local_addr() {
-        Ok(a) => addr_room(a.family() as i32),
-        Err(e) => return fail(wsa_from_io(&e)),
-    };
-    if (dwLocalAddressLength as usize) < room
-        || (dwRemoteAddressLength as usize) < room
-        || lpOutputBuffer.is_null()
-    {
-        return fail(WSAEINVAL);
-    }
-    if let Err(e) = check_overlapped(lpOverlapped) {
-        return fail(e);
-    }
-    let state = AcceptState {
-        accept_fd: sAcceptSocket as RawFd,
-        out: lpOutputBuffer as usize,
-        recv_len: dwReceiveDataLength,
-        local_len: dwLocalAddressLength,
-        remote_len: dwRemoteAddressLength,
-        listener: listener.clone(),
-    };
-    let Some(assoc) = listener.assoc.get() else {
-        return fail(WSAEINVAL);
-    };
-    let started = start(
-        &listener,
-        assoc,
-        lpOverlapped,
-        Stage::Accept(Box::new(state)),
-        None,
-        |handle, ctx| handle.accept(ctx).map(Some),
-    );
-    // SAFETY: `lpdwBytesReceived` is null or writable (caller).
-    unsafe { finish_bool(started, lpdwBytesReceived) }
-}
-
 /// Borrowed fd for `socket2::SockRef`.
-struct Fd(RawFd);
+pub(crate) struct Fd(pub(crate) RawFd);
 
 impl std::os::fd::AsFd for Fd {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         // SAFETY: the fd is open for the duration of the borrow (the
         // caller holds the target that owns or names it).
         unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
-    }
-}
-
-/// Writes `addr` at the start of the `room` bytes at `at`; false if it
-/// does not fit.
-///
-/// # Safety
-/// `at` must be valid for `room` bytes of writes.
-unsafe fn put_addr(at: *mut u8, room: usize, addr: &socket2::SockAddr) -> bool {
-    let len = addr.len() as usize;
-    if len > room {
-        return false;
-    }
-    // SAFETY: `addr` has `len` bytes; `at` has room for them (checked).
-    unsafe { std::ptr::copy_nonoverlapping(addr.as_ptr().cast::<u8>(), at, len) };
-    true
-}
-
-/// The first stage of an `AcceptEx` ended: installs the connection in the
-/// accept socket and writes the addresses; issues the receive when data
-/// was asked for (`None`: the packet is not the caller's yet).
-pub(crate) fn accepted(packet: &mut Packet<FfiOp>) -> Option<(DWORD, DWORD)> {
-    if let Err(e) = &packet.result {
-        return Some((win32_from_io(e), 0));
-    }
-    let Some(conn) = packet.take_accepted() else {
-        return Some((ERROR_INVALID_PARAMETER, 0));
-    };
-    let Stage::Accept(st) = &packet.context.stage else {
-        unreachable!("accepted() is only called for Stage::Accept")
-    };
-    // SAFETY: both fds are open; `dup3` replaces the accept socket's
-    // socket with the connection under the same number.
-    if unsafe { libc::dup3(conn.socket.as_raw_fd(), st.accept_fd, libc::O_CLOEXEC) } < 0 {
-        return Some((win32_from_io(&errno()), 0));
-    }
-    drop(conn.socket);
-    let out = st.out as *mut u8;
-    let local = socket2::SockRef::from(&Fd(st.accept_fd)).local_addr();
-    // SAFETY: the caller lent `recv_len + local_len + remote_len` bytes at
-    // `out` until the packet is dequeued (AcceptEx's contract).
-    let fits = unsafe {
-        let at_local = out.add(st.recv_len as usize);
-        let at_remote = at_local.add(st.local_len as usize);
-        local.is_ok_and(|a| put_addr(at_local, st.local_len as usize, &a))
-            && put_addr(at_remote, st.remote_len as usize, &conn.peer)
-    };
-    if !fits {
-        return Some((ERROR_INVALID_PARAMETER, 0));
-    }
-    if st.recv_len == 0 {
-        return Some((0, 0));
-    }
-    // Second stage: receive the first data on a duplicate of the accepted
-    // socket, associated with the listener's port under its key.
-    let ov = packet.context.ov;
-    let (recv_len, accept_fd, listener) = (st.recv_len, st.accept_fd, st.listener.clone());
-    let Some(assoc) = listener.assoc.get() else {
-        return Some((ERROR_INVALID_HANDLE, 0));
-    };
-    // SAFETY: `fcntl(F_DUPFD_CLOEXEC)` has no memory arguments.
-    let dup = unsafe { libc::fcntl(accept_fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if dup < 0 {
-        return Some((win32_from_io(&errno()), 0));
-    }
-    // SAFETY: `dup` is a new fd nobody else owns.
-    let dup = unsafe { OwnedFd::from_raw_fd(dup) };
-    let handle = match assoc.port.port.associate(dup, packet.key) {
-        Ok(h) => h,
-        Err(e) => return Some((win32_from_io(&e.error), 0)),
-    };
-    let no_packet = REGISTRY.with(ov, |p| p.no_packet).unwrap_or(false);
-    let handle = if no_packet {
-        handle.without_packets()
-    } else {
-        handle
-    };
-    let id = std::mem::take(&mut packet.context.id);
-    let ctx = FfiOp {
-        ov,
-        id,
-        stage: Stage::AcceptRecv,
-    };
-    // SAFETY: the receive area is the first `recv_len` bytes at `out`,
-    // lent as above.
-    let buf = unsafe { Buf::from_raw_parts(out, 0, recv_len as usize) };
-    match handle.recv(buf, ctx) {
-        Ok(token) => {
-            REGISTRY.set_token(ov, id, token, Some(handle));
-            None
-        }
-        Err(mut rejected) => {
-            // Keep the entry until the caller sees the result.
-            packet.context.id = std::mem::take(&mut rejected.context.id);
-            Some((win32_from_io(&rejected.error), 0))
-        }
-    }
-}
-
-/// Finds the addresses `AcceptEx` wrote (spec §7.28). Each pointer points
-/// into `lpOutputBuffer`; lengths are the addresses' sizes.
-///
-/// # Safety
-/// `lpOutputBuffer` and the lengths must be those given to the completed
-/// `AcceptEx`; the output pointers must be writable.
-#[no_mangle]
-pub unsafe extern "C" fn GetAcceptExSockaddrs(
-    lpOutputBuffer: LPVOID,
-    dwReceiveDataLength: DWORD,
-    dwLocalAddressLength: DWORD,
-    dwRemoteAddressLength: DWORD,
-    LocalSockaddr: *mut *mut sockaddr,
-    LocalSockaddrLength: *mut i32,
-    RemoteSockaddr: *mut *mut sockaddr,
-    RemoteSockaddrLength: *mut i32,
-) {
-    let _ = dwRemoteAddressLength;
-    if lpOutputBuffer.is_null() {
-        return;
-    }
-    // SAFETY: the buffer holds the areas AcceptEx wrote (caller).
-    unsafe {
-        let local = lpOutputBuffer
-            .cast::<u8>()
-            .add(dwReceiveDataLength as usize);
-        let remote = local.add(dwLocalAddressLength as usize);
-        for (at, p, l) in [
-            (local, LocalSockaddr, LocalSockaddrLength),
-            (remote, RemoteSockaddr, RemoteSockaddrLength),
-        ] {
-            let family = std::ptr::read_unaligned(at.cast::<libc::sa_family_t>()) as i32;
-            let len = match family {
-                libc::AF_INET6 => std::mem::size_of::<libc::sockaddr_in6>(),
-                _ => std::mem::size_of::<libc::sockaddr_in>(),
-            };
-            if !p.is_null() {
-                *p = at.cast();
-            }
-            if !l.is_null() {
-                *l = len as i32;
-            }
-        }
-    }
-}
-
-/// The C `struct sockaddr` (opaque here).
-#[repr(C)]
-pub struct sockaddr {
-    _opaque: [u8; 0],
-}
-
-/// What a `ConnectEx` with send data still has to send.
-pub(crate) struct ConnectSend {
-    buf: usize,
-    len: DWORD,
-}
-
-/// Connects a **bound** socket associated with a port (spec §7.29): the
-/// packet comes on the socket's port and key, after `dwSendDataLength`
-/// bytes of `lpSendBuffer`, if any, were sent (the packet's bytes).
-/// `WSAEINVAL` for an unbound or unassociated socket.
-///
-/// # Safety
-/// `name` must hold `namelen` bytes of a socket address; `lpSendBuffer`
-/// `dwSendDataLength` bytes that stay valid (with the OVERLAPPED) until
-/// the packet is dequeued.
-#[no_mangle]
-pub unsafe extern "C" fn ConnectEx(
-    s: SOCKET,
-    name: *const sockaddr,
-    namelen: i32,
-    lpSendBuffer: LPVOID,
-    dwSendDataLength: DWORD,
-    lpdwBytesSent: LPDWORD,
-    lpOverlapped: LPOVERLAPPED,
-) -> BOOL {
-    let target = match socket_target(s) {
-        Ok(Io::Known(t)) if t.assoc.get().is_some() => t,
-        Ok(_) => return fail(WSAEINVAL),
-        Err(e) => return fail(e),
-    };
-    if name.is_null()
-        || namelen <= 0
-        || namelen as usize > std::mem::size_of::<libc::sockaddr_storage>()
-        || (lpSendBuffer.is_null() && dwSendDataLength > 0)
-    {
-        return fail(WSAEFAULT);
-    }
-    // Windows requires a bound socket: an unbound one has port 0.
-    let bound = socket2::SockRef::from(&Fd(target.fd))
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .is_some_and(|a| a.port() != 0);
-    if !bound {
-        return fail(WSAEINVAL);
-    }
-    let mut storage: libc::sockaddr_storage =
-        // SAFETY: all-zero is a valid sockaddr_storage.
-        unsafe { std::mem::zeroed() };
-    // SAFETY: `name` holds `namelen` bytes (caller), which fit (checked).
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            name.cast::<u8>(),
-            (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
-            namelen as usize,
-        )
-    };
-    // SAFETY: `storage` holds a socket address of `namelen` bytes.
-    let addr = unsafe { socket2::SockAddr::new(storage, namelen as libc::socklen_t) };
-    let Some(assoc) = target.assoc.get() else {
-        return fail(WSAEINVAL);
-    };
-    let stage = Stage::Connect(Box::new(ConnectSend {
-        buf: lpSendBuffer as usize,
-        len: dwSendDataLength,
-    }));
-    let started = start(&target, assoc, lpOverlapped, stage, None, |handle, ctx| {
-        handle.connect(addr, ctx).map(Some)
-    });
-    // SAFETY: null or writable (caller).
-    unsafe { finish_bool(started, lpdwBytesSent) }
-}
-
-/// The connection of a `ConnectEx` is up: sends its data, if any (`None`:
-/// the packet is not the caller's yet).
-pub(crate) fn connected(packet: &mut Packet<FfiOp>) -> Option<(DWORD, DWORD)> {
-    if let Err(e) = &packet.result {
-        return Some((win32_from_io(e), 0));
-    }
-    let Stage::Connect(st) = &packet.context.stage else {
-        unreachable!("connected() is only called for Stage::Connect")
-    };
-    if st.len == 0 {
-        return Some((0, 0));
-    }
-    let (buf, len, ov) = (st.buf, st.len, packet.context.ov);
-    let handle = REGISTRY.with(ov, |p| p.handle.clone())?;
-    let id = std::mem::take(&mut packet.context.id);
-    let ctx = FfiOp {
-        ov,
-        id,
-        stage: Stage::Io { zero: None },
-    };
-    // SAFETY: the caller lent `len` bytes at `buf` until the packet is
-    // dequeued (ConnectEx's contract).
-    let b = unsafe { Buf::from_raw_parts(buf as *mut u8, len as usize, len as usize) };
-    match handle.send(b, ctx) {
-        Ok(token) => {
-            REGISTRY.set_token(ov, id, token, None);
-            None
-        }
-        Err(mut rejected) => {
-            packet.context.id = std::mem::take(&mut rejected.context.id);
-            Some((win32_from_io(&rejected.error), 0))
-        }
     }
 }
