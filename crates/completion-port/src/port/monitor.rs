@@ -797,8 +797,8 @@ fn take_new(m: &Monitor, watched: &mut Vec<Watched>, events: bool, me: i32, enab
     }
 }
 
-/// Enables or disables every switch event; a disabled thread's next look
-/// is a first look.
+/// Enables or disables every switch event; every thread's next look is a
+/// first look.
 fn set_all(watched: &mut [Watched], on: bool) {
     for w in watched {
         if let Some(fd) = &w.event {
@@ -807,7 +807,10 @@ fn set_all(watched: &mut [Watched], on: bool) {
                 w.enabled = on;
             }
         }
-        if !on && w.rec.state.load(Ordering::Relaxed) != DETECTED {
+        // Enabled: the next look reads the state field (a thread that
+        // blocked before the enable raised no event). Disabled: the next
+        // look, when the monitor looks again, is a first look too.
+        if w.rec.state.load(Ordering::Relaxed) != DETECTED {
             w.last_cpu = None;
         }
     }
