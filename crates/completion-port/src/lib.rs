@@ -71,7 +71,7 @@ pub use error::{is_aborted, is_port_closed, GetError, Rejected};
 pub use handle::{AssociateError, Handle};
 pub use op::net::MAX_IOVECS;
 pub use op::{Accepted, PacketKind, Token};
-pub use port::{BlockingGuard, Packet, Port, PortBuilder, PortStats};
+pub use port::{BlockingDetection, BlockingGuard, Packet, Port, PortBuilder, PortStats};
 pub use sys::Backend;
 
 #[cfg(doctest)]

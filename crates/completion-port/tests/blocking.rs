@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{wait_until, WAIT};
-use completion_port::{Backend, GetError, PacketKind, Port};
+use completion_port::{Backend, BlockingDetection, GetError, PacketKind, Port};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
 /// Upper bound on how long a worker stays blocked or spinning: a bug fails
@@ -449,7 +449,106 @@ fn stress_exactly_once_and_counts_return_to_zero(backend: Backend) {
     eprintln!("stress: {n} packets, {} detections", s.blocked_total);
 }
 
+/// The monitor looks only when a packet waits for a slot (README "The
+/// concurrency value"): a worker that blocks while nothing is queued keeps
+/// its slot — nobody needs it — and is counted out as soon as a packet is
+/// posted for the full port, however long it has been blocked already.
+fn blocked_worker_is_counted_out_only_when_a_packet_waits(backend: Backend) {
+    let port = detecting_port(backend, 1);
+    let (tx, rx) = unbounded::<Ev>();
+    let (mut read_end, mut write_end) = UnixStream::pair().unwrap();
+    port.post(0, 0, 1).unwrap();
+    let a = {
+        let (port, tx) = (port.clone(), tx.clone());
+        thread::spawn(move || {
+            let p = port.get(Some(WAIT)).expect("A gets packet 1");
+            tx.send(Ev::Got("A", p.context)).unwrap();
+            let mut b = [0u8; 1];
+            read_end.read_exact(&mut b).unwrap();
+            tx.send(Ev::Unblocked).unwrap();
+        })
+    };
+    assert_eq!(recv(&rx, "A's packet"), Ev::Got("A", 1));
+    let b = {
+        let (port, tx) = (port.clone(), tx.clone());
+        thread::spawn(move || {
+            let p = port.get(Some(WAIT)).expect("B gets packet 2");
+            tx.send(Ev::Got("B", p.context)).unwrap();
+        })
+    };
+    wait_until("B waits", || {
+        let s = port.stats();
+        s.parked + usize::from(s.leader) == 1
+    });
+    // A blocks with nothing queued: it keeps its slot.
+    thread::sleep(common::QUIET);
+    let s = port.stats();
+    assert_eq!((s.running, s.blocked, s.blocked_total), (1, 0, 0), "{s:?}");
+    // A packet waits for the slot: A is counted out, B gets it.
+    port.post(0, 0, 2).unwrap();
+    assert_eq!(recv(&rx, "B's packet (A blocked)"), Ev::Got("B", 2));
+    assert!(port.stats().blocked_total >= 1, "{:?}", port.stats());
+    write_end.write_all(b"x").unwrap();
+    assert_eq!(recv(&rx, "A unblocked"), Ev::Unblocked);
+    a.join().unwrap();
+    b.join().unwrap();
+    wait_until("counts back to 0", || {
+        let s = port.stats();
+        s.running == 0 && s.blocked == 0
+    });
+}
+
+/// `Port::blocking_detection` names the mechanism; `CPORT_DETECT=sample`
+/// forces sampling.
+fn mechanism_is_reported(backend: Backend) {
+    let on = detecting_port(backend, 1);
+    let off = Port::<u32>::builder()
+        .backend(backend)
+        .blocking_detection(false)
+        .build()
+        .unwrap();
+    assert_eq!(off.blocking_detection(), BlockingDetection::Off);
+    let m = on.blocking_detection();
+    if std::env::var("CPORT_DETECT").is_ok_and(|v| v.trim() == "sample") {
+        assert_eq!(m, BlockingDetection::Sampling);
+    } else {
+        assert!(
+            matches!(
+                m,
+                BlockingDetection::SwitchEvents | BlockingDetection::Sampling
+            ),
+            "{m:?}"
+        );
+    }
+    eprintln!("blocked-thread detection: {m:?}");
+}
+
+/// Every test of this file again, in a child process with sampling forced
+/// (the mechanism is chosen once per process), so that `cargo test` checks
+/// both mechanisms on both backends.
+#[test]
+fn every_test_again_with_sampling() {
+    if std::env::var_os("CPORT_DETECT").is_some() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("CPORT_DETECT", "sample")
+        .args(["--skip", "every_test_again_with_sampling"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "with CPORT_DETECT=sample:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("test result: ok"), "{stdout}");
+}
+
 per_backend!(
+    blocked_worker_is_counted_out_only_when_a_packet_waits,
+    mechanism_is_reported,
     blocked_on_pipe_read_lets_another_run,
     blocked_in_sleep_lets_another_run,
     blocked_on_mutex_lets_another_run,

@@ -980,3 +980,79 @@ fn detection_flushes_deferred_submissions() {
         );
     });
 }
+
+/// monitor.rs "When the monitor looks": the monitor sleeps only when no
+/// port is contended (packets queued, every slot held), and whoever makes
+/// a port contended wakes it. Concurrency 1, one packet queued up front;
+/// a getter reserves the slot, takes it and then checks (`took_slot`: its
+/// `running`, fence, the queue, `asleep`); a poster pushes a second packet
+/// (push, fence, `running`, `asleep`: core.rs `post`); the monitor goes to
+/// sleep (store `asleep`, fence, evaluate every port again). At the end, if
+/// a packet waits with the slot held, the monitor is awake or was woken.
+/// Fails without any one of the three fences.
+#[test]
+fn monitor_wakes_when_slots_fill() {
+    builder(3).check(|| {
+        const N: usize = 1;
+        let running = Arc::new(AtomicUsize::new(0));
+        let queued = Arc::new(AtomicUsize::new(1));
+        let asleep = Arc::new(AtomicBool::new(false));
+        // monitor::slots_full (the wake itself is the swap's outcome).
+        let slots_full = |asleep: &AtomicBool| {
+            if asleep.load(Ordering::Relaxed) {
+                asleep.swap(false, Ordering::SeqCst);
+            }
+        };
+        let getter = {
+            let (running, queued, asleep) = (running.clone(), queued.clone(), asleep.clone());
+            thread::spawn(move || {
+                // try_reserve
+                if running
+                    .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+                {
+                    return;
+                }
+                // pop_counted
+                let mut q = queued.load(Ordering::SeqCst);
+                while q > 0 {
+                    match queued.compare_exchange(q, q - 1, Ordering::SeqCst, Ordering::SeqCst) {
+                        Ok(_) => break,
+                        Err(now) => q = now,
+                    }
+                }
+                // Core::took_slot
+                if running.load(Ordering::Relaxed) >= N {
+                    fence(Ordering::SeqCst);
+                    if queued.load(Ordering::SeqCst) > 0 {
+                        slots_full(&asleep);
+                    }
+                }
+            })
+        };
+        let poster = {
+            let (running, queued, asleep) = (running.clone(), queued.clone(), asleep.clone());
+            thread::spawn(move || {
+                queued.fetch_add(1, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                if running.load(Ordering::SeqCst) >= N {
+                    slots_full(&asleep);
+                }
+            })
+        };
+        // The monitor: about to sleep.
+        asleep.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let contended = running.load(Ordering::SeqCst) >= N && queued.load(Ordering::SeqCst) > 0;
+        if contended {
+            asleep.store(false, Ordering::SeqCst);
+        }
+        getter.join().unwrap();
+        poster.join().unwrap();
+        let contended = running.load(Ordering::SeqCst) >= N && queued.load(Ordering::SeqCst) > 0;
+        assert!(
+            !contended || !asleep.load(Ordering::SeqCst),
+            "a packet waits for a held slot and the monitor sleeps"
+        );
+    });
+}

@@ -79,6 +79,7 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::SegQueue;
 use parking_lot::{Mutex, MutexGuard};
 
+use super::monitor;
 use super::results::Results;
 use super::running::{self, Accounting, BlockingGuard};
 use super::waiter::{Waiter, Wake};
@@ -219,6 +220,9 @@ struct Deferred<C> {
     /// have to drive the backend themselves (`wait_result`).
     notify_results: bool,
     drop: Vec<Packet<C>>,
+    /// Every slot is held while packets wait: wake the blocked-thread
+    /// monitor (`monitor::slots_full`).
+    wake_monitor: bool,
 }
 
 impl<C> Default for Deferred<C> {
@@ -228,13 +232,14 @@ impl<C> Default for Deferred<C> {
             wake_leader: false,
             notify_results: false,
             drop: Vec::new(),
+            wake_monitor: false,
         }
     }
 }
 
 impl<C: Send + 'static> Core<C> {
     pub(crate) fn new(concurrency: usize, driver: Driver, detect: bool) -> Arc<Core<C>> {
-        Arc::new_cyclic(|me| Core {
+        let core = Arc::new_cyclic(|me| Core {
             id: NEXT_PORT_ID.fetch_add(1, Ordering::Relaxed),
             concurrency,
             detect,
@@ -260,7 +265,11 @@ impl<C: Send + 'static> Core<C> {
             in_flight: CacheLine(AtomicUsize::new(0)),
             results: Results::new(),
             me: me.clone(),
-        })
+        });
+        if detect {
+            monitor::watch_port(Arc::downgrade(&core) as Weak<dyn Accounting>);
+        }
+        core
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -481,10 +490,17 @@ impl<C: Send + 'static> Core<C> {
             self.drain_closed();
             return Ok(());
         }
-        if self.hot.running.load(Ordering::SeqCst) >= self.concurrency
-            || self.hot.sleepers.load(Ordering::SeqCst) == 0
-        {
-            // Every slot is held, or nobody sleeps: no hand-off to make.
+        if self.hot.running.load(Ordering::SeqCst) >= self.concurrency {
+            // Every slot is held: no hand-off to make. A packet now waits
+            // for a slot: if the blocked-thread monitor sleeps, wake it
+            // (after the fence above; monitor.rs, "When the monitor looks").
+            if self.detect {
+                monitor::slots_full();
+            }
+            return Ok(());
+        }
+        if self.hot.sleepers.load(Ordering::SeqCst) == 0 {
+            // Nobody sleeps: no hand-off to make.
             return Ok(());
         }
         let mut later = Deferred::default();
@@ -510,6 +526,21 @@ impl<C: Send + 'static> Core<C> {
             }
         }
         false
+    }
+
+    /// A `get` reserved a slot and took a packet with it. If that took the
+    /// last slot while more packets wait, the blocked-thread monitor must
+    /// look (monitor.rs, "When the monitor looks"). Common case: one load
+    /// of `running`, which the reservation just wrote (in cache), and a
+    /// branch not taken while slots are free.
+    fn took_slot(&self) {
+        if self.detect && self.hot.running.load(Ordering::Relaxed) >= self.concurrency {
+            // Reservation (a SeqCst RMW), fence, then the looks.
+            fence(Ordering::SeqCst);
+            if !self.queue.is_empty() {
+                monitor::slots_full();
+            }
+        }
     }
 
     /// Gives a slot back. The caller must look at the queue afterwards
@@ -568,6 +599,11 @@ impl<C: Send + 'static> Core<C> {
         }
         if !self.hot.closed.load(Ordering::SeqCst) && (was_running || self.try_reserve()) {
             if let Some(p) = self.pop_counted() {
+                if !was_running {
+                    // A slot was taken: the port may now be full with
+                    // packets waiting (monitor.rs).
+                    self.took_slot();
+                }
                 if pending {
                     self.flush();
                 }
@@ -848,6 +884,16 @@ impl<C: Send + 'static> Core<C> {
             later.unpark.push(w);
         }
         let free = self.hot.running.load(Ordering::SeqCst) < self.concurrency;
+        if !free && self.detect {
+            // Every slot is held (after this call's reservations, or
+            // packets it was handed to queue): wake the monitor if packets
+            // wait. The fence orders the reservations and the pushes before
+            // the look at `asleep` (monitor.rs, "When the monitor looks").
+            fence(Ordering::SeqCst);
+            if !self.queue.is_empty() && monitor::asleep() {
+                later.wake_monitor = true;
+            }
+        }
         if free && !st.leader {
             if let Some(w) = st.waiters.pop() {
                 st.leader = true;
@@ -873,6 +919,9 @@ impl<C: Send + 'static> Core<C> {
         }
         if later.notify_results {
             self.results.notify();
+        }
+        if later.wake_monitor {
+            monitor::slots_full();
         }
         if later.wake_leader {
             let mut spill = Vec::new();
@@ -961,6 +1010,17 @@ impl<C: Send + 'static> Accounting for Core<C> {
 
     fn count_up(&self) {
         self.hot.running.fetch_add(1, Ordering::SeqCst);
+        if self.detect {
+            // Increment, fence, look (monitor.rs, "When the monitor looks").
+            fence(Ordering::SeqCst);
+            if self.contended() {
+                monitor::slots_full();
+            }
+        }
+    }
+
+    fn contended(&self) -> bool {
+        self.hot.running.load(Ordering::SeqCst) >= self.concurrency && !self.queue.is_empty()
     }
 
     fn flush(&self) {

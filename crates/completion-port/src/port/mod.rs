@@ -73,6 +73,7 @@
 
 pub(crate) mod core;
 mod monitor;
+pub use monitor::BlockingDetection;
 mod packet;
 pub(crate) mod results;
 pub(crate) mod running;
@@ -315,6 +316,21 @@ impl<C: Send + 'static> Port<C> {
     /// A snapshot of the port's counters.
     pub fn stats(&self) -> PortStats {
         self.inner.core.stats()
+    }
+
+    /// Which blocked-thread detection mechanism watches this port's
+    /// threads: [`BlockingDetection::Off`] when the port was built with
+    /// detection off; otherwise the process-wide one —
+    /// [`BlockingDetection::SwitchEvents`] when the kernel lets the
+    /// process count its threads' context switches (`perf_event_open`),
+    /// else [`BlockingDetection::Sampling`] (also forced by the environment
+    /// variable `CPORT_DETECT=sample`, read once per process).
+    pub fn blocking_detection(&self) -> BlockingDetection {
+        if self.inner.core.detect {
+            monitor::mechanism()
+        } else {
+            BlockingDetection::Off
+        }
     }
 
     /// Runs `f` in a blocking scope: while it runs, the calling thread does

@@ -95,6 +95,9 @@ pub(crate) trait Accounting: Send + Sync {
     /// A thread of this port entered (`true`) or left (`false`) the
     /// `DETECTED` state (statistics only).
     fn note_detected(&self, entered: bool);
+    /// Packets are queued and every slot is held: the only state in which
+    /// counting a blocked thread out lets a packet run sooner.
+    fn contended(&self) -> bool;
 }
 
 /// Values of [`Record::state`] (see the module docs).
@@ -287,6 +290,12 @@ pub(crate) fn deferred() -> bool {
             // Store, fence, load (module docs): the monitor fences between
             // its CAS on `state` and its look at `pending`.
             fence(Ordering::SeqCst);
+            // The same fence orders the store before the monitor's
+            // `asleep` (monitor.rs, "When the monitor looks"): a sleeping
+            // monitor must look at a thread that sits on submissions.
+            if cur.port.as_ref().is_some_and(|p| p.detect) {
+                monitor::slots_full();
+            }
             cur.rec.state.load(Ordering::SeqCst) != COUNTED && cur.rec.take_pending()
         })
         .unwrap_or(true)
@@ -311,13 +320,13 @@ pub(crate) fn counted(id: u64, port: impl FnOnce() -> Weak<dyn Accounting>) {
             cur.port = Some(r);
         }
         cur.rec.state.store(COUNTED, Ordering::SeqCst);
-        if cur.port.as_ref().is_some_and(|p| p.detect) {
-            if !cur.rec.registered.load(Ordering::Relaxed) {
-                cur.rec.registered.store(true, Ordering::Relaxed);
-                monitor::register(cur.rec.clone());
-            }
-            // After the SeqCst store above (monitor.rs, "Sleeping").
-            monitor::running_thread_seen();
+        // Nothing more per `get`: the monitor is woken by the port when a
+        // packet waits for a slot (monitor.rs, "When the monitor looks").
+        if !cur.rec.registered.load(Ordering::Relaxed)
+            && cur.port.as_ref().is_some_and(|p| p.detect)
+        {
+            cur.rec.registered.store(true, Ordering::Relaxed);
+            monitor::register(cur.rec.clone());
         }
     });
 }
@@ -397,11 +406,10 @@ impl Drop for BlockingGuard {
         }
         if let Some(p) = port.upgrade() {
             // Increment, then publish COUNTED (module docs).
+            // `count_up` wakes the monitor if this fills the port while
+            // packets wait.
             p.count_up();
             rec.state.store(COUNTED, Ordering::SeqCst);
-            if p.detects_blocking() {
-                monitor::running_thread_seen();
-            }
         } else {
             rec.state.store(IDLE, Ordering::SeqCst);
         }
