@@ -18,8 +18,9 @@
 //!   [`Port::blocking_guard`]),
 //! - the blocked-thread monitor sees it blocked in the kernel (a `read`, a
 //!   sleep, a contended mutex, a page fault: see `monitor.rs` and
-//!   [`PortBuilder::blocking_detection`], on by default; 1-2 ms after it
-//!   blocked), or
+//!   [`PortBuilder::blocking_detection`], on by default; about 0.15 ms
+//!   after it blocked with context-switch events, about 1 ms by sampling),
+//!   or
 //! - it exits (a thread-local destructor counts it down).
 //!
 //! When the scope ends, or the monitor sees the thread run again, it counts
@@ -46,7 +47,7 @@
 //! that issues an operation and then waits for it somewhere else (a
 //! channel, a lock, a `join`, a sleep) without a `get` or a blocking scope
 //! first is seen blocked by the monitor, which submits its operations
-//! (1-2 ms late); with detection off they stay unsubmitted and it waits
+//! (shortly after it blocked); with detection off they stay unsubmitted and it waits
 //! forever. Wrap such waits in [`Port::blocking`].
 //!
 //! An operation issued by a thread that does not run for the port (it
@@ -430,22 +431,25 @@ impl<C: Send + 'static> PortBuilder<C> {
     /// contended mutex, a page fault — stops counting as running, as on
     /// Windows (spec §1.4). Default: on.
     ///
-    /// One monitor thread per process looks at every thread running for a
-    /// port with detection on, once per millisecond: one `clock_gettime`
-    /// on the thread's CPU-time clock, and, only for a thread that did not
-    /// run during the whole millisecond, its state in
-    /// `/proc/self/task/<tid>/stat`. A thread that is merely preempted is
-    /// never counted out. A blocked thread is counted out after 1-2 ms
-    /// (then a parked waiter is released if packets are queued, and the
-    /// io_uring operations it issued and had not yet submitted are
-    /// submitted); when it runs again it is counted in again, which may
-    /// take the count above the concurrency value for a while, as on
-    /// Windows, and no packet is handed out until it falls back below.
+    /// One monitor thread per process looks at the threads running for
+    /// ports with detection on, only while such a port has packets queued
+    /// and every slot held (or a running thread has unsubmitted io_uring
+    /// operations): woken by each switch-out of a watched thread where the
+    /// kernel allows counting context switches (`perf_event_open`), or
+    /// every millisecond otherwise (CPU-time clock, then the thread's state
+    /// in `/proc/self/task/<tid>/stat`; [`Port::blocking_detection`] says
+    /// which). A thread that is merely preempted is never counted out. A
+    /// blocked thread is counted out about 0.15 ms after it blocked (about
+    /// 1 ms by sampling); then a parked waiter is released, and the io_uring
+    /// operations it issued and had not yet submitted are submitted. When
+    /// it runs again it is counted in again, which may take the count above
+    /// the concurrency value for a while, as on Windows, and no packet is
+    /// handed out until it falls back below.
     ///
-    /// Cost: while at least one thread runs for such a port the monitor
-    /// wakes every millisecond (measured in BENCHMARKS.md, "Blocking
-    /// detection"); with none (every worker waits in `get`) it sleeps and
-    /// costs nothing. A worker pays a few uncontended atomic operations on
+    /// Cost: nothing while no packet waits for a slot (the monitor sleeps);
+    /// on a port kept full under contention, a monitor wake-up per
+    /// switch-out of a running thread (measured in BENCHMARKS.md, "Blocking
+    /// detection"). A worker pays a few uncontended atomic operations on
     /// its own record per `get`. Turn it off for ports whose handlers
     /// never block, or that mark their blocking calls with
     /// [`Port::blocking`] (which keeps working beside detection).

@@ -165,7 +165,7 @@ pub enum BlockingDetection {
     SwitchEvents,
     /// Sampling every millisecond (the fallback when the kernel refuses
     /// switch events, or `CPORT_DETECT=sample`): blocked threads are seen
-    /// after 1-2 ms.
+    /// about 1 ms after they block.
     Sampling,
     /// The monitor thread could not be started: nothing is detected.
     Unavailable,
