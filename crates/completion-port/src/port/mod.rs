@@ -18,9 +18,8 @@
 //!   [`Port::blocking_guard`]),
 //! - the blocked-thread monitor sees it blocked in the kernel (a `read`, a
 //!   sleep, a contended mutex, a page fault: see `monitor.rs` and
-//!   [`PortBuilder::blocking_detection`], on by default; about 0.15 ms
-//!   after it blocked with context-switch events, about 1 ms by sampling),
-//!   or
+//!   [`PortBuilder::blocking_detection`], on by default; about 1 ms after
+//!   it blocked, about 0.15 ms with context-switch events), or
 //! - it exits (a thread-local destructor counts it down).
 //!
 //! When the scope ends, or the monitor sees the thread run again, it counts
@@ -322,10 +321,11 @@ impl<C: Send + 'static> Port<C> {
     /// Which blocked-thread detection mechanism watches this port's
     /// threads: [`BlockingDetection::Off`] when the port was built with
     /// detection off; otherwise the process-wide one —
-    /// [`BlockingDetection::SwitchEvents`] when the kernel lets the
-    /// process count its threads' context switches (`perf_event_open`),
-    /// else [`BlockingDetection::Sampling`] (also forced by the environment
-    /// variable `CPORT_DETECT=sample`, read once per process).
+    /// [`BlockingDetection::Sampling`] by default, or
+    /// [`BlockingDetection::SwitchEvents`] when the environment variable
+    /// `CPORT_DETECT=switch` (read once per process) asks for them and the
+    /// kernel lets the process count its threads' context switches
+    /// (`perf_event_open`).
     pub fn blocking_detection(&self) -> BlockingDetection {
         if self.inner.core.detect {
             monitor::mechanism()
@@ -434,22 +434,22 @@ impl<C: Send + 'static> PortBuilder<C> {
     /// One monitor thread per process looks at the threads running for
     /// ports with detection on, only while such a port has packets queued
     /// and every slot held (or a running thread has unsubmitted io_uring
-    /// operations): woken by each switch-out of a watched thread where the
-    /// kernel allows counting context switches (`perf_event_open`), or
-    /// every millisecond otherwise (CPU-time clock, then the thread's state
-    /// in `/proc/self/task/<tid>/stat`; [`Port::blocking_detection`] says
-    /// which). A thread that is merely preempted is never counted out. A
-    /// blocked thread is counted out about 0.15 ms after it blocked (about
-    /// 1 ms by sampling); then a parked waiter is released, and the io_uring
+    /// operations): every millisecond (CPU-time clock, then the thread's
+    /// state in `/proc/self/task/<tid>/stat`), or, with
+    /// `CPORT_DETECT=switch` where the kernel allows counting context
+    /// switches (`perf_event_open`), at each switch-out of a watched thread
+    /// ([`Port::blocking_detection`] says which). A thread that is merely
+    /// preempted is never counted out. A blocked thread is counted out
+    /// about 1 ms after it blocked (about 0.15 ms with switch events); then a parked waiter is released, and the io_uring
     /// operations it issued and had not yet submitted are submitted. When
     /// it runs again it is counted in again, which may take the count above
     /// the concurrency value for a while, as on Windows, and no packet is
     /// handed out until it falls back below.
     ///
     /// Cost: nothing while no packet waits for a slot (the monitor sleeps);
-    /// on a port kept full under contention, a monitor wake-up per
-    /// switch-out of a running thread (measured in BENCHMARKS.md, "Blocking
-    /// detection"). A worker pays a few uncontended atomic operations on
+    /// on a port kept full, one monitor wake-up per millisecond (with
+    /// switch events: per switch-out of a running thread, preemptions
+    /// included; measured in BENCHMARKS.md, "Blocking detection"). A worker pays a few uncontended atomic operations on
     /// its own record per `get`. Turn it off for ports whose handlers
     /// never block, or that mark their blocking calls with
     /// [`Port::blocking`] (which keeps working beside detection).

@@ -105,7 +105,7 @@
 //! `monitor_wakes_when_slots_fill` checks this protocol.
 //!
 //! # Two mechanisms
-//! - **Switch events** (preferred): the monitor opens, for every watched
+//! - **Switch events** (opt-in, `CPORT_DETECT=switch`): the monitor opens, for every watched
 //!   thread, a `perf_event_open` software event counting the thread's
 //!   context switches (`PERF_COUNT_SW_CONTEXT_SWITCHES`, `sample_period`
 //!   1), whose overflow signal (`F_SETSIG`, `F_SETOWN_EX` to the monitor's
@@ -121,8 +121,9 @@
 //!   `CAP_PERFMON`, or `kernel.perf_event_paranoid` ≤ 1) — context
 //!   switches happen in the kernel, so with `exclude_kernel` they are
 //!   never counted.
-//! - **Sampling** (fallback, or `CPORT_DETECT=sample`): every [`PERIOD`]
-//!   while it looks, the rule above (CPU clock, then state field).
+//! - **Sampling** (the default; also the fallback when switch events are
+//!   refused): every [`PERIOD`] while it looks, the rule above (CPU clock,
+//!   then state field).
 //!
 //! [`mechanism`] says which one runs (`Port::blocking_detection`).
 //!
@@ -159,13 +160,14 @@ const EVENT_IDLE: Duration = Duration::from_millis(100);
 pub enum BlockingDetection {
     /// The port has detection turned off.
     Off,
-    /// Context-switch events (`perf_event_open`): the monitor runs when a
+    /// Context-switch events (`perf_event_open`, asked for with
+    /// `CPORT_DETECT=switch`): the monitor runs when a
     /// watched thread switches out; blocked threads are seen within tens
     /// of microseconds.
     SwitchEvents,
-    /// Sampling every millisecond (the fallback when the kernel refuses
-    /// switch events, or `CPORT_DETECT=sample`): blocked threads are seen
-    /// about 1 ms after they block.
+    /// Sampling every millisecond (the default, and the fallback when the
+    /// kernel refuses switch events): blocked threads are seen about 1 ms
+    /// after they block.
     Sampling,
     /// The monitor thread could not be started: nothing is detected.
     Unavailable,
@@ -223,10 +225,18 @@ fn monitor() -> &'static Monitor {
     })
 }
 
-/// Switch events if the kernel allows them (tried on the calling thread)
-/// and `CPORT_DETECT` does not say `sample`.
+/// Sampling, unless `CPORT_DETECT=switch` asks for switch events and the
+/// kernel allows them (tried on the calling thread).
+///
+/// Why sampling is the default: with switch events the monitor wakes at
+/// every switch-out of a running thread while a packet waits, preemptions
+/// included, and reads that thread's state; where workers share a CPU
+/// (the `echo` benchmark: 2 workers pinned to one CPU) that cost the
+/// server 3-5 µs of CPU per request (9.2-9.5 µs without detection, 9.0-10.8
+/// µs sampling, 12.5-14.7 µs switch events; BENCHMARKS.md). Switch events
+/// pay off for handlers that block for about a millisecond or less.
 fn choose() -> BlockingDetection {
-    if std::env::var("CPORT_DETECT").is_ok_and(|v| v.trim() == "sample") {
+    if !std::env::var("CPORT_DETECT").is_ok_and(|v| v.trim() == "switch") {
         return BlockingDetection::Sampling;
     }
     match open_switch_event(0) {
