@@ -38,6 +38,17 @@ typedef struct _OVERLAPPED {
     (((uint32_t)(lpOverlapped)->Internal) != STATUS_PENDING)
 #define MAKEWORD(low, high) ((WORD)(((low) & 0xff) | (((high) & 0xff) << 8)))
 
+/* Calling-convention markers of Windows declarations: nothing on Linux. */
+#define WINAPI
+#define PASCAL
+#define CALLBACK
+
+/* GUIDs for WSAIoctl(SIO_GET_EXTENSION_FUNCTION_POINTER), as initialisers:
+ *   GUID g = WSAID_ACCEPTEX; */
+#define WSAID_ACCEPTEX {0xb5367df1, 0xcbac, 0x11cf, {0x95, 0xca, 0x00, 0x80, 0x5f, 0x48, 0xa1, 0x92}}
+#define WSAID_GETACCEPTEXSOCKADDRS {0xb5367df2, 0xcbac, 0x11cf, {0x95, 0xca, 0x00, 0x80, 0x5f, 0x48, 0xa1, 0x92}}
+#define WSAID_CONNECTEX {0x25a207b9, 0xddf3, 0x4660, {0x8e, 0xe9, 0x76, 0xe5, 0x8c, 0x74, 0x06, 0x3e}}
+
 
 // Returned by Winsock calls that fail; the error is in `WSAGetLastError()`.
 #define SOCKET_ERROR -1
@@ -70,6 +81,9 @@ typedef uint32_t DWORD;
 
 // Pointer to a `DWORD`.
 typedef DWORD *LPDWORD;
+
+// Completion routines are not supported: pass `NULL`.
+typedef void *LPWSAOVERLAPPED_COMPLETION_ROUTINE;
 
 // A kernel object: a port or a file from `CreateFileA` (tagged values), or
 // a plain Linux fd cast to `HANDLE`, as Windows code casts a `SOCKET`.
@@ -140,8 +154,40 @@ typedef struct WSABUF {
 // Pointer to a [`WSABUF`].
 typedef struct WSABUF *LPWSABUF;
 
-// Completion routines are not supported: pass `NULL`.
-typedef void *LPWSAOVERLAPPED_COMPLETION_ROUTINE;
+// A Windows GUID (16 bytes). The header defines `WSAID_ACCEPTEX`,
+// `WSAID_CONNECTEX` and `WSAID_GETACCEPTEXSOCKADDRS` as initialisers.
+typedef struct GUID {
+  // First 4 bytes.
+  uint32_t Data1;
+  // Next 2 bytes.
+  uint16_t Data2;
+  // Next 2 bytes.
+  uint16_t Data3;
+  // Last 8 bytes.
+  uint8_t Data4[8];
+} GUID;
+
+// Pointer to `AcceptEx`, as `WSAIoctl` returns it.
+typedef BOOL (*LPFN_ACCEPTEX)(SOCKET, SOCKET, LPVOID, DWORD, DWORD, DWORD, LPDWORD, LPOVERLAPPED);
+
+// Pointer to `ConnectEx`, as `WSAIoctl` returns it.
+typedef BOOL (*LPFN_CONNECTEX)(SOCKET,
+                               const struct sockaddr*,
+                               int32_t,
+                               LPVOID,
+                               DWORD,
+                               LPDWORD,
+                               LPOVERLAPPED);
+
+// Pointer to `GetAcceptExSockaddrs`, as `WSAIoctl` returns it.
+typedef void (*LPFN_GETACCEPTEXSOCKADDRS)(LPVOID,
+                                          DWORD,
+                                          DWORD,
+                                          DWORD,
+                                          struct sockaddr**,
+                                          int32_t*,
+                                          struct sockaddr**,
+                                          int32_t*);
 
 // Win32 `TRUE`.
 #define TRUE 1
@@ -426,6 +472,9 @@ typedef void *LPWSAOVERLAPPED_COMPLETION_ROUTINE;
 // `WSASocket` flag: close-on-exec (always set here).
 #define WSA_FLAG_NO_HANDLE_INHERIT 128
 
+// `WSAIoctl` code asking for an extension function's address by GUID.
+#define SIO_GET_EXTENSION_FUNCTION_POINTER 3355443206
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -488,6 +537,32 @@ BOOL ConnectEx(SOCKET s,
                DWORD dwSendDataLength,
                LPDWORD lpdwBytesSent,
                LPOVERLAPPED lpOverlapped);
+
+// `WSAIoctl`, for the one request Windows IOCP servers make of it:
+// `SIO_GET_EXTENSION_FUNCTION_POINTER` with `WSAID_ACCEPTEX`,
+// `WSAID_CONNECTEX` or `WSAID_GETACCEPTEXSOCKADDRS`, which writes the
+// function's address to `lpvOutBuffer` (and its size to
+// `lpcbBytesReturned`) and returns 0. The functions are also exported
+// directly, so both ways of calling them work.
+//
+// `SOCKET_ERROR` with: `WSAENOTSOCK` for a socket that is not one;
+// `WSAEFAULT` for an input that is not one GUID or an output smaller than
+// a pointer; `WSAEINVAL` for an unknown GUID, an OVERLAPPED or a
+// completion routine (the request is synchronous); `WSAEOPNOTSUPP` for
+// any other control code.
+//
+// # Safety
+// `lpvInBuffer` must hold `cbInBuffer` bytes, `lpvOutBuffer`
+// `cbOutBuffer` writable bytes; `lpcbBytesReturned` null or writable.
+int32_t WSAIoctl(SOCKET s,
+                 DWORD dwIoControlCode,
+                 LPVOID lpvInBuffer,
+                 DWORD cbInBuffer,
+                 LPVOID lpvOutBuffer,
+                 DWORD cbOutBuffer,
+                 LPDWORD lpcbBytesReturned,
+                 LPWSAOVERLAPPED lpOverlapped,
+                 LPWSAOVERLAPPED_COMPLETION_ROUTINE lpCompletionRoutine);
 
 // Opens a file (enough of Windows' `CreateFileA` for overlapped files).
 //

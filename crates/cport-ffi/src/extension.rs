@@ -1,5 +1,6 @@
 //! The Microsoft extensions of Winsock (`<mswsock.h>`): `AcceptEx`,
-//! `GetAcceptExSockaddrs`, `ConnectEx` (spec §7.28–29), and their
+//! `GetAcceptExSockaddrs`, `ConnectEx` (spec §7.28–29), `WSAIoctl`'s
+//! `SIO_GET_EXTENSION_FUNCTION_POINTER` that hands out their addresses, and their
 //! completions, which may issue a second stage (the first receive of an
 //! `AcceptEx`, the data of a `ConnectEx`) before the caller sees a packet.
 
@@ -348,4 +349,75 @@ pub(crate) fn connected(packet: &mut Packet<FfiOp>) -> Option<(DWORD, DWORD)> {
             h.send(b, ctx)
         },
     )
+}
+
+/// `WSAIoctl`, for the one request Windows IOCP servers make of it:
+/// `SIO_GET_EXTENSION_FUNCTION_POINTER` with `WSAID_ACCEPTEX`,
+/// `WSAID_CONNECTEX` or `WSAID_GETACCEPTEXSOCKADDRS`, which writes the
+/// function's address to `lpvOutBuffer` (and its size to
+/// `lpcbBytesReturned`) and returns 0. The functions are also exported
+/// directly, so both ways of calling them work.
+///
+/// `SOCKET_ERROR` with: `WSAENOTSOCK` for a socket that is not one;
+/// `WSAEFAULT` for an input that is not one GUID or an output smaller than
+/// a pointer; `WSAEINVAL` for an unknown GUID, an OVERLAPPED or a
+/// completion routine (the request is synchronous); `WSAEOPNOTSUPP` for
+/// any other control code.
+///
+/// # Safety
+/// `lpvInBuffer` must hold `cbInBuffer` bytes, `lpvOutBuffer`
+/// `cbOutBuffer` writable bytes; `lpcbBytesReturned` null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn WSAIoctl(
+    s: SOCKET,
+    dwIoControlCode: DWORD,
+    lpvInBuffer: LPVOID,
+    cbInBuffer: DWORD,
+    lpvOutBuffer: LPVOID,
+    cbOutBuffer: DWORD,
+    lpcbBytesReturned: LPDWORD,
+    lpOverlapped: LPWSAOVERLAPPED,
+    lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE,
+) -> i32 {
+    let refuse = |e| {
+        crate::error::set_last_error(e);
+        SOCKET_ERROR
+    };
+    if let Err(e) = socket_target(s) {
+        return refuse(e);
+    }
+    if dwIoControlCode != SIO_GET_EXTENSION_FUNCTION_POINTER {
+        return refuse(WSAEOPNOTSUPP);
+    }
+    if !lpOverlapped.is_null() || !lpCompletionRoutine.is_null() {
+        return refuse(WSAEINVAL);
+    }
+    let size = std::mem::size_of::<usize>();
+    if lpvInBuffer.is_null()
+        || cbInBuffer as usize != std::mem::size_of::<GUID>()
+        || lpvOutBuffer.is_null()
+        || (cbOutBuffer as usize) < size
+    {
+        return refuse(WSAEFAULT);
+    }
+    // SAFETY: `lpvInBuffer` holds one GUID (checked size; caller); read
+    // unaligned since the caller's buffer may be any bytes.
+    let guid = unsafe { std::ptr::read_unaligned(lpvInBuffer.cast::<GUID>()) };
+    let address = if guid == WSAID_ACCEPTEX_GUID {
+        AcceptEx as *const () as usize
+    } else if guid == WSAID_CONNECTEX_GUID {
+        ConnectEx as *const () as usize
+    } else if guid == WSAID_GETACCEPTEXSOCKADDRS_GUID {
+        GetAcceptExSockaddrs as *const () as usize
+    } else {
+        return refuse(WSAEINVAL);
+    };
+    // SAFETY: `lpvOutBuffer` has room for a pointer (checked; caller);
+    // written unaligned for the same reason as above.
+    unsafe { std::ptr::write_unaligned(lpvOutBuffer.cast::<usize>(), address) };
+    if !lpcbBytesReturned.is_null() {
+        // SAFETY: writable (caller).
+        unsafe { *lpcbBytesReturned = size as DWORD };
+    }
+    0
 }

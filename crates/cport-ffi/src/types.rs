@@ -369,6 +369,87 @@ pub const SO_UPDATE_ACCEPT_CONTEXT: i32 = 0x700B;
 /// The same, after `ConnectEx`.
 pub const SO_UPDATE_CONNECT_CONTEXT: i32 = 0x7010;
 
+// ---- Extension function pointers (WSAIoctl) -----------------------------
+
+/// A Windows GUID (16 bytes). The header defines `WSAID_ACCEPTEX`,
+/// `WSAID_CONNECTEX` and `WSAID_GETACCEPTEXSOCKADDRS` as initialisers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GUID {
+    /// First 4 bytes.
+    pub Data1: u32,
+    /// Next 2 bytes.
+    pub Data2: u16,
+    /// Next 2 bytes.
+    pub Data3: u16,
+    /// Last 8 bytes.
+    pub Data4: [u8; 8],
+}
+
+/// `WSAIoctl` code asking for an extension function's address by GUID.
+pub const SIO_GET_EXTENSION_FUNCTION_POINTER: DWORD = 0xC800_0006;
+
+/// `AcceptEx`'s GUID.
+pub const WSAID_ACCEPTEX_GUID: GUID = GUID {
+    Data1: 0xb536_7df1,
+    Data2: 0xcbac,
+    Data3: 0x11cf,
+    Data4: [0x95, 0xca, 0x00, 0x80, 0x5f, 0x48, 0xa1, 0x92],
+};
+/// `GetAcceptExSockaddrs`'s GUID.
+pub const WSAID_GETACCEPTEXSOCKADDRS_GUID: GUID = GUID {
+    Data1: 0xb536_7df2,
+    Data2: 0xcbac,
+    Data3: 0x11cf,
+    Data4: [0x95, 0xca, 0x00, 0x80, 0x5f, 0x48, 0xa1, 0x92],
+};
+/// `ConnectEx`'s GUID.
+pub const WSAID_CONNECTEX_GUID: GUID = GUID {
+    Data1: 0x25a2_07b9,
+    Data2: 0xddf3,
+    Data3: 0x4660,
+    Data4: [0x8e, 0xe9, 0x76, 0xe5, 0x8c, 0x74, 0x06, 0x3e],
+};
+
+/// Pointer to `AcceptEx`, as `WSAIoctl` returns it.
+pub type LPFN_ACCEPTEX = Option<
+    unsafe extern "C" fn(
+        SOCKET,
+        SOCKET,
+        LPVOID,
+        DWORD,
+        DWORD,
+        DWORD,
+        LPDWORD,
+        LPOVERLAPPED,
+    ) -> BOOL,
+>;
+/// Pointer to `ConnectEx`, as `WSAIoctl` returns it.
+pub type LPFN_CONNECTEX = Option<
+    unsafe extern "C" fn(
+        SOCKET,
+        *const crate::extension::sockaddr,
+        i32,
+        LPVOID,
+        DWORD,
+        LPDWORD,
+        LPOVERLAPPED,
+    ) -> BOOL,
+>;
+/// Pointer to `GetAcceptExSockaddrs`, as `WSAIoctl` returns it.
+pub type LPFN_GETACCEPTEXSOCKADDRS = Option<
+    unsafe extern "C" fn(
+        LPVOID,
+        DWORD,
+        DWORD,
+        DWORD,
+        *mut *mut crate::extension::sockaddr,
+        *mut i32,
+        *mut *mut crate::extension::sockaddr,
+        *mut i32,
+    ),
+>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2092,6 +2092,90 @@ done:
     free(ov), free(out);
 }
 
+/* WSAIoctl(SIO_GET_EXTENSION_FUNCTION_POINTER): the Windows way of getting
+ * AcceptEx, ConnectEx and GetAcceptExSockaddrs; the pointers work. */
+static void s7_wsaioctl_extension_pointers(void) {
+    HANDLE port = new_port(0);
+    SOCKET lis = INVALID_SOCKET, acc = INVALID_SOCKET, con = INVALID_SOCKET;
+    struct sockaddr_in la, ca;
+    OVERLAPPED *ov = new_ov(), *ov2 = new_ov();
+    char *out = calloc(1, 2 * ADDR_LEN);
+    int pp[2] = {-1, -1};
+    DWORD n = 0;
+    LPFN_ACCEPTEX pAcceptEx = NULL;
+    LPFN_CONNECTEX pConnectEx = NULL;
+    LPFN_GETACCEPTEXSOCKADDRS pGetSockaddrs = NULL;
+    GUID ga = WSAID_ACCEPTEX, gc = WSAID_CONNECTEX, gs = WSAID_GETACCEPTEXSOCKADDRS;
+    GUID bogus = {1, 2, 3, {4, 5, 6, 7, 8, 9, 10, 11}};
+    CHECK(port, "create");
+    lis = new_tcp();
+    acc = new_tcp();
+    con = new_tcp();
+    CHECK(lis != INVALID_SOCKET && acc != INVALID_SOCKET && con != INVALID_SOCKET, "WSASocketW");
+    CHECK(WSAIoctl(lis, SIO_GET_EXTENSION_FUNCTION_POINTER, &ga, sizeof ga, &pAcceptEx,
+                   sizeof pAcceptEx, &n, NULL, NULL) == 0 &&
+              pAcceptEx && n == sizeof(void *),
+          "AcceptEx pointer: %d", WSAGetLastError());
+    CHECK(WSAIoctl(lis, SIO_GET_EXTENSION_FUNCTION_POINTER, &gc, sizeof gc, &pConnectEx,
+                   sizeof pConnectEx, &n, NULL, NULL) == 0 && pConnectEx,
+          "ConnectEx pointer: %d", WSAGetLastError());
+    CHECK(WSAIoctl(lis, SIO_GET_EXTENSION_FUNCTION_POINTER, &gs, sizeof gs, &pGetSockaddrs,
+                   sizeof pGetSockaddrs, &n, NULL, NULL) == 0 && pGetSockaddrs,
+          "GetAcceptExSockaddrs pointer: %d", WSAGetLastError());
+    /* Refusals. */
+    void *fp = NULL;
+    CHECK(WSAIoctl(lis, SIO_GET_EXTENSION_FUNCTION_POINTER, &bogus, sizeof bogus, &fp, sizeof fp, &n,
+                   NULL, NULL) == SOCKET_ERROR && WSAGetLastError() == WSAEINVAL,
+          "unknown GUID: %d", WSAGetLastError());
+    CHECK(WSAIoctl(lis, 0x4004667F /* FIONREAD */, NULL, 0, &fp, sizeof fp, &n, NULL, NULL) ==
+                  SOCKET_ERROR && WSAGetLastError() == WSAEOPNOTSUPP,
+          "other code: %d", WSAGetLastError());
+    CHECK(WSAIoctl(lis, SIO_GET_EXTENSION_FUNCTION_POINTER, &ga, sizeof ga, &fp, 4, &n, NULL, NULL) ==
+                  SOCKET_ERROR && WSAGetLastError() == WSAEFAULT,
+          "short output: %d", WSAGetLastError());
+    CHECK(pipe2(pp, O_CLOEXEC) == 0, "pipe");
+    CHECK(WSAIoctl(S(pp[0]), SIO_GET_EXTENSION_FUNCTION_POINTER, &ga, sizeof ga, &fp, sizeof fp, &n,
+                   NULL, NULL) == SOCKET_ERROR && WSAGetLastError() == WSAENOTSOCK,
+          "not a socket: %d", WSAGetLastError());
+    /* The pointers do the work: accept through pAcceptEx, connect through
+     * pConnectEx, addresses through pGetSockaddrs. */
+    CHECK(bind_loopback(lis, &la) == 0 && listen((int)lis, 8) == 0, "bind/listen");
+    CHECK(bind_loopback(con, &ca) == 0, "bind connector");
+    CHECK(CreateIoCompletionPort(H(lis), port, 0x51, 0) == port, "assoc listener");
+    CHECK(CreateIoCompletionPort(H(con), port, 0x52, 0) == port, "assoc connector");
+    CHECK(pending_b(pAcceptEx(lis, acc, out, 0, ADDR_LEN, ADDR_LEN, &n, ov)), "pAcceptEx: %u",
+          GetLastError());
+    CHECK(pending_b(pConnectEx(con, (struct sockaddr *)&la, sizeof la, NULL, 0, &n, ov2)),
+          "pConnectEx: %u", GetLastError());
+    int got_accept = 0, got_connect = 0;
+    for (int i = 0; i < 2; i++) {
+        pkt_t p = deq(port, MUST_MS);
+        CHECK(p.ok, "packet %d: err=%u", i, p.err);
+        got_accept += p.key == 0x51 && p.ov == ov;
+        got_connect += p.key == 0x52 && p.ov == ov2;
+    }
+    CHECK(got_accept == 1 && got_connect == 1, "accept %d, connect %d", got_accept, got_connect);
+    struct sockaddr *ls = NULL, *rs = NULL;
+    int ll = 0, rl = 0;
+    pGetSockaddrs(out, 0, ADDR_LEN, ADDR_LEN, &ls, &ll, &rs, &rl);
+    struct sockaddr_in rsa;
+    CHECK(rs && rl == (int)sizeof rsa, "remote sockaddr");
+    memcpy(&rsa, rs, sizeof rsa);
+    CHECK(ntohs(rsa.sin_port) == ntohs(ca.sin_port), "remote port %u, connector's %u",
+          ntohs(rsa.sin_port), ntohs(ca.sin_port));
+done:
+    if (pp[0] >= 0)
+        close(pp[0]), close(pp[1]);
+    if (acc != INVALID_SOCKET)
+        closesocket(acc);
+    if (con != INVALID_SOCKET)
+        closesocket(con);
+    if (lis != INVALID_SOCKET)
+        closesocket(lis);
+    xclose_port(port);
+    free(ov), free(ov2), free(out);
+}
+
 static void s7_connectex(void) {
     HANDLE port = new_port(0);
     int lis = -1, a1 = -1, a2 = -1;
@@ -2314,6 +2398,7 @@ int main(int argc, char **argv) {
     RUN(s7_acceptex);
     RUN(s7_acceptex_with_data);
     RUN(s7_connectex);
+    RUN(s7_wsaioctl_extension_pointers);
     RUN(s7_connectex_unbound);
     RUN(s7_zero_byte_recv);
     RUN(s7_scatter_gather);
