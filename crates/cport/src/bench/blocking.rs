@@ -35,7 +35,9 @@ use std::time::{Duration, Instant};
 
 use completion_port::{Backend, Port};
 
-use super::{collect, join_all, spawn_pinned, Contest, Meter, Row, Sample, Settings};
+use super::{
+    check_contexts, collect, join_all, spawn_pinned, Contest, Meter, Row, Sample, Settings,
+};
 
 /// Rounds of CPU work in every handler (a few µs).
 const WORK_ROUNDS: u32 = 2_000;
@@ -85,14 +87,8 @@ struct Tally {
 }
 
 fn check(what: &str, n: u64, tallies: &[Tally]) -> io::Result<u64> {
-    let count: u64 = tallies.iter().map(|t| t.count).sum();
-    let sum = tallies.iter().fold(0u64, |a, t| a.wrapping_add(t.sum));
-    let want = (u128::from(n) * (u128::from(n) + 1) / 2) as u64;
-    if count != n || sum != want {
-        return Err(io::Error::other(format!(
-            "{what}: handled {count} packets (context sum {sum}), expected {n} (sum {want})"
-        )));
-    }
+    let count = check_contexts(n, tallies.iter().map(|t| (t.count, t.sum)))
+        .map_err(|m| io::Error::other(format!("{what}: handled {m}")))?;
     std::hint::black_box(tallies.iter().fold(0u64, |a, t| a.wrapping_add(t.sink)));
     Ok(count)
 }

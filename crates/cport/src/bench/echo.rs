@@ -1,8 +1,9 @@
 //! TCP echo over loopback: `connections` × `size`-byte messages in closed
 //! loops (the shared [`loadgen`](super::loadgen)), against
 //! - **ours**: one port, 2 worker threads (concurrency 2), the seed's
-//!   pattern: accept → associate → recv → send → recv …;
-//! - **raw epoll**: a hand-written single-thread level-triggered epoll loop;
+//!   pattern: accept → associate → recv → send → recv … (`echo_ours.rs`);
+//! - **raw epoll**: a hand-written single-thread level-triggered epoll loop
+//!   (`echo_peers.rs`);
 //! - **raw io_uring**: a hand-written single-thread io_uring loop
 //!   (`echo_peers.rs`);
 //! - **tokio**: a tokio multi-thread runtime with 2 workers (`echo_peers.rs`);
@@ -11,26 +12,38 @@
 //!
 //! Every server can also burn the CPU each request asks for (the `mixed`
 //! workload, see `loadgen::BurnParser`), and ours counts the connections it
-//! has accepted and armed (the `scale` workload's memory probe).
+//! has accepted and armed (the `scale` workload's memory probe, whose
+//! load generator runs in a child process: `echo_child.rs`).
 //!
 //! Server threads are pinned to one CPU and the load generator to another
 //! (when pinning is on), so both sides of every pair get the same budget.
 //! Each server reports the CPU time its own threads used.
+//!
+//! This file holds the trial (start a server, drive it, stop it), the
+//! [`EchoContest`] that `echo`, `mixed` and `scale` run through the trial
+//! loop, and the `echo` rows.
 
-use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::io;
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use completion_port::{Backend, Buf, GetError, Handle, Port};
+use completion_port::{Backend, Port};
 
-use super::loadgen::{self, BurnParser, Load};
+use super::loadgen::{self, Load};
+use super::{pin, run_pairs, Contest, Lat, RatioKind, Row, Sample, Settings, Side, ThreadUse};
+
+#[path = "echo_child.rs"]
+mod child;
+#[path = "echo_ours.rs"]
+mod ours;
 #[path = "echo_peers.rs"]
 mod peers;
-use super::{pin, run_pairs, Contest, Row, Sample, Settings};
+
+pub(super) use child::{loadgen_child, raise_nofile};
+use ours::{Op, STOP};
 
 /// Which server a trial runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,22 +93,6 @@ pub struct Opts {
     pub measure_rss: bool,
 }
 
-/// CPU time, kernel CPU time and context switches of some threads.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ThreadUse {
-    pub cpu: Duration,
-    pub sys: Duration,
-    pub csw: u64,
-}
-
-impl std::ops::AddAssign for ThreadUse {
-    fn add_assign(&mut self, o: ThreadUse) {
-        self.cpu += o.cpu;
-        self.sys += o.sys;
-        self.csw += o.csw;
-    }
-}
-
 /// Workers of our server.
 const WORKERS: usize = 2;
 
@@ -134,28 +131,6 @@ fn listen() -> io::Result<TcpListener> {
     Ok(sock.into())
 }
 
-/// VmRSS of this process, in bytes.
-pub fn vm_rss() -> io::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .ok_or_else(|| io::Error::other("no VmRSS line in /proc/self/status"))
-}
-
-/// Hands freed heap memory back to the kernel, so RSS growth that
-/// follows is new memory, not reuse of a previous trial's.
-fn trim_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free memory of glibc's heap.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Runs one trial with options: start the server, drive it, stop it.
 pub fn trial_with(server: Server, o: Opts) -> io::Result<EchoRun> {
     let listener = listen()?;
@@ -170,8 +145,8 @@ pub fn trial_with(server: Server, o: Opts) -> io::Result<EchoRun> {
         ));
     }
     let running = match server {
-        Server::Ours(b) => ours(listener, b, size, o.server_cpu, burn, accepted.clone())?,
-        Server::RawEpoll => raw_epoll(listener, size, stop.clone(), o.server_cpu)?,
+        Server::Ours(b) => ours::start(listener, b, size, o.server_cpu, burn, accepted.clone())?,
+        Server::RawEpoll => peers::raw_epoll(listener, size, stop.clone(), o.server_cpu)?,
         Server::RawUring => peers::raw_uring(listener, size, stop.clone(), o.server_cpu)?,
         Server::Tokio => peers::tokio(listener, size, stop.clone(), o.server_cpu, burn)?,
         Server::Compio(n) => {
@@ -179,7 +154,7 @@ pub fn trial_with(server: Server, o: Opts) -> io::Result<EchoRun> {
         }
     };
     if o.measure_rss {
-        let r = child_load(addr, o, &accepted);
+        let r = child::child_load(addr, o, &accepted);
         stop.store(true, Ordering::Release);
         running.stop()?;
         // The server's CPU during the timed part only (the process holds
@@ -214,193 +189,6 @@ pub fn trial_with(server: Server, o: Opts) -> io::Result<EchoRun> {
     })
 }
 
-/// Drives the server from a child process (see [`Opts::measure_rss`]);
-/// returns the load, the server process's VmRSS growth per connection and
-/// this process's CPU use during the timed part.
-fn child_load(
-    addr: std::net::SocketAddr,
-    o: Opts,
-    accepted: &AtomicUsize,
-) -> io::Result<(Load, f64, ThreadUse)> {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-    let exe = std::env::current_exe()?;
-    let spec = format!(
-        "{addr},{},{},{},{}",
-        o.connections,
-        o.size,
-        o.duration.as_millis(),
-        o.client_cpu.map_or("-".to_string(), |c| c.to_string())
-    );
-    trim_heap();
-    let before = vm_rss()?;
-    let mut child = Command::new(exe)
-        .args(["bench", "--loadgen-child", &spec])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot start the load-generator process: {e}"),
-            )
-        })?;
-    let r = (|| -> io::Result<(Load, f64, ThreadUse)> {
-        let mut stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| io::Error::other("no stdin"))?;
-        let mut out = io::BufReader::new(
-            child
-                .stdout
-                .take()
-                .ok_or_else(|| io::Error::other("no stdout"))?,
-        );
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-        if line.trim() != "connected" {
-            return Err(io::Error::other(format!(
-                "load-generator process: expected \"connected\", got {:?}",
-                line.trim()
-            )));
-        }
-        // Wait until the server has accepted and armed every connection.
-        let limit = Instant::now() + Duration::from_secs(60);
-        while accepted.load(Ordering::Acquire) < o.connections {
-            if Instant::now() > limit {
-                return Err(io::Error::other(format!(
-                    "echo: the server armed {} of {} connections within 60 s",
-                    accepted.load(Ordering::Acquire),
-                    o.connections
-                )));
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-        let after = vm_rss()?;
-        let meter = super::Meter::start();
-        writeln!(stdin, "go")?;
-        stdin.flush()?;
-        line.clear();
-        out.read_line(&mut line)?;
-        let used = meter.stop(0);
-        let mut it = line.split_whitespace().map(str::parse::<u64>);
-        let (Some(Ok(requests)), Some(Ok(ns))) = (it.next(), it.next()) else {
-            return Err(io::Error::other(format!(
-                "load-generator process: bad result line {:?}",
-                line.trim()
-            )));
-        };
-        let per_conn = after.saturating_sub(before) as f64 / o.connections.max(1) as f64;
-        Ok((
-            Load {
-                requests,
-                elapsed: Duration::from_nanos(ns),
-                latency: None,
-            },
-            per_conn,
-            ThreadUse {
-                cpu: used.cpu,
-                sys: used.sys,
-                csw: used.csw,
-            },
-        ))
-    })();
-    if r.is_err() {
-        let _ = child.kill();
-    }
-    let status = child.wait()?;
-    let r = r?;
-    if !status.success() {
-        return Err(io::Error::other(format!(
-            "the load-generator process failed ({status})"
-        )));
-    }
-    Ok(r)
-}
-
-/// The hidden `cport bench --loadgen-child SPEC`: connects, says
-/// "connected", waits for "go" on stdin, drives the server, prints
-/// "REQUESTS NANOSECONDS".
-pub(super) fn loadgen_child(spec: &str) -> io::Result<()> {
-    use std::io::BufRead;
-    let bad = || {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("bad --loadgen-child {spec:?}"),
-        )
-    };
-    let f: Vec<&str> = spec.split(',').collect();
-    if f.len() != 5 {
-        return Err(bad());
-    }
-    let addr: std::net::SocketAddr = f[0].parse().map_err(|_| bad())?;
-    let connections: usize = f[1].parse().map_err(|_| bad())?;
-    let size: usize = f[2].parse().map_err(|_| bad())?;
-    let ms: u64 = f[3].parse().map_err(|_| bad())?;
-    let cpu: Option<usize> = match f[4] {
-        "-" => None,
-        c => Some(c.parse().map_err(|_| bad())?),
-    };
-    pin(cpu);
-    // Room for the client ends (one descriptor each) and a few more.
-    raise_nofile(connections as u64 + 256)?;
-    let mut after = || -> io::Result<()> {
-        let mut o = io::stdout().lock();
-        writeln!(o, "connected")?;
-        o.flush()?;
-        let mut line = String::new();
-        io::stdin().lock().read_line(&mut line)?;
-        if line.trim() == "go" {
-            Ok(())
-        } else {
-            Err(io::Error::other("load-generator process: no \"go\""))
-        }
-    };
-    let opts = loadgen::Opts {
-        zero_linger: true,
-        ramp: true,
-        after_connect: Some(&mut after),
-        ..Default::default()
-    };
-    let load = loadgen::run_with(addr, connections, size, Duration::from_millis(ms), opts)?;
-    let mut o = io::stdout().lock();
-    writeln!(o, "{} {}", load.requests, load.elapsed.as_nanos())?;
-    o.flush()
-}
-
-/// Raises RLIMIT_NOFILE to at least `need`, or says why it cannot.
-pub(super) fn raise_nofile(need: u64) -> io::Result<()> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if lim.rlim_cur >= need {
-        return Ok(());
-    }
-    let new = libc::rlimit {
-        rlim_cur: need,
-        rlim_max: lim.rlim_max.max(need),
-    };
-    // SAFETY: `new` is a valid rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    Err(io::Error::new(
-        e.kind(),
-        format!(
-            "needs {need} open files, but RLIMIT_NOFILE is {} (hard {}) and could not be raised: {e}; \
-             raise it (e.g. `ulimit -n {need}`, as root for the hard limit) and run again",
-            lim.rlim_cur, lim.rlim_max
-        ),
-    ))
-}
-
 /// A running server: how to stop it and collect its threads' CPU time.
 struct Running {
     threads: Vec<JoinHandle<io::Result<ThreadUse>>>,
@@ -428,62 +216,71 @@ impl Running {
     }
 }
 
-/// What the calling thread has used so far: CPU time (thread CPU clock),
-/// kernel CPU time and context switches (`getrusage(RUSAGE_THREAD)`).
-fn thread_use() -> ThreadUse {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    // SAFETY: a zeroed rusage is a valid value of this plain C struct.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `ru` is valid and writable; RUSAGE_THREAD is the caller.
-    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
-    ThreadUse {
-        cpu: Duration::new(
-            ts.tv_sec.max(0) as u64,
-            ts.tv_nsec.clamp(0, 999_999_999) as u32,
-        ),
-        sys: Duration::from_secs(ru.ru_stime.tv_sec.max(0) as u64)
-            + Duration::from_micros(ru.ru_stime.tv_usec.max(0) as u64),
-        csw: (ru.ru_nvcsw.max(0) + ru.ru_nivcsw.max(0)) as u64,
-    }
-}
-
 // ----- the workload --------------------------------------------------------
 
-/// Connections of the load generator.
-const CONNECTIONS: usize = 50;
+/// Connections of the load generator (`echo`, `mixed`; `scale`'s small
+/// count).
+pub(super) const CONNECTIONS: usize = 50;
 /// Bytes per message.
-const SIZE: usize = 512;
+pub(super) const SIZE: usize = 512;
 /// Pin slots: the server's threads on one CPU, the load generator on another.
 const SERVER_SLOT: usize = 0;
 const CLIENT_SLOT: usize = 1;
 
-struct Echo<'a> {
-    s: &'a Settings,
-    backend: Backend,
-    peer: Server,
-    peer_name: &'static str,
+/// A contest of two echo servers, or of one at two connection counts
+/// (`scale`): each trial runs its side's server with [`SIZE`]-byte
+/// messages for the "ops" the trial loop passes in, as milliseconds, the
+/// server and the load generator pinned to their slots.
+pub(super) struct EchoContest<'a> {
+    pub s: &'a Settings,
+    /// Label in the progress lines.
+    pub label: String,
+    /// The server and the connection count of each side.
+    pub ours: (Server, usize),
+    pub peer: (Server, usize),
+    /// See [`Opts`].
+    pub burn_seed: Option<u64>,
+    pub latency: bool,
+    pub measure_rss: bool,
 }
 
-impl Echo<'_> {
-    /// One trial of `server` lasting `ms` milliseconds (the "ops" the trial
-    /// loop passes in), as a sample whose CPU is the server's own.
-    fn sample(&self, server: Server, ms: u64) -> io::Result<Sample> {
+impl<'a> EchoContest<'a> {
+    /// A plain contest: no CPU cost, no latency, no memory probe.
+    pub fn new(
+        s: &'a Settings,
+        label: String,
+        ours: (Server, usize),
+        peer: (Server, usize),
+    ) -> Self {
+        EchoContest {
+            s,
+            label,
+            ours,
+            peer,
+            burn_seed: None,
+            latency: false,
+            measure_rss: false,
+        }
+    }
+
+    /// Runs the contest through the trial loop: `ms`-long trials after
+    /// warm-ups a quarter as long (at least 50 ms); `names` name the sides.
+    pub fn run(&mut self, ms: u64, names: (String, String)) -> io::Result<(Side, Side)> {
+        run_pairs(self.s, self, ms, (ms / 4).max(50), names)
+    }
+
+    fn sample(&self, (server, connections): (Server, usize), ms: u64) -> io::Result<Sample> {
         sample(
             server,
             Opts {
-                connections: CONNECTIONS,
+                connections,
                 size: SIZE,
                 duration: Duration::from_millis(ms),
                 server_cpu: self.s.cpu_for(SERVER_SLOT),
                 client_cpu: self.s.cpu_for(CLIENT_SLOT),
-                burn_seed: None,
-                latency: false,
-                measure_rss: false,
+                burn_seed: self.burn_seed,
+                latency: self.latency,
+                measure_rss: self.measure_rss,
             },
         )
     }
@@ -491,7 +288,7 @@ impl Echo<'_> {
 
 /// One trial as a sample whose CPU is the server's own (and whose latency
 /// and memory are the load generator's and the probe's, when measured).
-pub(super) fn sample(server: Server, o: Opts) -> io::Result<Sample> {
+fn sample(server: Server, o: Opts) -> io::Result<Sample> {
     let r = trial_with(server, o)?;
     if r.load.requests == 0 {
         return Err(io::Error::other(format!(
@@ -505,17 +302,17 @@ pub(super) fn sample(server: Server, o: Opts) -> io::Result<Sample> {
         sys: r.server.sys,
         csw: r.server.csw,
         stalls: 0,
-        lat: r.load.latency.as_ref().map(super::Lat::of),
+        lat: r.load.latency.as_ref().map(Lat::of),
         rss_per_conn: r.rss_per_conn,
     })
 }
 
-impl Contest for Echo<'_> {
+impl Contest for EchoContest<'_> {
     fn label(&self) -> String {
-        format!("echo ({}) vs {}", self.backend, self.peer_name)
+        self.label.clone()
     }
     fn ours(&mut self, ms: u64) -> io::Result<Sample> {
-        self.sample(Server::Ours(self.backend), ms)
+        self.sample(self.ours, ms)
     }
     fn peer(&mut self, ms: u64) -> io::Result<Sample> {
         self.sample(self.peer, ms)
@@ -547,17 +344,14 @@ pub(super) fn run(s: &Settings, backend: Backend, peer: Server) -> io::Result<Ro
         Server::Compio(_) => format!("echo {CONNECTIONS}x{SIZE} B ({backend} vs compio)"),
         _ => format!("echo {CONNECTIONS}x{SIZE} B ({backend})"),
     };
-    let mut c = Echo {
+    let mut c = EchoContest::new(
         s,
-        backend,
-        peer,
-        peer_name,
-    };
-    let (ours, peer) = run_pairs(
-        s,
-        &mut c,
+        format!("echo ({backend}) vs {peer_name}"),
+        (Server::Ours(backend), CONNECTIONS),
+        (peer, CONNECTIONS),
+    );
+    let (ours, peer) = c.run(
         ms,
-        (ms / 4).max(50),
         (
             format!("completion-port ({backend}, {WORKERS} workers)"),
             peer_name.to_string(),
@@ -574,204 +368,10 @@ pub(super) fn run(s: &Settings, backend: Backend, peer: Server) -> io::Result<Ro
         ours,
         peer,
         target: Some(target),
-        kind: super::RatioKind::Rate,
+        kind: RatioKind::Rate,
         note: None,
         extra: Vec::new(),
     })
-}
-
-// ----- ours -----------------------------------------------------------------
-
-/// Key of the listener and of stop packets.
-const LISTENER: usize = 0;
-const STOP: usize = usize::MAX;
-
-/// The per-operation context: what the packet is about, the connection,
-/// and where its byte stream is in the current message (for `mixed`).
-enum Op {
-    Accept,
-    Recv(Handle<Op>, BurnParser),
-    Send(Handle<Op>, BurnParser),
-    Stop,
-}
-
-fn ours(
-    listener: TcpListener,
-    backend: Backend,
-    size: usize,
-    cpu: Option<usize>,
-    burn: bool,
-    accepted: Arc<AtomicUsize>,
-) -> io::Result<Running> {
-    let port = Port::<Op>::builder()
-        .backend(backend)
-        .concurrency(WORKERS)
-        .build()?;
-    let listener = port.associate(listener, LISTENER)?;
-    listener.accept(Op::Accept)?;
-    let mut threads = Vec::new();
-    for _ in 0..WORKERS {
-        let port = port.clone();
-        let listener = listener.clone();
-        let accepted = accepted.clone();
-        threads.push(thread::spawn(move || {
-            pin(cpu);
-            worker(&port, &listener, size, burn, &accepted)?;
-            Ok(thread_use())
-        }));
-    }
-    Ok(Running {
-        threads,
-        port: Some(port),
-    })
-}
-
-fn worker(
-    port: &Port<Op>,
-    listener: &Handle<Op>,
-    size: usize,
-    burn: bool,
-    accepted: &AtomicUsize,
-) -> io::Result<()> {
-    let mut next_key = 1usize;
-    loop {
-        let mut p = match port.get(Some(Duration::from_secs(30))) {
-            Ok(p) => p,
-            Err(GetError::Closed) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        match std::mem::replace(&mut p.context, Op::Stop) {
-            Op::Stop => return Ok(()),
-            Op::Accept => {
-                if let Some(acc) = p.take_accepted() {
-                    acc.socket.set_nodelay(true)?;
-                    next_key += 1;
-                    let conn = port.associate(acc.socket, next_key)?;
-                    conn.recv(
-                        Buf::with_capacity(size),
-                        Op::Recv(conn.clone(), BurnParser::default()),
-                    )?;
-                    accepted.fetch_add(1, Ordering::Release);
-                }
-                listener.accept(Op::Accept)?;
-            }
-            Op::Recv(conn, mut parser) => {
-                let buf = p.take_buf().expect("recv returns its buffer");
-                if matches!(p.result, Ok(n) if n > 0) {
-                    if burn {
-                        loadgen::burn(parser.feed(&buf, size));
-                    }
-                    conn.send(buf, Op::Send(conn.clone(), parser))?;
-                }
-                // Ok(0) or an error: the connection ends (dropping the handle).
-            }
-            Op::Send(conn, parser) => {
-                let mut buf = p.take_buf().expect("send returns its buffer");
-                let Ok(n) = p.result else { continue };
-                if n < buf.len() {
-                    let rest = Buf::copy_from(&buf[n..]);
-                    conn.send(rest, Op::Send(conn.clone(), parser))?;
-                } else {
-                    buf.clear();
-                    conn.recv(buf, Op::Recv(conn.clone(), parser))?;
-                }
-            }
-        }
-    }
-}
-
-// ----- raw epoll --------------------------------------------------------------
-
-fn raw_epoll(
-    listener: TcpListener,
-    size: usize,
-    stop: Arc<AtomicBool>,
-    cpu: Option<usize>,
-) -> io::Result<Running> {
-    listener.set_nonblocking(true)?;
-    let t = thread::spawn(move || {
-        pin(cpu);
-        raw_loop(listener, size, &stop)?;
-        Ok(thread_use())
-    });
-    Ok(Running {
-        threads: vec![t],
-        port: None,
-    })
-}
-
-fn raw_loop(listener: TcpListener, size: usize, stop: &AtomicBool) -> io::Result<()> {
-    // SAFETY: plain syscall; closed below.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if ep < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let add = |fd: i32, token: u64| {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
-        // SAFETY: valid epoll fd, open fd, valid event.
-        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) }
-    };
-    add(listener.as_raw_fd(), u64::MAX);
-    let mut conns: Vec<Option<TcpStream>> = Vec::new();
-    let mut buf = vec![0u8; size];
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
-    let result = 'serve: loop {
-        if stop.load(Ordering::Acquire) {
-            break Ok(());
-        }
-        // SAFETY: `events` has room for 256 entries.
-        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), 256, 50) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            break Err(e);
-        }
-        for ev in &events[..n as usize] {
-            if ev.u64 == u64::MAX {
-                while let Ok((s, _)) = listener.accept() {
-                    if let Err(e) = s.set_nodelay(true).and_then(|()| s.set_nonblocking(true)) {
-                        break 'serve Err(e);
-                    }
-                    add(s.as_raw_fd(), conns.len() as u64);
-                    conns.push(Some(s));
-                }
-                continue;
-            }
-            let i = ev.u64 as usize;
-            let Some(s) = conns[i].as_mut() else { continue };
-            match s.read(&mut buf) {
-                Ok(0) => conns[i] = None,
-                Ok(k) => {
-                    // 512-byte echoes fit the socket buffer; a full buffer
-                    // would be a bug of the benchmark, not a slow path.
-                    if let Err(e) = write_all_nonblocking(s, &buf[..k]) {
-                        break 'serve Err(e);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => conns[i] = None,
-            }
-        }
-    };
-    // SAFETY: `ep` is ours and closed once.
-    unsafe { libc::close(ep) };
-    result
-}
-
-fn write_all_nonblocking(s: &mut TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        match s.write(data) {
-            Ok(k) => data = &data[k..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::yield_now(),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

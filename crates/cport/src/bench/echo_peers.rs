@@ -1,10 +1,11 @@
-//! More echo peers: a hand-written single-thread io_uring loop, a tokio
-//! multi-thread runtime with 2 workers and compio thread-per-core runtimes.
-//! All pin their threads to the server CPU and report their own threads'
-//! CPU use, like the other servers; tokio and compio burn the CPU a
-//! request asks for when `burn` is set (the `mixed` workload).
+//! The echo peers: a hand-written single-thread level-triggered epoll
+//! loop, a hand-written single-thread io_uring loop, a tokio multi-thread
+//! runtime with 2 workers and compio thread-per-core runtimes. All pin
+//! their threads to the server CPU and report their own threads' CPU use,
+//! like our server; tokio and compio burn the CPU a request asks for when
+//! `burn` is set (the `mixed` workload).
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,102 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::super::loadgen::{self, BurnParser};
-use super::{pin, thread_use, Running, ThreadUse};
+use super::super::{pin, thread_use, ThreadUse};
+use super::Running;
+
+// ----- raw epoll --------------------------------------------------------------
+
+pub(super) fn raw_epoll(
+    listener: TcpListener,
+    size: usize,
+    stop: Arc<AtomicBool>,
+    cpu: Option<usize>,
+) -> io::Result<Running> {
+    listener.set_nonblocking(true)?;
+    let t = thread::spawn(move || {
+        pin(cpu);
+        raw_loop(listener, size, &stop)?;
+        Ok(thread_use())
+    });
+    Ok(Running {
+        threads: vec![t],
+        port: None,
+    })
+}
+
+fn raw_loop(listener: TcpListener, size: usize, stop: &AtomicBool) -> io::Result<()> {
+    // SAFETY: plain syscall; closed below.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let add = |fd: i32, token: u64| {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: valid epoll fd, open fd, valid event.
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) }
+    };
+    add(listener.as_raw_fd(), u64::MAX);
+    let mut conns: Vec<Option<TcpStream>> = Vec::new();
+    let mut buf = vec![0u8; size];
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let result = 'serve: loop {
+        if stop.load(Ordering::Acquire) {
+            break Ok(());
+        }
+        // SAFETY: `events` has room for 256 entries.
+        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), 256, 50) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break Err(e);
+        }
+        for ev in &events[..n as usize] {
+            if ev.u64 == u64::MAX {
+                while let Ok((s, _)) = listener.accept() {
+                    if let Err(e) = s.set_nodelay(true).and_then(|()| s.set_nonblocking(true)) {
+                        break 'serve Err(e);
+                    }
+                    add(s.as_raw_fd(), conns.len() as u64);
+                    conns.push(Some(s));
+                }
+                continue;
+            }
+            let i = ev.u64 as usize;
+            let Some(s) = conns[i].as_mut() else { continue };
+            match s.read(&mut buf) {
+                Ok(0) => conns[i] = None,
+                Ok(k) => {
+                    // 512-byte echoes fit the socket buffer; a full buffer
+                    // would be a bug of the benchmark, not a slow path.
+                    if let Err(e) = write_all_nonblocking(s, &buf[..k]) {
+                        break 'serve Err(e);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => conns[i] = None,
+            }
+        }
+    };
+    // SAFETY: `ep` is ours and closed once.
+    unsafe { libc::close(ep) };
+    result
+}
+
+fn write_all_nonblocking(s: &mut TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match s.write(data) {
+            Ok(k) => data = &data[k..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::yield_now(),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
 
 // ----- raw io_uring -----------------------------------------------------------
 

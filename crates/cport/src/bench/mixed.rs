@@ -12,12 +12,11 @@
 //! other.
 
 use std::io;
-use std::time::Duration;
 
 use completion_port::Backend;
 
-use super::echo::{self, Server};
-use super::{run_pairs, Contest, RatioKind, Row, Sample, Settings};
+use super::echo::{EchoContest, Server, CONNECTIONS, SIZE};
+use super::{RatioKind, Row, Settings};
 
 /// The peer of a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,50 +25,10 @@ pub(super) enum Peer {
     Compio,
 }
 
-const CONNECTIONS: usize = 50;
-const SIZE: usize = 512;
 /// Seed of the CPU-cost sequence.
 const SEED: u64 = 0x6d69_7865_6421;
 /// Runtimes of the compio peer.
 const COMPIO_RUNTIMES: usize = 2;
-const SERVER_SLOT: usize = 0;
-const CLIENT_SLOT: usize = 1;
-
-struct Mixed<'a> {
-    s: &'a Settings,
-    backend: Backend,
-    peer: Server,
-}
-
-impl Mixed<'_> {
-    fn sample(&self, server: Server, ms: u64) -> io::Result<Sample> {
-        echo::sample(
-            server,
-            echo::Opts {
-                connections: CONNECTIONS,
-                size: SIZE,
-                duration: Duration::from_millis(ms),
-                server_cpu: self.s.cpu_for(SERVER_SLOT),
-                client_cpu: self.s.cpu_for(CLIENT_SLOT),
-                burn_seed: Some(SEED),
-                latency: true,
-                measure_rss: false,
-            },
-        )
-    }
-}
-
-impl Contest for Mixed<'_> {
-    fn label(&self) -> String {
-        format!("mixed ({}) vs {:?}", self.backend, self.peer)
-    }
-    fn ours(&mut self, ms: u64) -> io::Result<Sample> {
-        self.sample(Server::Ours(self.backend), ms)
-    }
-    fn peer(&mut self, ms: u64) -> io::Result<Sample> {
-        self.sample(self.peer, ms)
-    }
-}
 
 /// The `mixed_vs_tokio` (throughput) or `mixed_vs_compio` (p99) row.
 pub(super) fn run(s: &Settings, backend: Backend, peer: Peer) -> io::Result<Row> {
@@ -95,16 +54,18 @@ pub(super) fn run(s: &Settings, backend: Backend, peer: Peer) -> io::Result<Row>
             0.7,
         ),
     };
-    let mut c = Mixed {
-        s,
-        backend,
-        peer: server,
+    let mut c = EchoContest {
+        burn_seed: Some(SEED),
+        latency: true,
+        ..EchoContest::new(
+            s,
+            format!("mixed ({backend}) vs {server:?}"),
+            (Server::Ours(backend), CONNECTIONS),
+            (server, CONNECTIONS),
+        )
     };
-    let (ours, peer) = run_pairs(
-        s,
-        &mut c,
+    let (ours, peer) = c.run(
         ms,
-        (ms / 4).max(50),
         (format!("completion-port ({backend}, 2 workers)"), peer_name),
     )?;
     Ok(Row {

@@ -29,8 +29,8 @@ use std::time::Duration;
 use completion_port::{Backend, Port};
 
 use super::{
-    collect, collect_ticking, join_all, open_port, spawn_pinned, Contest, Meter, Row, Sample,
-    Settings,
+    check_contexts, collect, collect_ticking, join_all, open_port, spawn_pinned, Contest, Meter,
+    Row, Sample, Settings,
 };
 
 /// How often the port's state is sampled during our trials.
@@ -75,15 +75,11 @@ struct Tally {
 }
 
 fn check(what: &str, n: u64, tallies: &[Tally]) -> io::Result<u64> {
-    let count: u64 = tallies.iter().map(|t| t.count).sum();
-    let sum = tallies.iter().fold(0u64, |a, t| a.wrapping_add(t.sum));
-    let want = (u128::from(n) * (u128::from(n) + 1) / 2) as u64;
-    if count != n || sum != want {
-        return Err(io::Error::other(format!(
-            "{what}: waiters received {count} packets (context sum {sum}), expected {n} (sum {want}): packets lost or duplicated"
-        )));
-    }
-    Ok(count)
+    check_contexts(n, tallies.iter().map(|t| (t.count, t.sum))).map_err(|m| {
+        io::Error::other(format!(
+            "{what}: waiters received {m}: packets lost or duplicated"
+        ))
+    })
 }
 
 /// A waiter of ours: dequeues one packet at a time until its stop packet.

@@ -15,54 +15,14 @@
 //! saying how many it needs.
 
 use std::io;
-use std::time::Duration;
 
 use completion_port::Backend;
 
-use super::echo::{self, Server};
-use super::{run_pairs, Contest, Extra, RatioKind, Row, Sample, Settings};
+use super::echo::{self, EchoContest, Server, SIZE};
+use super::{Extra, RatioKind, Row, Settings};
 
 const FULL: usize = 10_000;
 const SMALL: usize = 50;
-const SIZE: usize = 512;
-const SERVER_SLOT: usize = 0;
-const CLIENT_SLOT: usize = 1;
-
-struct Scale<'a> {
-    s: &'a Settings,
-    backend: Backend,
-    big: usize,
-}
-
-impl Scale<'_> {
-    fn sample(&self, connections: usize, ms: u64) -> io::Result<Sample> {
-        echo::sample(
-            Server::Ours(self.backend),
-            echo::Opts {
-                connections,
-                size: SIZE,
-                duration: Duration::from_millis(ms),
-                server_cpu: self.s.cpu_for(SERVER_SLOT),
-                client_cpu: self.s.cpu_for(CLIENT_SLOT),
-                burn_seed: None,
-                latency: false,
-                measure_rss: true,
-            },
-        )
-    }
-}
-
-impl Contest for Scale<'_> {
-    fn label(&self) -> String {
-        format!("scale {} vs {SMALL} connections", self.big)
-    }
-    fn ours(&mut self, ms: u64) -> io::Result<Sample> {
-        self.sample(self.big, ms)
-    }
-    fn peer(&mut self, ms: u64) -> io::Result<Sample> {
-        self.sample(SMALL, ms)
-    }
-}
 
 /// The `scale` row.
 pub(super) fn run(s: &Settings, backend: Backend) -> io::Result<Row> {
@@ -74,12 +34,17 @@ pub(super) fn run(s: &Settings, backend: Backend) -> io::Result<Row> {
     echo::raise_nofile(big as u64 + 512)
         .map_err(|e| io::Error::new(e.kind(), format!("scale: {big} connections: {e}")))?;
     let ms = s.work(2000, 500, 50, 1);
-    let mut c = Scale { s, backend, big };
-    let (ours, peer) = run_pairs(
-        s,
-        &mut c,
+    let mut c = EchoContest {
+        measure_rss: true,
+        ..EchoContest::new(
+            s,
+            format!("scale {big} vs {SMALL} connections"),
+            (Server::Ours(backend), big),
+            (Server::Ours(backend), SMALL),
+        )
+    };
+    let (ours, peer) = c.run(
         ms,
-        (ms / 4).max(50),
         (
             format!("completion-port ({backend}), {big} connections"),
             format!("completion-port ({backend}), {SMALL} connections"),

@@ -1,0 +1,117 @@
+//! Our echo server: one port, [`WORKERS`] worker threads (concurrency
+//! [`WORKERS`]), the seed's pattern: accept → associate → recv → send →
+//! recv …; each request's CPU cost is burned when asked (`mixed`), and the
+//! connections accepted and armed are counted (the `scale` memory probe).
+
+use std::io;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use completion_port::{Backend, Buf, GetError, Handle, Port};
+
+use super::super::loadgen::{self, BurnParser};
+use super::super::{pin, thread_use};
+use super::{Running, WORKERS};
+
+/// Key of the listener and of stop packets.
+const LISTENER: usize = 0;
+pub(super) const STOP: usize = usize::MAX;
+
+/// The per-operation context: what the packet is about, the connection,
+/// and where its byte stream is in the current message (for `mixed`).
+pub(super) enum Op {
+    Accept,
+    Recv(Handle<Op>, BurnParser),
+    Send(Handle<Op>, BurnParser),
+    Stop,
+}
+
+/// Starts our server on `listener`: the port and its workers, pinned to
+/// `cpu`; `accepted` counts the connections armed.
+pub(super) fn start(
+    listener: TcpListener,
+    backend: Backend,
+    size: usize,
+    cpu: Option<usize>,
+    burn: bool,
+    accepted: Arc<AtomicUsize>,
+) -> io::Result<Running> {
+    let port = Port::<Op>::builder()
+        .backend(backend)
+        .concurrency(WORKERS)
+        .build()?;
+    let listener = port.associate(listener, LISTENER)?;
+    listener.accept(Op::Accept)?;
+    let mut threads = Vec::new();
+    for _ in 0..WORKERS {
+        let port = port.clone();
+        let listener = listener.clone();
+        let accepted = accepted.clone();
+        threads.push(thread::spawn(move || {
+            pin(cpu);
+            worker(&port, &listener, size, burn, &accepted)?;
+            Ok(thread_use())
+        }));
+    }
+    Ok(Running {
+        threads,
+        port: Some(port),
+    })
+}
+
+fn worker(
+    port: &Port<Op>,
+    listener: &Handle<Op>,
+    size: usize,
+    burn: bool,
+    accepted: &AtomicUsize,
+) -> io::Result<()> {
+    let mut next_key = 1usize;
+    loop {
+        let mut p = match port.get(Some(Duration::from_secs(30))) {
+            Ok(p) => p,
+            Err(GetError::Closed) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        match std::mem::replace(&mut p.context, Op::Stop) {
+            Op::Stop => return Ok(()),
+            Op::Accept => {
+                if let Some(acc) = p.take_accepted() {
+                    acc.socket.set_nodelay(true)?;
+                    next_key += 1;
+                    let conn = port.associate(acc.socket, next_key)?;
+                    conn.recv(
+                        Buf::with_capacity(size),
+                        Op::Recv(conn.clone(), BurnParser::default()),
+                    )?;
+                    accepted.fetch_add(1, Ordering::Release);
+                }
+                listener.accept(Op::Accept)?;
+            }
+            Op::Recv(conn, mut parser) => {
+                let buf = p.take_buf().expect("recv returns its buffer");
+                if matches!(p.result, Ok(n) if n > 0) {
+                    if burn {
+                        loadgen::burn(parser.feed(&buf, size));
+                    }
+                    conn.send(buf, Op::Send(conn.clone(), parser))?;
+                }
+                // Ok(0) or an error: the connection ends (dropping the handle).
+            }
+            Op::Send(conn, parser) => {
+                let mut buf = p.take_buf().expect("send returns its buffer");
+                let Ok(n) = p.result else { continue };
+                if n < buf.len() {
+                    let rest = Buf::copy_from(&buf[n..]);
+                    conn.send(rest, Op::Send(conn.clone(), parser))?;
+                } else {
+                    buf.clear();
+                    conn.recv(buf, Op::Recv(conn.clone(), parser))?;
+                }
+            }
+        }
+    }
+}
