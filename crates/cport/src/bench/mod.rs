@@ -107,6 +107,10 @@ pub struct Args {
     /// the CPORT_BENCH_FIO environment variable.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Build our ports with blocked-thread detection off (to measure what
+    /// detection costs; `blocking` compares on and off itself).
+    #[arg(long)]
+    pub no_detection: bool,
     /// Multiply the work per trial (for tests); also read from the
     /// CPORT_BENCH_SCALE environment variable.
     #[arg(long, hide = true, value_parser = parse_scale)]
@@ -177,6 +181,14 @@ impl Settings {
 }
 
 /// A port for a trial: 256 ring entries, the given backend.
+/// `--no-detection`: our ports are built with blocked-thread detection off.
+static NO_DETECTION: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether our ports detect blocked threads in this run.
+pub(crate) fn detection() -> bool {
+    !NO_DETECTION.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub(crate) fn open_port<C: Send + 'static>(
     backend: Backend,
     concurrency: usize,
@@ -185,6 +197,7 @@ pub(crate) fn open_port<C: Send + 'static>(
         .concurrency(concurrency)
         .entries(256)
         .backend(backend)
+        .blocking_detection(detection())
         .build()
         .map_err(|e| {
             io::Error::new(
@@ -244,6 +257,7 @@ pub fn run(a: Args) -> io::Result<()> {
         return echo::loadgen_child(spec);
     }
     let s = settings(&a)?;
+    NO_DETECTION.store(a.no_detection, std::sync::atomic::Ordering::Relaxed);
     // Fail before minutes of work if the JSON file cannot be written.
     let json_file = match &a.json {
         Some(path) => Some((
