@@ -67,70 +67,47 @@
 //! 5. Nothing is dropped, unparked or submitted under the lock: that work is
 //!    collected in [`Deferred`] and done after release (a context's `Drop`
 //!    may call back into the port).
+//!
+//! # Where the code is
+//! Here: the state, the slots, `post`, `get`/`take_more` and `dispatch` —
+//! where a post queues a packet, and where packets are handed over and
+//! dequeued. The rest of `impl Core`, in submodules:
+//! - `core/reap.rs`: from the kernel into the queue (the leader's wait,
+//!   reaping, `enqueue`: where a completion's packet is queued);
+//! - `core/deferred.rs`: [`Deferred`] and `run` (invariant 5);
+//! - `core/submit.rs`: `submit` and `cancel` of operations;
+//! - `core/wait_result.rs`: `take_result`, `wait_result`;
+//! - `core/close.rs`: `close` (invariant 4);
+//! - `core/accounting.rs`: the [`Accounting`] hooks (a thread counted down
+//!   or up by `running.rs` or the blocked-thread monitor).
 
-use std::cell::Cell;
-use std::io;
+mod accounting;
+mod close;
+mod deferred;
+mod reap;
+mod submit;
+mod wait_result;
+
 use std::mem;
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 
+use self::deferred::Deferred;
 use super::monitor;
 use super::results::Results;
-use super::running::{self, Accounting, BlockingGuard};
+use super::running::{self, Accounting};
 use super::waiter::{Waiter, Wake};
-use crate::error::{handle_closed, port_closed, GetError, Rejected};
-use crate::handle::{FdOwner, InFlightOp, OpPtr};
-use crate::op::{Buffers, Notify, RecordBox, Token};
-use crate::sys::{Completion, Driver};
+use crate::error::{port_closed, GetError, Rejected};
+use crate::op::Buffers;
+use crate::sys::Driver;
 use crate::{Packet, PortStats};
 
 static NEXT_PORT_ID: AtomicU64 = AtomicU64::new(1);
-
-thread_local! {
-    /// This thread's spare completion buffer (see [`Scratch`]).
-    static SCRATCH: Cell<Vec<Completion>> = const { Cell::new(Vec::new()) };
-}
-
-/// A completion buffer borrowed from the thread's spare, so that a kernel
-/// wait or a reap does not allocate (and grow) a fresh `Vec` each time.
-/// Given back, empty, when dropped. Re-entrant calls (a context's `Drop`
-/// calling into a port) just find no spare and allocate.
-struct Scratch(Vec<Completion>);
-
-impl Scratch {
-    fn take() -> Scratch {
-        Scratch(SCRATCH.try_with(Cell::take).unwrap_or_default())
-    }
-}
-
-impl Deref for Scratch {
-    type Target = Vec<Completion>;
-    fn deref(&self) -> &Vec<Completion> {
-        &self.0
-    }
-}
-
-impl DerefMut for Scratch {
-    fn deref_mut(&mut self) -> &mut Vec<Completion> {
-        &mut self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        // Every user hands the completions to `enqueue`, which empties it.
-        debug_assert!(self.0.is_empty(), "completions left in a scratch buffer");
-        let v = mem::take(&mut self.0);
-        if v.capacity() > 0 && v.is_empty() {
-            let _ = SCRATCH.try_with(|s| s.set(v));
-        }
-    }
-}
 
 pub(crate) struct Core<C> {
     id: u64,
@@ -212,31 +189,6 @@ struct State<C> {
     closed: bool,
 }
 
-/// Work collected under the state lock and done after releasing it.
-struct Deferred<C> {
-    unpark: Vec<Arc<Waiter<C>>>,
-    wake_leader: bool,
-    /// The leadership is free while threads wait for results: they may
-    /// have to drive the backend themselves (`wait_result`).
-    notify_results: bool,
-    drop: Vec<Packet<C>>,
-    /// Every slot is held while packets wait: wake the blocked-thread
-    /// monitor (`monitor::slots_full`).
-    wake_monitor: bool,
-}
-
-impl<C> Default for Deferred<C> {
-    fn default() -> Self {
-        Deferred {
-            unpark: Vec::new(),
-            wake_leader: false,
-            notify_results: false,
-            drop: Vec::new(),
-            wake_monitor: false,
-        }
-    }
-}
-
 impl<C: Send + 'static> Core<C> {
     pub(crate) fn new(concurrency: usize, driver: Driver, detect: bool) -> Arc<Core<C>> {
         let core = Arc::new_cyclic(|me| Core {
@@ -295,185 +247,6 @@ impl<C: Send + 'static> Core<C> {
                 .iter()
                 .map(|d| d.load(Ordering::Relaxed))
                 .sum(),
-        }
-    }
-
-    /// Hands an operation to the backend. On refusal everything comes back.
-    pub(crate) fn submit(&self, rec: RecordBox<C>) -> Result<Token, Rejected<C>> {
-        let token = rec.io.token;
-        let raw = rec.into_raw();
-        // SAFETY: `raw` comes from `RecordBox::into_raw`, so it is valid and
-        // unaliased; `io` is its first field.
-        let io = unsafe { &mut (*raw.as_ptr()).io };
-        io.prepare();
-        // Register before submitting (the op may complete at once), under
-        // the lock that `Handle::close` sets `closed` with.
-        let owner = io.owner.clone();
-        {
-            let mut reg = owner.inflight();
-            if reg.closed {
-                drop(reg);
-                // SAFETY: never handed to the driver: still ours.
-                let mut rec = unsafe { RecordBox::from_raw(raw) };
-                let bufs = mem::take(&mut rec.io.bufs);
-                let ctx = rec.ctx.take().expect("context present until completion");
-                return Err(Rejected::new(handle_closed(), ctx, bufs));
-            }
-            reg.ops.insert(
-                token.0,
-                InFlightOp {
-                    ptr: OpPtr(std::ptr::NonNull::from(&mut *io)),
-                    cancelled: false,
-                },
-            );
-        }
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        // A thread running for this port will come back to the port (next
-        // `get`, blocking scope or exit: `running.rs`), and the pending
-        // submission is made then; any other thread submits at once.
-        let defer = self.driver.can_defer() && running::defer_submit(self.id);
-        let notify = io.notify;
-        let op = std::ptr::NonNull::from(io);
-        let mut spill = Vec::new();
-        let r = self.driver.submit(op, defer, &mut spill);
-        if defer && r.is_ok() && running::deferred() {
-            // The monitor counted this thread out meanwhile and may have
-            // flushed before this op was queued (running.rs).
-            self.driver.flush(&mut spill);
-        }
-        if notify == Notify::SkipOnSuccess {
-            // Succeeded during this call (the backend reported it in
-            // `spill`): no packet, the result is kept for `take_result`.
-            if let Some(i) = spill.iter().position(|c| c.op == op && c.res >= 0) {
-                let c = spill.swap_remove(i);
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
-                // SAFETY: reported once by this port's driver, for a record
-                // `submit` made (an `OpRecord<C>`).
-                let p = unsafe { Packet::completed(c) };
-                self.results.store(token.0, p);
-            }
-        }
-        self.absorb(&mut spill);
-        match r {
-            // From here on the record belongs to the backend: not touched.
-            Ok(()) => Ok(token),
-            Err(error) => {
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
-                owner.inflight().ops.remove(&token.0);
-                // SAFETY: the driver refused the op, so ownership never left us.
-                let mut rec = unsafe { RecordBox::from_raw(raw) };
-                let bufs = mem::take(&mut rec.io.bufs);
-                let ctx = rec.ctx.take().expect("context present until completion");
-                Err(Rejected::new(error, ctx, bufs))
-            }
-        }
-    }
-
-    /// Cancels one operation (`token`) or all operations of the fd `owner`
-    /// (spec §6.25). Returns how many were in flight; `NotFound` if none.
-    ///
-    /// The kernel's cancel request is made while holding the fd's in-flight
-    /// lock: the named records cannot complete into packets (and be freed,
-    /// and their addresses reused) until it has been handed to the backend.
-    pub(crate) fn cancel(&self, owner: &FdOwner, token: Option<Token>) -> io::Result<usize> {
-        let mut spill = Vec::new();
-        let n = {
-            let mut reg = owner.inflight();
-            let mut targets: Vec<OpPtr> = Vec::new();
-            let mut mark = |op: &mut InFlightOp| {
-                op.cancelled = true;
-                targets.push(op.ptr);
-            };
-            match token {
-                Some(t) => reg.ops.get_mut(&t.0).into_iter().for_each(&mut mark),
-                None => reg.ops.values_mut().for_each(&mut mark),
-            }
-            if targets.is_empty() {
-                return Err(io::Error::from_raw_os_error(libc::ENOENT));
-            }
-            let all = token.is_none();
-            self.driver.cancel(owner, &targets, all, &mut spill)?;
-            targets.len()
-        };
-        self.absorb(&mut spill);
-        Ok(n)
-    }
-
-    /// The kept result of operation `token` (`results.rs`), if it is there;
-    /// collects ready completions first, without blocking.
-    pub(crate) fn take_result(&self, token: Token) -> Option<Packet<C>> {
-        if let Some(p) = self.results.take(token.0) {
-            return Some(p);
-        }
-        let mut later = Deferred::default();
-        let st = self.state.lock();
-        let st = self.reap_unlocked(st, &mut later);
-        drop(st);
-        self.run(later);
-        self.results.take(token.0)
-    }
-
-    /// Waits for the kept result of operation `token` (`GetOverlappedResult`
-    /// with `bWait`).
-    ///
-    /// The thread counts as blocked meanwhile (a blocking scope, which also
-    /// submits what it deferred). If no thread leads (waits in the kernel
-    /// for the port), it takes the leadership itself for one kernel wait at
-    /// a time and queues what it reaps as any leader does; otherwise it
-    /// sleeps until a result is stored or the leadership becomes free
-    /// (`dispatch` signals both), then looks again.
-    pub(crate) fn wait_result(
-        &self,
-        token: Token,
-        timeout: Option<Duration>,
-    ) -> Result<Packet<C>, GetError> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let _scope = BlockingGuard::enter();
-        loop {
-            if let Some(p) = self.results.take(token.0) {
-                return Ok(p);
-            }
-            if self.is_closed() {
-                return Err(GetError::Closed);
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(GetError::Timeout);
-            }
-            let mut later = Deferred::default();
-            let mut st = self.state.lock();
-            if st.closed {
-                return Err(GetError::Closed);
-            }
-            // Results of completions are stored under the state lock: look
-            // again now, or one stored since the look above would be missed
-            // by the sleep below.
-            if let Some(p) = self.results.take(token.0) {
-                return Ok(p);
-            }
-            if !st.leader {
-                st.leader = true;
-                st.leader_woken = false;
-                st.leader_for_result = true;
-                self.publish_sleepers(&st);
-                let r;
-                (st, r) = self.lead_once(st, deadline, &mut later);
-                st.leader = false;
-                st.leader_for_result = false;
-                self.dispatch(&mut st, &mut later);
-                drop(st);
-                self.run(later);
-                r.map_err(GetError::Io)?;
-                continue;
-            }
-            // Another thread leads: it reaps, and stores our result, or the
-            // leadership becomes free; both move the epoch read here, under
-            // the state lock, before it can happen.
-            let seen = self.results.epoch();
-            self.results.waiters.fetch_add(1, Ordering::SeqCst);
-            drop(st);
-            self.run(later);
-            self.results.wait_changed(seen, deadline);
-            self.results.waiters.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -740,34 +513,6 @@ impl<C: Send + 'static> Core<C> {
         outcome
     }
 
-    /// Submits every operation left pending in the backend.
-    fn flush(&self) {
-        let mut spill = Vec::new();
-        self.driver.flush(&mut spill);
-        self.absorb(&mut spill);
-    }
-
-    /// One kernel wait by the leader (the caller holds `st.leader`): waits
-    /// without the lock (after doing the deferred work), re-locks, marks
-    /// itself awake (so `dispatch` sends it no wake-up while it queues), and
-    /// queues what it reaped. Returns the re-taken lock and the wait's
-    /// outcome.
-    fn lead_once<'a>(
-        &'a self,
-        st: MutexGuard<'a, State<C>>,
-        deadline: Option<Instant>,
-        later: &mut Deferred<C>,
-    ) -> (MutexGuard<'a, State<C>>, io::Result<bool>) {
-        drop(st);
-        self.run(mem::take(later));
-        let mut done = Scratch::take();
-        let r = self.driver.wait(deadline, &mut done);
-        let mut st = self.state.lock();
-        st.leader_woken = true;
-        self.enqueue(&mut st, &mut done, later);
-        (st, r)
-    }
-
     /// Takes up to `max - 1` more packets for a thread that just got one
     /// (spec §4.18: what is queued, without waiting).
     pub(crate) fn take_more(&self, out: &mut Vec<Packet<C>>, max: usize) {
@@ -790,67 +535,6 @@ impl<C: Send + 'static> Core<C> {
             if self.queue.is_empty() {
                 break;
             }
-        }
-    }
-
-    /// Reaps ready completions with the lock released, then re-locks and
-    /// queues them.
-    fn reap_unlocked<'a>(
-        &'a self,
-        st: MutexGuard<'a, State<C>>,
-        later: &mut Deferred<C>,
-    ) -> MutexGuard<'a, State<C>> {
-        drop(st);
-        let mut done = Scratch::take();
-        let swallowed_wake = self.driver.reap(&mut done);
-        let mut st = self.state.lock();
-        if swallowed_wake {
-            // The leader's wake-up was consumed here: it may still sleep in
-            // the kernel. Let `dispatch` send another if it is still needed.
-            st.leader_woken = false;
-            self.wake_result_leader(&mut st, later);
-        }
-        if !done.is_empty() {
-            self.enqueue(&mut st, &mut done, later);
-        } else if swallowed_wake {
-            self.dispatch(&mut st, later);
-        }
-        st
-    }
-
-    /// Turns completions into packets and queues them (or drops them after
-    /// the lock if the port is closed), then dispatches.
-    /// Empties `done`.
-    fn enqueue(&self, st: &mut State<C>, done: &mut Vec<Completion>, later: &mut Deferred<C>) {
-        if done.is_empty() {
-            return;
-        }
-        self.in_flight.fetch_sub(done.len(), Ordering::AcqRel);
-        for c in done.drain(..) {
-            // SAFETY: every op this port's driver reports was submitted by
-            // `Core::<C>::submit` (so it is an `OpRecord<C>`), and the
-            // driver reports each exactly once.
-            let p = unsafe { Packet::completed(c) };
-            if st.closed {
-                later.drop.push(p);
-            } else if p.notify() == Notify::Result {
-                let token = p.token().expect("an operation's packet has a token");
-                self.results.store(token.0, p);
-                self.wake_result_leader(st, later);
-            } else {
-                self.queue.push(p);
-            }
-        }
-        self.dispatch(st, later);
-    }
-
-    /// A leader waiting in the kernel for a result may have had it reaped
-    /// and stored by another thread (or its wake-up swallowed): wake it to
-    /// look at the results.
-    fn wake_result_leader(&self, st: &mut State<C>, later: &mut Deferred<C>) {
-        if st.leader && st.leader_for_result && !st.leader_woken {
-            st.leader_woken = true;
-            later.wake_leader = true;
         }
     }
 
@@ -910,133 +594,5 @@ impl<C: Send + 'static> Core<C> {
         // Only decreases since the publication above: no fence needed.
         let n = st.waiters.len() + usize::from(st.leader && !st.leader_woken);
         self.hot.sleepers.store(n, Ordering::SeqCst);
-    }
-
-    /// Does the work collected under the lock.
-    fn run(&self, later: Deferred<C>) {
-        for w in &later.unpark {
-            w.unpark();
-        }
-        if later.notify_results {
-            self.results.notify();
-        }
-        if later.wake_monitor {
-            monitor::slots_full();
-        }
-        if later.wake_leader {
-            let mut spill = Vec::new();
-            self.driver.wake(&mut spill);
-            self.absorb(&mut spill);
-        }
-        drop(later.drop);
-    }
-
-    /// Queues completions a backend collected as a side effect.
-    fn absorb(&self, spill: &mut Vec<Completion>) {
-        if spill.is_empty() {
-            return;
-        }
-        let mut later = Deferred::default();
-        let mut st = self.state.lock();
-        self.enqueue(&mut st, spill, &mut later);
-        drop(st);
-        self.run(later);
-    }
-
-    /// Closes the port: waiters get `Closed`, queued packets are dropped,
-    /// in-flight operations are cancelled and reaped (their buffers and
-    /// contexts dropped exactly once). Returns once nothing is in flight.
-    pub(crate) fn close(&self) {
-        if self.hot.closed.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let mut spill = Vec::new();
-        self.driver.shutdown(&mut spill);
-        let mut later = Deferred::default();
-        let mut st = self.state.lock();
-        st.closed = true;
-        let waiters = mem::take(&mut st.waiters);
-        for w in &waiters {
-            w.give(Wake::Closed);
-        }
-        // Wakes the leader, if any, so it sees `closed`.
-        self.dispatch(&mut st, &mut later);
-        self.enqueue(&mut st, &mut spill, &mut later);
-        drop(st);
-        for w in &waiters {
-            w.unpark();
-        }
-        // `closed` is set: fence, then empty the queue (a poster racing with
-        // this sees `closed` after its push and empties it too).
-        fence(Ordering::SeqCst);
-        self.drain_closed();
-        drop(self.results.close());
-        self.run(later);
-        // Reap until every cancelled op is back. The leader, if any, reaps
-        // too (and drops what it gets), so wait in short slices. Each wait
-        // may consume the leader's wake-up, so re-arm it after each one.
-        while self.in_flight.load(Ordering::Acquire) > 0 {
-            let mut done = Vec::new();
-            let r = self
-                .driver
-                .wait(Some(Instant::now() + Duration::from_millis(20)), &mut done);
-            let mut later = Deferred::default();
-            let mut st = self.state.lock();
-            self.enqueue(&mut st, &mut done, &mut later);
-            st.leader_woken = false;
-            self.dispatch(&mut st, &mut later);
-            drop(st);
-            self.run(later);
-            if let Err(e) = r {
-                tracing::error!(
-                    "completion port: reaping cancelled operations at close failed: {e}"
-                );
-                break;
-            }
-        }
-    }
-}
-
-impl<C: Send + 'static> Accounting for Core<C> {
-    fn count_down(&self) {
-        let mut later = Deferred::default();
-        let mut st = self.state.lock();
-        // Free the slot, then look at the queue (`dispatch`).
-        self.release_slot();
-        self.dispatch(&mut st, &mut later);
-        drop(st);
-        self.run(later);
-    }
-
-    fn count_up(&self) {
-        self.hot.running.fetch_add(1, Ordering::SeqCst);
-        if self.detect {
-            // Increment, fence, look (monitor.rs, "When the monitor looks").
-            fence(Ordering::SeqCst);
-            if self.contended() {
-                monitor::slots_full();
-            }
-        }
-    }
-
-    fn contended(&self) -> bool {
-        self.hot.running.load(Ordering::SeqCst) >= self.concurrency && !self.queue.is_empty()
-    }
-
-    fn flush(&self) {
-        Core::flush(self);
-    }
-
-    fn detects_blocking(&self) -> bool {
-        self.detect
-    }
-
-    fn note_detected(&self, entered: bool) {
-        if entered {
-            self.detected.now.fetch_add(1, Ordering::Relaxed);
-            self.detected.total.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.detected.now.fetch_sub(1, Ordering::Relaxed);
-        }
     }
 }

@@ -3,8 +3,9 @@
 //! # Where a packet goes
 //! - **Born**: [`Port::post`], or a backend reporting an operation complete
 //!   (`Packet::completed` in `packet.rs`).
-//! - **Queued**: `Core::enqueue`/`Core::post` in `core.rs` push it on the
-//!   FIFO queue, or `Core::dispatch` hands it straight to a parked thread.
+//! - **Queued**: `Core::post` in `core.rs`, or `Core::enqueue` in
+//!   `core/reap.rs` (a completion), push it on the FIFO queue, or
+//!   `Core::dispatch` (`core.rs`) hands it straight to a parked thread.
 //! - **Dequeued**: `Core::get` in `core.rs`.
 //!
 //! # Concurrency value: what this library sees, compared with Windows

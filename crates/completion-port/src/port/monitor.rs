@@ -25,38 +25,8 @@
 //! A blocked thread is detected after one to two periods (it ran for part
 //! of the period in which it blocked), plus the scheduling delay of the
 //! monitor itself.
-//!
-//! # Measured on the development machine (2 vCPUs, AMD EPYC, Linux 6.18)
-//! `cargo run --release -p completion-port --example probe_blocking`:
-//!
-//! | look at another thread                         | cost     |
-//! |------------------------------------------------|----------|
-//! | `clock_gettime` on its CPU-time clock          | 580 ns   |
-//! | `/proc/self/task/<tid>/stat`, open+read+close  | 9 090 ns |
-//! | `/proc/self/task/<tid>/stat`, kept open, pread | 3 630 ns |
-//! | `/proc/self/task/<tid>/schedstat`, kept open   | 905 ns   |
-//!
-//! Detection delay (block on a pipe read after spinning; 200 blocks):
-//!
-//! | period | rule                  | p50     | p99     | sampler CPU (one core) |
-//! |--------|-----------------------|---------|---------|------------------------|
-//! | 0.5 ms | CPU clock only        | 0.82 ms | 1.03 ms | 4.7 %                  |
-//! | 0.5 ms | CPU clock, then state | 0.80 ms | 0.86 ms | 3.8 %                  |
-//! | 1 ms   | CPU clock only        | 1.76 ms | 1.86 ms | 2.8 %                  |
-//! | 1 ms   | CPU clock, then state | 1.76 ms | 1.87 ms | 3.1 %                  |
-//! | 1 ms   | state twice           | 1.81 ms | 1.90 ms | 3.8 %                  |
-//! | 2 ms   | CPU clock, then state | 2.76 ms | 3.04 ms | 2.6 %                  |
-//!
-//! And the decisive one, false alarms on a thread that never blocks but is
-//! preempted (it spins while two more spinners share the 2 CPUs, 1 ms
-//! period): CPU clock only said "blocked" on 368 of 1 820 looks; CPU clock
-//! then state, 0 of 1 792; state twice, 0 of 1 800. So: the CPU clock
-//! alone is wrong on a busy machine, the state field alone costs 6× more
-//! per look at every running thread; the clock first and the state only
-//! for a thread that did not run costs one cheap system call per running
-//! thread per period. The sampler's own CPU is mostly its wake-up, not the
-//! looks. The numbers with the port (end-to-end delay, cost under load)
-//! are in BENCHMARKS.md (`cport bench blocking`).
+//! Why this rule, with measurements: `monitor/look.rs`, which holds the
+//! looks.
 //!
 //! # When the monitor looks
 //! Counting a blocked thread out only helps when a packet waits for its
@@ -127,14 +97,16 @@
 //!
 //! [`mechanism`] says which one runs (`Port::blocking_detection`).
 //!
-//! Signal used: `SIGRTMAX - 3` ([`signal`]), blocked in the monitor thread
-//! only and aimed at that thread only; if the kernel's queue of real-time
-//! signals overflows, it sends `SIGIO` instead, which the monitor also
-//! blocks and takes as "look at every thread".
+//! # Where the code is
+//! Here: the monitor thread (`run`: when it looks, when it sleeps), its
+//! wake-ups, and `detect`/`resume` (the state machine hooks). The look at
+//! one thread: `monitor/look.rs`. The perf events, the signal and the
+//! `signalfd` of switch events: `monitor/switch.rs`.
 
-use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
+mod look;
+mod switch;
+
+use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{fence, AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -143,6 +115,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use self::look::Watched;
+use self::switch::{
+    open_switch_event, set_enabled, signal, signal_fd, switch_event_to, wait_signals, Signals,
+};
 use super::running::{Accounting, Record, COUNTED, DETECTED, EXITED};
 
 /// How often threads are looked at while the monitor looks (sampling).
@@ -191,11 +167,6 @@ struct Monitor {
 }
 
 static MONITOR: OnceLock<Monitor> = OnceLock::new();
-
-/// The real-time signal the switch events raise.
-fn signal() -> libc::c_int {
-    libc::SIGRTMAX() - 3
-}
 
 fn monitor() -> &'static Monitor {
     MONITOR.get_or_init(|| {
@@ -329,210 +300,6 @@ pub(crate) fn current_cpu_clock() -> Option<libc::clockid_t> {
     (r == 0).then_some(id)
 }
 
-/// CPU time of the thread of `clock`, in ns (`None`: it exited).
-fn cpu_ns(clock: libc::clockid_t) -> Option<u64> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; a clock id of a thread
-    // that exited only makes the call fail with EINVAL.
-    let r = unsafe { libc::clock_gettime(clock, &mut ts) };
-    (r == 0).then(|| (ts.tv_sec as u64).wrapping_mul(1_000_000_000) + ts.tv_nsec as u64)
-}
-
-/// `struct perf_event_attr`, its first version (`PERF_ATTR_SIZE_VER0`,
-/// 64 bytes: every field this needs; the kernel zero-extends).
-#[repr(C)]
-struct PerfEventAttr {
-    type_: u32,
-    size: u32,
-    config: u64,
-    sample_period: u64,
-    sample_type: u64,
-    read_format: u64,
-    flags: u64,
-    wakeup_events: u32,
-    bp_type: u32,
-    config1: u64,
-}
-
-const PERF_TYPE_SOFTWARE: u32 = 1;
-const PERF_COUNT_SW_CONTEXT_SWITCHES: u64 = 3;
-/// `attr.disabled` (bit 0 of the flags).
-const ATTR_DISABLED: u64 = 1;
-/// `attr.exclude_hv` (bit 6).
-const ATTR_EXCLUDE_HV: u64 = 1 << 6;
-const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
-const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
-const PERF_EVENT_IOC_DISABLE: libc::c_ulong = 0x2401;
-const F_SETSIG: libc::c_int = 10;
-const F_SETOWN_EX: libc::c_int = 15;
-const F_OWNER_TID: libc::c_int = 0;
-/// `si_code` of a signal raised by an fd becoming readable.
-const POLL_IN: i32 = 1;
-
-#[repr(C)]
-struct FOwnerEx {
-    type_: libc::c_int,
-    pid: libc::pid_t,
-}
-
-/// A disabled context-switch event of thread `tid` (0: the caller),
-/// sampling every switch.
-fn open_switch_event(tid: i32) -> std::io::Result<OwnedFd> {
-    let attr = PerfEventAttr {
-        type_: PERF_TYPE_SOFTWARE,
-        size: std::mem::size_of::<PerfEventAttr>() as u32,
-        config: PERF_COUNT_SW_CONTEXT_SWITCHES,
-        sample_period: 1,
-        sample_type: 0,
-        read_format: 0,
-        // Kernel-side events included: a switch happens in the kernel.
-        flags: ATTR_DISABLED | ATTR_EXCLUDE_HV,
-        wakeup_events: 1,
-        bp_type: 0,
-        config1: 0,
-    };
-    // SAFETY: `attr` is a valid perf_event_attr of the size it states;
-    // the call only reads it. pid = a thread of this process, any CPU, no
-    // group.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            tid as libc::c_long,
-            -1 as libc::c_long,
-            -1 as libc::c_long,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
-}
-
-/// Opens thread `tid`'s switch event, signalling `monitor_tid`.
-fn switch_event_to(tid: i32, monitor_tid: i32) -> std::io::Result<OwnedFd> {
-    let fd = open_switch_event(tid)?;
-    let raw = fd.as_raw_fd();
-    let owner = FOwnerEx {
-        type_: F_OWNER_TID,
-        pid: monitor_tid,
-    };
-    // SAFETY: fcntl on an fd we own; `owner` is a valid f_owner_ex.
-    let ok = unsafe {
-        libc::fcntl(raw, F_SETOWN_EX, &owner as *const FOwnerEx) == 0
-            && libc::fcntl(raw, F_SETSIG, signal()) == 0
-            && libc::fcntl(
-                raw,
-                libc::F_SETFL,
-                libc::fcntl(raw, libc::F_GETFL) | libc::O_ASYNC,
-            ) == 0
-    };
-    if !ok {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
-fn set_enabled(fd: &OwnedFd, on: bool) {
-    let req = if on {
-        PERF_EVENT_IOC_ENABLE
-    } else {
-        PERF_EVENT_IOC_DISABLE
-    };
-    // SAFETY: an ioctl without argument on a perf fd we own.
-    unsafe {
-        libc::ioctl(fd.as_raw_fd(), req as _, 0);
-    }
-}
-
-/// A record, with what the monitor remembers of its previous look.
-struct Watched {
-    rec: Arc<Record>,
-    /// CPU time at the previous look, if the thread was looked at then
-    /// (`None`: the next look reads the state field at once).
-    last_cpu: Option<u64>,
-    /// `/proc/self/task/<tid>/stat`, opened at the first need.
-    stat: Option<File>,
-    /// Switch events: the thread's event, if it could be opened (else the
-    /// thread is sampled), and whether it is enabled.
-    event: Option<OwnedFd>,
-    enabled: bool,
-    /// A switch-out was signalled since the last look.
-    switched: bool,
-}
-
-impl Watched {
-    /// Whether the thread is in the kernel's `R` state (running or
-    /// runnable). Unknown counts as runnable: never a false "blocked".
-    fn runnable(&mut self) -> bool {
-        if self.stat.is_none() {
-            self.stat = File::open(format!("/proc/self/task/{}/stat", self.rec.tid)).ok();
-        }
-        let Some(f) = &self.stat else {
-            return true;
-        };
-        let mut buf = [0u8; 512];
-        let n = f.read_at(&mut buf, 0).unwrap_or(0);
-        let s = &buf[..n];
-        // "pid (comm) S ...": the state follows the last ')' (the thread
-        // name may contain one).
-        match s.iter().rposition(|&b| b == b')') {
-            Some(i) if i + 2 < n => s[i + 2] == b'R',
-            _ => true,
-        }
-    }
-
-    /// Whether the monitor must look at this `COUNTED` thread now: its
-    /// port is contended, or it deferred submissions.
-    fn wanted(&self) -> bool {
-        if self.rec.pending.load(Ordering::SeqCst) {
-            return true;
-        }
-        // Upgraded under the lock, used (and maybe dropped) after it.
-        let port = (self.rec.port.lock().as_ref())
-            .filter(|p| p.detect)
-            .and_then(|p| p.port.upgrade());
-        port.is_some_and(|p| p.contended())
-    }
-
-    /// One look at a `COUNTED` thread the monitor must look at. With a
-    /// switch event: the state field, if it switched out since the last
-    /// look (or at the first look). Sampling: the CPU clock, then the
-    /// state field if it did not advance (or at once, the first look).
-    fn look_counted(&mut self) {
-        let prev = self.last_cpu;
-        let now = self.rec.clock.and_then(cpu_ns);
-        self.last_cpu = Some(now.unwrap_or(0));
-        let switched = std::mem::take(&mut self.switched);
-        let suspect = match prev {
-            // Blocked for however long before the monitor looked: seen now.
-            None => true,
-            Some(_) if self.event.is_some() => switched,
-            Some(p) => now == Some(p),
-        };
-        if suspect && !self.runnable() {
-            detect(&self.rec);
-        }
-    }
-
-    /// One look at a `DETECTED` thread: counted back in if it ran.
-    fn look_detected(&mut self) {
-        let Some(c) = self.rec.clock.and_then(cpu_ns) else {
-            return;
-        };
-        let ran = self.last_cpu.is_some_and(|l| l != c);
-        self.last_cpu = Some(c);
-        if ran {
-            resume(&self.rec);
-        }
-    }
-}
-
 /// The thread was seen blocked: `COUNTED` → `DETECTED`, then count it down
 /// and submit what it deferred (running.rs, the state machine).
 fn detect(rec: &Record) {
@@ -586,75 +353,6 @@ fn resume(rec: &Record) {
         port.note_detected(false);
     } else {
         port.count_down();
-    }
-}
-
-/// Switch events: the monitor's `signalfd` for [`signal`] and `SIGIO`
-/// (both blocked in this thread first).
-fn signal_fd() -> Option<OwnedFd> {
-    // SAFETY: `set` is a valid sigset_t, initialised by sigemptyset before
-    // use; pthread_sigmask and signalfd only read it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, signal());
-        libc::sigaddset(&mut set, libc::SIGIO);
-        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return None;
-        }
-        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
-        (fd >= 0).then(|| OwnedFd::from_raw_fd(fd))
-    }
-}
-
-/// What a wait on the `signalfd` returned.
-#[derive(Default)]
-struct Signals {
-    /// fds of the switch events that fired.
-    fds: Vec<i32>,
-    /// Look at every thread (a wake-up, or an overflow to `SIGIO`).
-    all: bool,
-}
-
-/// Waits up to `timeout` (`None`: forever) for signals, and reads them all.
-fn wait_signals(sfd: &OwnedFd, timeout: Option<Duration>, out: &mut Signals) {
-    let mut pfd = libc::pollfd {
-        fd: sfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = timeout.map_or(-1, |t| t.as_millis().clamp(1, 60_000) as libc::c_int);
-    // SAFETY: one valid pollfd.
-    unsafe {
-        libc::poll(&mut pfd, 1, ms);
-    }
-    const N: usize = 32;
-    // SAFETY: signalfd_siginfo is plain old data: all zeroes is valid.
-    let mut buf: [libc::signalfd_siginfo; N] = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: `buf` is writable for its whole size; a non-blocking
-        // signalfd returns whole records or fails with EAGAIN.
-        let n = unsafe {
-            libc::read(
-                sfd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                std::mem::size_of_val(&buf),
-            )
-        };
-        if n <= 0 {
-            return;
-        }
-        let got = n as usize / std::mem::size_of::<libc::signalfd_siginfo>();
-        for si in &buf[..got] {
-            if si.ssi_signo as libc::c_int == signal() && si.ssi_code == POLL_IN {
-                out.fds.push(si.ssi_fd);
-            } else {
-                out.all = true;
-            }
-        }
-        if got < N {
-            return;
-        }
     }
 }
 

@@ -5,8 +5,8 @@
 //!
 //! Taken with [`Port::take_result`](crate::Port::take_result) or waited for
 //! with [`Port::wait_result`](crate::Port::wait_result); see
-//! `Core::wait_result` for how a waiter drives the backend when no other
-//! thread does.
+//! `Core::wait_result` (`core/wait_result.rs`) for how a waiter drives the
+//! backend when no other thread does.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;

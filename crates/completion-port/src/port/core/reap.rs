@@ -1,0 +1,173 @@
+//! From the kernel into the queue: the leader's kernel wait (`lead_once`),
+//! reaping without waiting (`reap_unlocked`), `enqueue` — where a
+//! completed operation's packet is queued (or its result kept, or, on a
+//! closed port, dropped) — `absorb` for completions a backend call
+//! collected on the side, and `flush` of deferred submissions; plus the
+//! per-thread [`Scratch`] buffer the waits reap into.
+//!
+//! Every function that queues runs under the state lock and ends in
+//! `dispatch` (invariant 2, `core.rs`); the kernel is waited on and reaped
+//! without the lock.
+
+use std::cell::Cell;
+use std::io;
+use std::mem;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use parking_lot::MutexGuard;
+
+use super::{Core, Deferred, State};
+use crate::op::Notify;
+use crate::sys::Completion;
+use crate::Packet;
+
+thread_local! {
+    /// This thread's spare completion buffer (see [`Scratch`]).
+    static SCRATCH: Cell<Vec<Completion>> = const { Cell::new(Vec::new()) };
+}
+
+/// A completion buffer borrowed from the thread's spare, so that a kernel
+/// wait or a reap does not allocate (and grow) a fresh `Vec` each time.
+/// Given back, empty, when dropped. Re-entrant calls (a context's `Drop`
+/// calling into a port) just find no spare and allocate.
+struct Scratch(Vec<Completion>);
+
+impl Scratch {
+    fn take() -> Scratch {
+        Scratch(SCRATCH.try_with(Cell::take).unwrap_or_default())
+    }
+}
+
+impl Deref for Scratch {
+    type Target = Vec<Completion>;
+    fn deref(&self) -> &Vec<Completion> {
+        &self.0
+    }
+}
+
+impl DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut Vec<Completion> {
+        &mut self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Every user hands the completions to `enqueue`, which empties it.
+        debug_assert!(self.0.is_empty(), "completions left in a scratch buffer");
+        let v = mem::take(&mut self.0);
+        if v.capacity() > 0 && v.is_empty() {
+            let _ = SCRATCH.try_with(|s| s.set(v));
+        }
+    }
+}
+
+impl<C: Send + 'static> Core<C> {
+    /// Submits every operation left pending in the backend.
+    pub(super) fn flush(&self) {
+        let mut spill = Vec::new();
+        self.driver.flush(&mut spill);
+        self.absorb(&mut spill);
+    }
+
+    /// One kernel wait by the leader (the caller holds `st.leader`): waits
+    /// without the lock (after doing the deferred work), re-locks, marks
+    /// itself awake (so `dispatch` sends it no wake-up while it queues), and
+    /// queues what it reaped. Returns the re-taken lock and the wait's
+    /// outcome.
+    pub(super) fn lead_once<'a>(
+        &'a self,
+        st: MutexGuard<'a, State<C>>,
+        deadline: Option<Instant>,
+        later: &mut Deferred<C>,
+    ) -> (MutexGuard<'a, State<C>>, io::Result<bool>) {
+        drop(st);
+        self.run(mem::take(later));
+        let mut done = Scratch::take();
+        let r = self.driver.wait(deadline, &mut done);
+        let mut st = self.state.lock();
+        st.leader_woken = true;
+        self.enqueue(&mut st, &mut done, later);
+        (st, r)
+    }
+
+    /// Reaps ready completions with the lock released, then re-locks and
+    /// queues them.
+    pub(super) fn reap_unlocked<'a>(
+        &'a self,
+        st: MutexGuard<'a, State<C>>,
+        later: &mut Deferred<C>,
+    ) -> MutexGuard<'a, State<C>> {
+        drop(st);
+        let mut done = Scratch::take();
+        let swallowed_wake = self.driver.reap(&mut done);
+        let mut st = self.state.lock();
+        if swallowed_wake {
+            // The leader's wake-up was consumed here: it may still sleep in
+            // the kernel. Let `dispatch` send another if it is still needed.
+            st.leader_woken = false;
+            self.wake_result_leader(&mut st, later);
+        }
+        if !done.is_empty() {
+            self.enqueue(&mut st, &mut done, later);
+        } else if swallowed_wake {
+            self.dispatch(&mut st, later);
+        }
+        st
+    }
+
+    /// Turns completions into packets and queues them (or drops them after
+    /// the lock if the port is closed), then dispatches.
+    /// Empties `done`.
+    pub(super) fn enqueue(
+        &self,
+        st: &mut State<C>,
+        done: &mut Vec<Completion>,
+        later: &mut Deferred<C>,
+    ) {
+        if done.is_empty() {
+            return;
+        }
+        self.in_flight.fetch_sub(done.len(), Ordering::AcqRel);
+        for c in done.drain(..) {
+            // SAFETY: every op this port's driver reports was submitted by
+            // `Core::<C>::submit` (so it is an `OpRecord<C>`), and the
+            // driver reports each exactly once.
+            let p = unsafe { Packet::completed(c) };
+            if st.closed {
+                later.drop.push(p);
+            } else if p.notify() == Notify::Result {
+                let token = p.token().expect("an operation's packet has a token");
+                self.results.store(token.0, p);
+                self.wake_result_leader(st, later);
+            } else {
+                self.queue.push(p);
+            }
+        }
+        self.dispatch(st, later);
+    }
+
+    /// A leader waiting in the kernel for a result may have had it reaped
+    /// and stored by another thread (or its wake-up swallowed): wake it to
+    /// look at the results.
+    pub(super) fn wake_result_leader(&self, st: &mut State<C>, later: &mut Deferred<C>) {
+        if st.leader && st.leader_for_result && !st.leader_woken {
+            st.leader_woken = true;
+            later.wake_leader = true;
+        }
+    }
+
+    /// Queues completions a backend collected as a side effect.
+    pub(super) fn absorb(&self, spill: &mut Vec<Completion>) {
+        if spill.is_empty() {
+            return;
+        }
+        let mut later = Deferred::default();
+        let mut st = self.state.lock();
+        self.enqueue(&mut st, spill, &mut later);
+        drop(st);
+        self.run(later);
+    }
+}
