@@ -40,6 +40,13 @@ pub(crate) fn fail(code: DWORD) -> BOOL {
     FALSE
 }
 
+/// Sets the last error and returns `SOCKET_ERROR`: the tail of every
+/// failing Winsock call that returns `int`.
+pub(crate) fn fail_wsa(code: DWORD) -> i32 {
+    set_last_error(code);
+    SOCKET_ERROR
+}
+
 /// The Windows error a *packet* (or a file call) reports for `e`.
 pub(crate) fn win32_from_io(e: &io::Error) -> DWORD {
     match e.raw_os_error() {

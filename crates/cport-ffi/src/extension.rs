@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use completion_port::{Buf, Packet};
 
-use crate::error::{errno, fail, win32_from_io, wsa_from_io};
+use crate::error::{errno, fail, fail_wsa, win32_from_io, wsa_from_io};
 use crate::issue::{check_overlapped, finish_bool, next_stage, start};
 use crate::object::{Io, Target};
 use crate::overlapped::{FfiOp, Stage, REGISTRY};
@@ -379,18 +379,14 @@ pub unsafe extern "C" fn WSAIoctl(
     lpOverlapped: LPWSAOVERLAPPED,
     lpCompletionRoutine: LPWSAOVERLAPPED_COMPLETION_ROUTINE,
 ) -> i32 {
-    let refuse = |e| {
-        crate::error::set_last_error(e);
-        SOCKET_ERROR
-    };
     if let Err(e) = socket_target(s) {
-        return refuse(e);
+        return fail_wsa(e);
     }
     if dwIoControlCode != SIO_GET_EXTENSION_FUNCTION_POINTER {
-        return refuse(WSAEOPNOTSUPP);
+        return fail_wsa(WSAEOPNOTSUPP);
     }
     if !lpOverlapped.is_null() || !lpCompletionRoutine.is_null() {
-        return refuse(WSAEINVAL);
+        return fail_wsa(WSAEINVAL);
     }
     let size = std::mem::size_of::<usize>();
     if lpvInBuffer.is_null()
@@ -398,7 +394,7 @@ pub unsafe extern "C" fn WSAIoctl(
         || lpvOutBuffer.is_null()
         || (cbOutBuffer as usize) < size
     {
-        return refuse(WSAEFAULT);
+        return fail_wsa(WSAEFAULT);
     }
     // SAFETY: `lpvInBuffer` holds one GUID (checked size; caller); read
     // unaligned since the caller's buffer may be any bytes.
@@ -410,7 +406,7 @@ pub unsafe extern "C" fn WSAIoctl(
     } else if guid == WSAID_GETACCEPTEXSOCKADDRS_GUID {
         GetAcceptExSockaddrs as *const () as usize
     } else {
-        return refuse(WSAEINVAL);
+        return fail_wsa(WSAEINVAL);
     };
     // SAFETY: `lpvOutBuffer` has room for a pointer (checked; caller);
     // written unaligned for the same reason as above.

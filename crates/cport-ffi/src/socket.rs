@@ -11,7 +11,7 @@ use std::os::fd::RawFd;
 
 use completion_port::Buf;
 
-use crate::error::{errno, set_last_error, wsa_from_errno, wsa_from_io};
+use crate::error::{errno, fail_wsa, set_last_error, wsa_from_errno, wsa_from_io};
 use crate::issue::{finish_wsa, start};
 use crate::object::{self, FdKind, Io};
 use crate::overlapped::Stage;
@@ -119,8 +119,7 @@ pub unsafe extern "C" fn WSASocketA(
 #[no_mangle]
 pub extern "C" fn closesocket(s: SOCKET) -> i32 {
     if s > i32::MAX as usize || !close_fd(s as RawFd) {
-        set_last_error(WSAENOTSOCK);
-        return SOCKET_ERROR;
+        return fail_wsa(WSAENOTSOCK);
     }
     0
 }
@@ -230,34 +229,30 @@ unsafe fn wsa_transfer(
     routine: LPWSAOVERLAPPED_COMPLETION_ROUTINE,
 ) -> i32 {
     use crate::file::Dir;
-    let refuse = |e| {
-        set_last_error(e);
-        SOCKET_ERROR
-    };
     if !routine.is_null() || count as usize > completion_port::MAX_IOVECS {
-        return refuse(WSAEINVAL);
+        return fail_wsa(WSAEINVAL);
     }
     if bufs.is_null() || count == 0 {
-        return refuse(WSAEFAULT);
+        return fail_wsa(WSAEFAULT);
     }
     // SAFETY: `count` WSABUFs at `bufs` (caller).
     let wsabufs = unsafe { std::slice::from_raw_parts(bufs, count as usize) };
     if wsabufs.iter().any(|b| b.buf.is_null() && b.len > 0) {
-        return refuse(WSAEFAULT);
+        return fail_wsa(WSAEFAULT);
     }
     let target = match socket_target(s) {
         Ok(Io::Known(t)) if t.assoc.get().is_some() && !ov.is_null() => t,
         // SAFETY: forwarded.
         Ok(_) => return unsafe { wsa_sync(dir, s as RawFd, wsabufs, done, ov) },
-        Err(e) => return refuse(e),
+        Err(e) => return fail_wsa(e),
     };
     let Some(assoc) = target.assoc.get() else {
-        return refuse(WSAENOTSOCK);
+        return fail_wsa(WSAENOTSOCK);
     };
     // Not connected: fails at the call and queues nothing (spec §3.13), as
     // on Windows; the backends would report it in a packet.
     if !target.is_connected() {
-        return refuse(WSAENOTCONN);
+        return fail_wsa(WSAENOTCONN);
     }
     let started = start(
         &target,
@@ -310,8 +305,7 @@ unsafe fn wsa_sync(
     ov: LPOVERLAPPED,
 ) -> i32 {
     if !ov.is_null() && !crate::overlapped::is_usable(ov) {
-        set_last_error(WSA_INVALID_PARAMETER);
-        return SOCKET_ERROR;
+        return fail_wsa(WSA_INVALID_PARAMETER);
     }
     let iov: Vec<libc::iovec> = bufs
         .iter()
@@ -342,8 +336,7 @@ unsafe fn wsa_sync(
         unsafe { crate::overlapped::mark_done(ov, crate::error::win32_from_errno(error), n) };
     }
     if error != 0 {
-        set_last_error(wsa_from_errno(error));
-        return SOCKET_ERROR;
+        return fail_wsa(wsa_from_errno(error));
     }
     if !done.is_null() {
         // SAFETY: writable (caller).
