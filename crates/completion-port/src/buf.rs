@@ -358,6 +358,52 @@ impl fmt::Debug for Buf {
     }
 }
 
+/// The buffers an operation owns while it is in flight: none (no-op,
+/// accept, connect), one, or several (vectored operations).
+#[derive(Debug, Default)]
+pub(crate) enum Buffers {
+    #[default]
+    None,
+    One(Buf),
+    Many(Vec<Buf>),
+}
+
+impl Buffers {
+    pub(crate) fn take_one(&mut self) -> Option<Buf> {
+        match std::mem::take(self) {
+            Buffers::One(b) => Some(b),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    pub(crate) fn take_many(&mut self) -> Vec<Buf> {
+        match std::mem::take(self) {
+            Buffers::Many(v) => v,
+            other => {
+                *self = other;
+                Vec::new()
+            }
+        }
+    }
+
+    pub(crate) fn one_mut(&mut self) -> &mut Buf {
+        match self {
+            Buffers::One(b) => b,
+            _ => unreachable!("single-buffer op without its buffer"),
+        }
+    }
+
+    pub(crate) fn many_mut(&mut self) -> &mut [Buf] {
+        match self {
+            Buffers::Many(v) => v,
+            _ => unreachable!("vectored op without its buffers"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,7 @@ use std::error::Error;
 use std::fmt;
 use std::io;
 
-use crate::op::Buffers;
-use crate::Buf;
+use crate::buf::{Buf, Buffers};
 
 /// Why [`Port::get`](crate::Port::get) or
 /// [`Port::get_many`](crate::Port::get_many) returned no packet.

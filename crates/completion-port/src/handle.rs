@@ -1,124 +1,18 @@
 //! Association: an fd bound to one port, with the completion key that comes
 //! back in every packet of its operations.
 
-use std::any::Any;
-use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use parking_lot::Mutex;
-
+use crate::buf::Buffers;
+use crate::core::fd::FdOwner;
+use crate::core::record::{Notify, OpRecord, RecordBox};
+use crate::core::{Core, Token};
+use crate::driver::OpKind;
 use crate::error::{invalid_input, Rejected};
-use crate::op::{Buffers, Notify, OpIo, OpKind, OpRecord, RecordBox, Token};
-use crate::port::core::Core;
-
-/// Every fd currently owned by some handle, in any port of the process.
-/// An fd number is in here from association until the last operation that
-/// uses it has completed and the fd is closed, so a double association (the
-/// same open fd owned twice, which only `unsafe` code can arrange) is
-/// refused, and a reused fd number is never confused with the old one.
-static ASSOCIATED: Mutex<BTreeSet<RawFd>> = Mutex::new(BTreeSet::new());
-
-/// Owns an associated fd. Shared by the handle's clones and by every
-/// operation in flight on it, so the fd is closed only when the handle is
-/// dropped **and** its last operation has completed: an fd number is never
-/// reused while the kernel may still act on the old file.
-pub(crate) struct FdOwner {
-    /// Per-fd state a backend attaches on first use (the epoll backend's
-    /// registration and operation queues). Dropped before `fd` is closed
-    /// (field order), so a backend can deregister the fd in its `Drop`.
-    backend: OnceLock<Box<dyn Any + Send + Sync>>,
-    /// The operations in flight on this fd, by token: registered before
-    /// submission, removed when their packet is built. Cancellation reaches
-    /// an op only through this map and under its lock, so the record it
-    /// names is alive (its packet cannot be built meanwhile) and its address
-    /// cannot have been reused by another op.
-    inflight: Mutex<InFlight>,
-    fd: OwnedFd,
-}
-
-/// Token → record of the operations in flight on one fd, and whether the
-/// handle was closed (then nothing new is registered).
-#[derive(Default)]
-pub(crate) struct InFlight {
-    pub(crate) ops: HashMap<u64, InFlightOp, BuildHasherDefault<TokenHasher>>,
-    pub(crate) closed: bool,
-}
-
-/// One operation in flight.
-#[derive(Clone, Copy)]
-pub(crate) struct InFlightOp {
-    pub(crate) ptr: OpPtr,
-    /// A cancel was requested: its `ECANCELED` is the user's, not the
-    /// kernel's clean-up of an exited thread (see `sys/uring`).
-    pub(crate) cancelled: bool,
-}
-
-/// The address of an operation record in flight.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct OpPtr(pub(crate) NonNull<OpIo>);
-
-// SAFETY: only an address; whoever dereferences it must own the record or
-// hold the `inflight` lock that keeps it alive (see `FdOwner::inflight`).
-unsafe impl Send for OpPtr {}
-
-/// Tokens are unique integers: one multiply spreads them over the table's
-/// control bits (an identity hash would leave the high bits all zero).
-#[derive(Default)]
-pub(crate) struct TokenHasher(u64);
-
-impl Hasher for TokenHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-impl FdOwner {
-    pub(crate) fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
-    /// The in-flight registry (see the field's docs).
-    pub(crate) fn inflight(&self) -> parking_lot::MutexGuard<'_, InFlight> {
-        self.inflight.lock()
-    }
-
-    /// The backend's state for this fd, if it made one.
-    pub(crate) fn existing_backend_state<T: Any + Send + Sync>(&self) -> Option<&T> {
-        self.backend.get()?.downcast_ref::<T>()
-    }
-
-    /// The backend's state for this fd, created by `init` on first use.
-    pub(crate) fn backend_state<T: Any + Send + Sync>(
-        &self,
-        init: impl FnOnce() -> T,
-    ) -> Option<&T> {
-        self.backend
-            .get_or_init(|| Box::new(init()))
-            .downcast_ref::<T>()
-    }
-}
-
-impl Drop for FdOwner {
-    fn drop(&mut self) {
-        // Unregister before closing: until `fd` is closed nobody else can own
-        // this number, so no concurrent `associate` can be refused by mistake.
-        ASSOCIATED.lock().remove(&self.fd.as_raw_fd());
-    }
-}
 
 /// An association refused: the reason, and the fd handed back open.
 #[derive(Debug)]
@@ -157,39 +51,17 @@ pub(crate) fn associate<C: Send + 'static>(
     fd: OwnedFd,
     key: usize,
 ) -> Result<Handle<C>, AssociateError> {
-    let raw = fd.as_raw_fd();
     if core.is_closed() {
         return Err(AssociateError {
             error: crate::error::port_closed(),
             fd,
         });
     }
-    // An `OwnedFd` is open by contract; this catches one that unsafe code
-    // built from a closed number.
-    // SAFETY: F_GETFD only reads the fd's flags.
-    if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
-        return Err(AssociateError {
-            error: io::Error::last_os_error(),
-            fd,
-        });
-    }
-    if !ASSOCIATED.lock().insert(raw) {
-        return Err(AssociateError {
-            error: io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("fd {raw} is already associated with a completion port (a handle belongs to one port for life)"),
-            ),
-            fd,
-        });
-    }
+    let owner = FdOwner::new(fd).map_err(|(error, fd)| AssociateError { error, fd })?;
     Ok(Handle {
         inner: Arc::new(HandleInner {
             core: core.clone(),
-            owner: Arc::new(FdOwner {
-                backend: OnceLock::new(),
-                inflight: Mutex::new(InFlight::default()),
-                fd,
-            }),
+            owner: Arc::new(owner),
             key,
             skip_on_success: AtomicBool::new(false),
         }),
@@ -241,7 +113,7 @@ impl<C> fmt::Debug for Handle<C> {
 
 impl<C> AsFd for Handle<C> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.owner.fd.as_fd()
+        self.inner.owner.fd().as_fd()
     }
 }
 
@@ -289,14 +161,7 @@ impl<C: Send + 'static> Handle<C> {
     /// Returns how many operations were cancelled; closing again does
     /// nothing and returns 0.
     pub fn close(&self) -> usize {
-        {
-            let mut reg = self.inner.owner.inflight();
-            if reg.closed {
-                return 0;
-            }
-            reg.closed = true;
-        }
-        self.cancel_all().unwrap_or(0)
+        self.inner.core.close_fd(&self.inner.owner)
     }
 
     /// Whether [`close`](Self::close) was called on this handle (or a clone).
@@ -360,9 +225,9 @@ impl<C: Send + 'static> Handle<C> {
         bufs: Buffers,
         context: C,
     ) -> Result<Token, Rejected<C>> {
-        let mut io = self.new_io(kind, bufs);
-        io.offset = offset;
-        self.inner.core.submit(OpRecord::boxed(io, context))
+        let mut rec = self.new_record(kind, bufs, context);
+        rec.io.offset = offset;
+        self.inner.core.submit(rec)
     }
 
     /// Like [`issue`](Self::issue), after `check` accepted the arguments.
@@ -384,9 +249,15 @@ impl<C: Send + 'static> Handle<C> {
         self.inner.core.submit(rec)
     }
 
-    pub(crate) fn new_io(&self, kind: OpKind, bufs: Buffers) -> OpIo {
-        let mut io = OpIo::new(kind, self.inner.owner.clone(), self.inner.key, bufs);
-        io.notify = self.notify();
-        io
+    /// A record for an operation of `kind` on this handle.
+    pub(crate) fn new_record(&self, kind: OpKind, bufs: Buffers, context: C) -> RecordBox<C> {
+        OpRecord::boxed(
+            kind,
+            &self.inner.owner,
+            self.inner.key,
+            self.notify(),
+            bufs,
+            context,
+        )
     }
 }

@@ -57,22 +57,27 @@
 //! from Windows, and [`buf`] for the buffer rules.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+// Under loom the real engines and the monitor thread are compiled but not
+// used: the models run the core over `driver/model.rs`.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 #![warn(missing_docs)]
 
 pub mod buf;
+mod core;
+mod driver;
 mod error;
 mod handle;
 pub mod op;
 pub mod port;
-mod sys;
+mod sync;
 
 pub use buf::Buf;
+pub use driver::Backend;
 pub use error::{is_aborted, is_port_closed, GetError, Rejected};
 pub use handle::{AssociateError, Handle};
 pub use op::net::MAX_IOVECS;
 pub use op::{Accepted, PacketKind, Token};
 pub use port::{BlockingDetection, BlockingGuard, Packet, Port, PortBuilder, PortStats};
-pub use sys::Backend;
 
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

@@ -2,9 +2,11 @@
 //! `read_at` / `write_at` (files) and stream `read` / `write` (pipes,
 //! character devices, sockets used as plain fds).
 
+use crate::buf::{Buf, Buffers};
+use crate::core::Token;
+use crate::driver::{OpKind, OFFSET_CURRENT};
 use crate::error::Rejected;
-use crate::op::{Buffers, OpKind, Token, OFFSET_CURRENT};
-use crate::{Buf, Handle};
+use crate::Handle;
 
 /// Largest single transfer the backends accept (io_uring lengths are `u32`).
 pub(crate) const MAX_LEN: usize = u32::MAX as usize;

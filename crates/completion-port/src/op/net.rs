@@ -2,10 +2,12 @@
 
 use socket2::SockAddr;
 
+use crate::buf::{Buf, Buffers};
+use crate::core::Token;
+use crate::driver::OpKind;
 use crate::error::{invalid_input, Rejected};
 use crate::op::file::{check_len, filled, spare};
-use crate::op::{Buffers, OpKind, OpRecord, Token};
-use crate::{Buf, Handle};
+use crate::Handle;
 
 /// Most buffers one vectored call takes (the kernel's `UIO_MAXIOV`).
 pub const MAX_IOVECS: usize = 1024;
@@ -71,9 +73,9 @@ impl<C: Send + 'static> Handle<C> {
     /// [`Packet::take_accepted`](crate::Packet::take_accepted). The new
     /// socket is close-on-exec.
     pub fn accept(&self, context: C) -> Result<Token, Rejected<C>> {
-        let mut io = self.new_io(OpKind::Accept, Buffers::None);
-        io.extra().addr_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        self.issue_record(OpRecord::boxed(io, context))
+        let mut rec = self.new_record(OpKind::Accept, Buffers::None, context);
+        rec.io.extra().addr_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        self.issue_record(rec)
     }
 
     /// Connects this socket to `addr`; the packet's result is `Ok(0)` once
@@ -88,8 +90,8 @@ impl<C: Send + 'static> Handle<C> {
                 Buffers::None,
             ));
         }
-        let mut io = self.new_io(OpKind::Connect, Buffers::None);
-        let ex = io.extra();
+        let mut rec = self.new_record(OpKind::Connect, Buffers::None, context);
+        let ex = rec.io.extra();
         // SAFETY: `addr` holds `len` initialised bytes of a sockaddr, and
         // `ex.addr` has room for them (checked above); distinct objects.
         unsafe {
@@ -100,6 +102,6 @@ impl<C: Send + 'static> Handle<C> {
             )
         };
         ex.addr_len = addr.len();
-        self.issue_record(OpRecord::boxed(io, context))
+        self.issue_record(rec)
     }
 }

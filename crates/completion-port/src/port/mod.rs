@@ -72,14 +72,6 @@
 //! [`GetError::Timeout`]: crate::GetError::Timeout
 //! [`GetError::Closed`]: crate::GetError::Closed
 
-pub(crate) mod core;
-mod monitor;
-pub use monitor::BlockingDetection;
-mod packet;
-pub(crate) mod results;
-pub(crate) mod running;
-mod waiter;
-
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
@@ -87,14 +79,13 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use packet::Packet;
-pub use running::BlockingGuard;
+pub use crate::core::{BlockingDetection, BlockingGuard, Packet, PortStats};
 
-use self::core::Core;
+use crate::core::{monitor, running, Core, Token};
+use crate::driver::{Backend, Config, Driver};
 use crate::error::{invalid_input, GetError, Rejected};
 use crate::handle::{associate, AssociateError};
-use crate::sys::{Backend, Config, Driver};
-use crate::{Handle, Token};
+use crate::Handle;
 
 /// A completion port: a FIFO queue of completion packets that any number of
 /// threads dequeue from, LIFO, at most `concurrency` of them running at
@@ -161,32 +152,6 @@ impl<C: Send + 'static> Clone for Port<C> {
             inner: self.inner.clone(),
         }
     }
-}
-
-/// A snapshot of a port's counters, for monitoring and tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct PortStats {
-    /// Packets queued and not yet dequeued.
-    pub queued: usize,
-    /// Threads counted as running (may exceed the concurrency value for a
-    /// while after a blocking scope ends).
-    pub running: usize,
-    /// Threads parked in user space (not counting the leader).
-    pub parked: usize,
-    /// Whether a thread waits in the kernel for completions.
-    pub leader: bool,
-    /// Operations issued whose completion has not been reaped yet.
-    pub in_flight: usize,
-    /// Packets dequeued since the port was created.
-    pub dequeued: u64,
-    /// Threads not counted as running right now because the blocked-thread
-    /// monitor saw them blocked (see
-    /// [`PortBuilder::blocking_detection`]); 0 with detection off.
-    pub blocked: usize,
-    /// How many times the monitor counted a thread of this port out since
-    /// the port was created.
-    pub blocked_total: u64,
 }
 
 impl<C: Send + 'static> Port<C> {

@@ -1,5 +1,8 @@
-//! [`RecordBox`]: the owning pointer of an operation record, allocated
-//! through a small per-thread cache of freed records.
+//! [`OpRecord`]: where an operation lives while it is in flight — the
+//! driver's [`OpIo`] first, then what only the core knows (the fd's owner,
+//! the completion key, the token, where the completion goes, the caller's
+//! context) — and [`RecordBox`], its owning pointer, allocated through a
+//! small per-thread cache of freed records.
 //!
 //! Every operation allocates a record at issue and frees it when its packet
 //! is dropped. A worker typically issues and drops them in batches, which
@@ -19,7 +22,89 @@ use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::ptr::{self, NonNull};
 
-use super::OpRecord;
+use std::sync::Arc;
+
+use super::fd::FdOwner;
+use super::token::{next_token, Token};
+use crate::buf::Buffers;
+use crate::driver::{OpIo, OpKind, OpPtr};
+
+/// Where an operation's completion goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Notify {
+    /// A packet on the port (the default).
+    Packet,
+    /// A packet, unless it succeeds during the issue call: then its result
+    /// is kept for [`Port::take_result`](crate::Port::take_result) (the
+    /// handle is in skip-on-success mode).
+    SkipOnSuccess,
+    /// Never a packet: its result is kept for
+    /// [`Port::take_result`](crate::Port::take_result) /
+    /// [`Port::wait_result`](crate::Port::wait_result).
+    Result,
+}
+
+/// An operation in flight: [`OpIo`] first (backends only ever see a
+/// pointer to it), then the core's part, then the caller's context.
+#[repr(C)]
+pub(crate) struct OpRecord<C> {
+    /// Must stay the first field: backends get an [`OpPtr`] to it and the
+    /// core casts it back to `*mut OpRecord<C>`.
+    pub(crate) io: OpIo,
+    /// Keeps the fd open (and its number reserved) until this op is gone;
+    /// `io.fd` points into it.
+    pub(crate) owner: Arc<FdOwner>,
+    pub(crate) key: usize,
+    pub(crate) token: Token,
+    pub(crate) notify: Notify,
+    /// `Some` until the packet is built.
+    pub(crate) ctx: Option<C>,
+}
+
+impl<C> OpRecord<C> {
+    /// A new record for an operation of `kind` on `owner`'s fd.
+    pub(crate) fn boxed(
+        kind: OpKind,
+        owner: &Arc<FdOwner>,
+        key: usize,
+        notify: Notify,
+        bufs: Buffers,
+        ctx: C,
+    ) -> RecordBox<C> {
+        RecordBox::new(OpRecord {
+            io: OpIo::new(kind, owner.driver_fd(), bufs),
+            owner: owner.clone(),
+            key,
+            token: next_token(),
+            notify,
+            ctx: Some(ctx),
+        })
+    }
+
+    /// Takes back a record that a backend reported complete.
+    ///
+    /// # Safety
+    /// `op` must come from [`RecordBox::into_op`] of a `RecordBox<C>` (with
+    /// this same `C`) whose ownership was handed to the backend, and the
+    /// backend must report it exactly once.
+    pub(crate) unsafe fn from_completion(op: OpPtr) -> RecordBox<C> {
+        // SAFETY: `OpRecord<C>` is `repr(C)` with `io` first, so the two
+        // pointers are equal; ownership comes back exactly once per the
+        // caller's contract.
+        unsafe { RecordBox::from_raw(op.0.cast::<OpRecord<C>>()) }
+    }
+
+    /// The record of an operation in flight, to read the core's fields.
+    ///
+    /// # Safety
+    /// As [`from_completion`](Self::from_completion), and the caller must
+    /// own the operation (reported complete, not yet handed back) or hold
+    /// the lock that keeps it alive; only shared fields are read.
+    pub(crate) unsafe fn peek<'a>(op: OpPtr) -> &'a OpRecord<C> {
+        // SAFETY: as above.
+        unsafe { op.0.cast::<OpRecord<C>>().as_ref() }
+    }
+}
 
 /// Blocks kept per thread (a few batches' worth of records).
 const CACHE_CAP: usize = 64;
@@ -129,6 +214,12 @@ impl<C> RecordBox<C> {
     /// [`from_raw`](Self::from_raw) takes it back.
     pub(crate) fn into_raw(self) -> NonNull<OpRecord<C>> {
         ManuallyDrop::new(self).ptr
+    }
+
+    /// Gives up ownership to a backend, as the pointer it works with (the
+    /// record's [`OpIo`]); [`OpRecord::from_completion`] takes it back.
+    pub(crate) fn into_op(self) -> OpPtr {
+        OpPtr(self.into_raw().cast::<OpIo>())
     }
 
     /// Takes back a record given up by [`into_raw`](Self::into_raw).

@@ -65,7 +65,7 @@
 //!    empties the stack in the same critical section that sets `closed`, and
 //!    the queue right after (see above for posts racing with it).
 //! 5. Nothing is dropped, unparked or submitted under the lock: that work is
-//!    collected in [`Deferred`] and done after release (a context's `Drop`
+//!    collected in [`AfterUnlock`] and done after release (a context's `Drop`
 //!    may call back into the port).
 //!
 //! # Where the code is
@@ -74,7 +74,7 @@
 //! dequeued. The rest of `impl Core`, in submodules:
 //! - `core/reap.rs`: from the kernel into the queue (the leader's wait,
 //!   reaping, `enqueue`: where a completion's packet is queued);
-//! - `core/deferred.rs`: [`Deferred`] and `run` (invariant 5);
+//! - `core/after_unlock.rs`: [`AfterUnlock`] and `run` (invariant 5);
 //! - `core/submit.rs`: `submit` and `cancel` of operations;
 //! - `core/wait_result.rs`: `take_result`, `wait_result`;
 //! - `core/close.rs`: `close` (invariant 4);
@@ -82,30 +82,47 @@
 //!   or up by `running.rs` or the blocked-thread monitor).
 
 mod accounting;
+mod after_unlock;
 mod close;
-mod deferred;
+pub(crate) mod fd;
+pub(crate) mod monitor;
+mod packet;
 mod reap;
+pub(crate) mod record;
+mod results;
+pub(crate) mod running;
+mod stats;
 mod submit;
+mod token;
 mod wait_result;
+mod waiter;
+
+#[cfg(all(test, loom))]
+mod loom;
 
 use std::mem;
-use std::ops::Deref;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+// Port ids and statistics are not part of any protocol: plain `std`
+// atomics, invisible to (and not explored by) the loom models.
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::SegQueue;
-use parking_lot::Mutex;
+use crossbeam_utils::CachePadded;
 
-use self::deferred::Deferred;
-use super::monitor;
-use super::results::Results;
-use super::running::{self, Accounting};
-use super::waiter::{Waiter, Wake};
+pub use self::monitor::BlockingDetection;
+pub use self::packet::{Accepted, Packet, PacketKind};
+pub use self::running::BlockingGuard;
+pub use self::stats::PortStats;
+pub use self::token::Token;
+
+use self::after_unlock::AfterUnlock;
+use self::results::Results;
+use self::running::Accounting;
+use self::waiter::{Waiter, Wake};
+use crate::buf::Buffers;
+use crate::driver::Driver;
 use crate::error::{port_closed, GetError, Rejected};
-use crate::op::Buffers;
-use crate::sys::Driver;
-use crate::{Packet, PortStats};
+use crate::sync::{fence, AtomicBool, AtomicUsize, Mutex, Ordering, Queue};
 
 static NEXT_PORT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -117,33 +134,22 @@ pub(crate) struct Core<C> {
     pub(crate) detect: bool,
     /// Threads now counted out because the monitor saw them blocked, and
     /// how many times that happened (statistics).
-    detected: CacheLine<Detected>,
+    detected: CachePadded<Detected>,
     pub(crate) driver: Driver,
     state: Mutex<State<C>>,
     /// FIFO of packets ready to be dequeued (lock-free; see the module docs).
-    queue: SegQueue<Packet<C>>,
+    queue: Queue<Packet<C>>,
     /// What every post reads: kept on a cache line of its own, which a get
     /// that finds a packet does not write.
-    hot: CacheLine<Hot>,
+    hot: CachePadded<Hot>,
     /// Packets dequeued since creation (statistics), counted per thread
     /// stripe so that concurrent getters do not share a cache line.
-    dequeued: [CacheLine<AtomicU64>; DEQUEUED_STRIPES],
+    dequeued: [CachePadded<AtomicU64>; DEQUEUED_STRIPES],
     /// Operations handed to the driver and not yet turned into packets.
-    in_flight: CacheLine<AtomicUsize>,
+    in_flight: CachePadded<AtomicUsize>,
     /// Results kept by token instead of queued (`results.rs`).
     results: Results<C>,
     me: Weak<Core<C>>,
-}
-
-/// Aligned (and so padded) to two cache lines, against false sharing.
-#[repr(align(128))]
-struct CacheLine<T>(T);
-
-impl<T> Deref for CacheLine<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
 }
 
 /// The atomics a post reads (see the module docs).
@@ -161,7 +167,7 @@ struct Hot {
 
 /// Statistics of blocked-thread detection.
 struct Detected {
-    now: AtomicUsize,
+    now: std::sync::atomic::AtomicUsize,
     total: AtomicU64,
 }
 
@@ -169,7 +175,7 @@ const DEQUEUED_STRIPES: usize = 4;
 
 /// This thread's stripe of the `dequeued` counters.
 fn stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     thread_local! {
         static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % DEQUEUED_STRIPES;
     }
@@ -195,8 +201,8 @@ impl<C: Send + 'static> Core<C> {
             id: NEXT_PORT_ID.fetch_add(1, Ordering::Relaxed),
             concurrency,
             detect,
-            detected: CacheLine(Detected {
-                now: AtomicUsize::new(0),
+            detected: CachePadded::new(Detected {
+                now: std::sync::atomic::AtomicUsize::new(0),
                 total: AtomicU64::new(0),
             }),
             driver,
@@ -207,14 +213,14 @@ impl<C: Send + 'static> Core<C> {
                 leader_for_result: false,
                 closed: false,
             }),
-            queue: SegQueue::new(),
-            hot: CacheLine(Hot {
+            queue: Queue::new(),
+            hot: CachePadded::new(Hot {
                 running: AtomicUsize::new(0),
                 sleepers: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
             }),
-            dequeued: std::array::from_fn(|_| CacheLine(AtomicU64::new(0))),
-            in_flight: CacheLine(AtomicUsize::new(0)),
+            dequeued: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
+            in_flight: CachePadded::new(AtomicUsize::new(0)),
             results: Results::new(),
             me: me.clone(),
         });
@@ -230,24 +236,6 @@ impl<C: Send + 'static> Core<C> {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.hot.closed.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn stats(&self) -> PortStats {
-        let st = self.state.lock();
-        PortStats {
-            queued: self.queue.len(),
-            running: self.hot.running.load(Ordering::SeqCst),
-            parked: st.waiters.len(),
-            leader: st.leader,
-            in_flight: self.in_flight.load(Ordering::Relaxed),
-            blocked: self.detected.now.load(Ordering::Relaxed),
-            blocked_total: self.detected.total.load(Ordering::Relaxed),
-            dequeued: self
-                .dequeued
-                .iter()
-                .map(|d| d.load(Ordering::Relaxed))
-                .sum(),
-        }
     }
 
     /// Queues a user packet.
@@ -276,7 +264,7 @@ impl<C: Send + 'static> Core<C> {
             // Nobody sleeps: no hand-off to make.
             return Ok(());
         }
-        let mut later = Deferred::default();
+        let mut later = AfterUnlock::default();
         let mut st = self.state.lock();
         self.dispatch(&mut st, &mut later);
         drop(st);
@@ -389,7 +377,7 @@ impl<C: Send + 'static> Core<C> {
         } else if was_running {
             self.release_slot();
         }
-        let mut later = Deferred::default();
+        let mut later = AfterUnlock::default();
         let mut st = self.state.lock();
         // `leading`: this thread owns `st.leader`.
         let mut leading = false;
@@ -527,7 +515,7 @@ impl<C: Send + 'static> Core<C> {
                 want -= 1;
                 continue;
             }
-            let mut later = Deferred::default();
+            let mut later = AfterUnlock::default();
             let st = self.state.lock();
             let st = self.reap_unlocked(st, &mut later);
             drop(st);
@@ -539,7 +527,7 @@ impl<C: Send + 'static> Core<C> {
     }
 
     /// Restores invariant 2 after any change of the state.
-    fn dispatch(&self, st: &mut State<C>, later: &mut Deferred<C>) {
+    fn dispatch(&self, st: &mut State<C>, later: &mut AfterUnlock<C>) {
         if !st.leader && self.results.waiters.load(Ordering::SeqCst) > 0 {
             later.notify_results = true;
         }

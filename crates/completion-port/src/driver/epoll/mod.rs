@@ -19,24 +19,19 @@
 mod fd;
 mod pool;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use self::fd::{
-    attempt, classify, is_read_side, Attempt, FdKind, FdState, Pending, Queues, Registration,
-};
+pub(crate) use self::fd::Registration;
+use self::fd::{attempt, classify, is_read_side, Attempt, FdEntry, FdKind, Pending, Queues};
 use self::pool::Pool;
-use super::Completion;
-use crate::error::port_closed;
-use crate::handle::{FdOwner, OpPtr};
-use crate::op::{OpIo, OpKind};
+use crate::driver::{closed, Completion, Engine, FdRef, OpIo, OpKind, OpPtr, Reaped, Submitted};
 
 /// epoll `data` of the wake eventfd; fd registrations use ids from 1.
 const WAKE_ID: u64 = 0;
@@ -54,7 +49,7 @@ pub(super) struct Shared {
     /// Set by `shutdown`; checked under each queue's lock before queueing.
     closed: AtomicBool,
     /// Registered fds by id (weak: an fd's registration dies with its owner).
-    regs: Mutex<HashMap<u64, Weak<FdState>>>,
+    regs: Mutex<HashMap<u64, Weak<FdEntry>>>,
     next_id: AtomicU64,
     /// Completions produced outside `wait` (pool results), not yet reaped.
     ready: Mutex<Vec<Completion>>,
@@ -131,110 +126,119 @@ impl Reactor {
         Ok(Reactor { shared, pool })
     }
 
-    fn registration<'a>(&self, op: &'a OpIo) -> &'a Registration {
-        op.owner
-            .backend_state(|| {
-                let fd = op.fd;
-                let state = Arc::new(FdState {
-                    id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
-                    fd,
-                    kind: classify(fd),
-                    queues: Mutex::new(Queues::default()),
-                });
-                self.shared
-                    .regs
-                    .lock()
-                    .insert(state.id, Arc::downgrade(&state));
-                Registration {
-                    state,
-                    shared: Arc::downgrade(&self.shared),
-                }
-            })
-            .expect("an fd's backend state always comes from the port's own backend")
+    /// The fd's registration, made on first use.
+    fn registration<'a>(&self, fd: &'a FdRef) -> &'a Registration {
+        fd.state().epoll.get_or_init(|| {
+            let raw = fd.raw;
+            let entry = Arc::new(FdEntry {
+                id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
+                fd: raw,
+                kind: classify(raw),
+                queues: Mutex::new(Queues::default()),
+            });
+            self.shared
+                .regs
+                .lock()
+                .insert(entry.id, Arc::downgrade(&entry));
+            Registration {
+                state: entry,
+                shared: Arc::downgrade(&self.shared),
+            }
+        })
+    }
+}
+
+impl Engine for Reactor {
+    /// Every op is tried at once: nothing to defer.
+    fn can_defer(&self) -> bool {
+        false
     }
 
-    pub(crate) fn submit(&self, op: NonNull<OpIo>, spill: &mut Vec<Completion>) -> io::Result<()> {
+    /// No-ops, and operations whose first non-blocking attempt finishes,
+    /// are [`Submitted::Done`]; regular-file reads and writes go to the
+    /// pool; the rest wait in their fd's queue for readiness.
+    fn submit(
+        &self,
+        op: OpPtr,
+        _defer: bool,
+        _spill: &mut Vec<Completion>,
+    ) -> io::Result<Submitted> {
         if self.shared.closed.load(Ordering::SeqCst) {
-            return Err(port_closed());
+            return Err(closed());
         }
         // SAFETY: the caller hands us exclusive ownership of the record; we
-        // only read its kind and owner here.
-        let io = unsafe { op.as_ref() };
+        // only read its kind and fd here.
+        let io: &OpIo = unsafe { op.op() };
         if io.kind == OpKind::Nop {
-            spill.push(Completion { op, res: 0 });
-            return Ok(());
+            return Ok(Submitted::Done(0));
         }
-        let state = &self.registration(io).state;
-        if state.kind == FdKind::File && matches!(io.kind, OpKind::Read | OpKind::Write) {
-            return self.pool.push(Pending(op));
+        let fd = io.fd;
+        let entry = &self.registration(&fd).state;
+        if entry.kind == FdKind::File && matches!(io.kind, OpKind::Read | OpKind::Write) {
+            self.pool.push(Pending::new(op))?;
+            return Ok(Submitted::Queued);
         }
         let read_side = is_read_side(io.kind);
-        let mut q = state.queues.lock();
+        let mut q = entry.queues.lock();
         // Checked again under the queue lock: `shutdown` sets the flag, then
         // empties every queue under its lock, so an op queued after this
         // check is still cancelled.
         if self.shared.closed.load(Ordering::SeqCst) {
-            return Err(port_closed());
+            return Err(closed());
         }
         let queue_empty = if read_side {
             q.read.is_empty()
         } else {
             q.write.is_empty()
         };
+        let mut pending = Pending::new(op);
         if queue_empty {
             // SAFETY: we own the record and nobody else sees it yet.
-            if let Attempt::Done(res) = unsafe { attempt(op, state.kind) } {
-                spill.push(Completion { op, res });
-                return Ok(());
+            if let Attempt::Done(res) = unsafe { attempt(&mut pending, entry.kind) } {
+                return Ok(Submitted::Done(res));
             }
         }
         if !q.registered {
             let mut ev = libc::epoll_event {
                 events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-                u64: state.id,
+                u64: entry.id,
             };
-            // SAFETY: `state.fd` is open (the op's owner keeps it), `ev` valid.
+            // SAFETY: `entry.fd` is open (the op's owner keeps it), `ev` valid.
             let r = unsafe {
-                libc::epoll_ctl(self.shared.epfd(), libc::EPOLL_CTL_ADD, state.fd, &mut ev)
+                libc::epoll_ctl(self.shared.epfd(), libc::EPOLL_CTL_ADD, entry.fd, &mut ev)
             };
             if r < 0 {
                 // Not pollable after all: fail the op in its packet.
-                spill.push(Completion {
-                    op,
-                    res: -io::Error::last_os_error()
-                        .raw_os_error()
-                        .unwrap_or(libc::EIO),
-                });
-                return Ok(());
+                let errno = io::Error::last_os_error().raw_os_error();
+                return Ok(Submitted::Done(-errno.unwrap_or(libc::EIO)));
             }
             q.registered = true;
         }
         if read_side {
-            q.read.push_back(Pending(op));
+            q.read.push_back(pending);
         } else {
-            q.write.push_back(Pending(op));
+            q.write.push_back(pending);
         }
-        Ok(())
+        Ok(Submitted::Queued)
     }
 
+    /// Nothing is ever deferred.
+    fn flush(&self, _spill: &mut Vec<Completion>) {}
+
     /// Leader only: waits for readiness, finishes ready ops into `out`.
-    pub(crate) fn wait(
-        &self,
-        deadline: Option<Instant>,
-        out: &mut Vec<Completion>,
-    ) -> io::Result<bool> {
+    fn wait(&self, deadline: Option<Instant>, out: &mut Vec<Completion>) -> io::Result<()> {
         let mut events: Vec<libc::epoll_event> = Vec::with_capacity(EVENTS);
         loop {
             self.shared.take_ready(out);
             if !out.is_empty() {
-                return Ok(false);
+                return Ok(());
             }
             let timeout_ms = match deadline {
                 None => -1,
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        return Ok(true);
+                        return Ok(());
                     }
                     // Round up so a short wait does not spin at 0 ms.
                     let us = (d - now).as_micros();
@@ -275,74 +279,113 @@ impl Reactor {
                     woke = true;
                     continue;
                 }
-                let state = self.shared.regs.lock().get(&id).and_then(Weak::upgrade);
-                if let Some(state) = state {
-                    run_ready(&state, flags, out);
+                let entry = self.shared.regs.lock().get(&id).and_then(Weak::upgrade);
+                if let Some(entry) = entry {
+                    run_ready(&entry, flags, out);
                 }
             }
             self.shared.take_ready(out);
             if woke || !out.is_empty() {
-                return Ok(false);
+                return Ok(());
             }
         }
     }
 
     /// Collects completions produced by other threads, without blocking.
     /// Never consumes the leader's wake-up (only the leader reads the
-    /// eventfd), so it always returns `false`.
-    pub(crate) fn reap(&self, out: &mut Vec<Completion>) -> bool {
+    /// eventfd).
+    fn reap(&self, out: &mut Vec<Completion>) -> Reaped {
         self.shared.take_ready(out);
-        false
+        Reaped::default()
     }
 
-    pub(crate) fn wake(&self) {
+    fn wake(&self, _spill: &mut Vec<Completion>) {
         self.shared.wake();
     }
 
-    /// Cancels `targets` (ops in flight on `owner`'s fd): those still waiting
-    /// for readiness or for a pool thread come back at once in `spill` with
-    /// `ECANCELED`; the others are finishing and keep their real result.
-    pub(crate) fn cancel(&self, owner: &FdOwner, targets: &[OpPtr], spill: &mut Vec<Completion>) {
-        let is_target = |p: &Pending| targets.iter().any(|t| t.0 == p.0);
-        if let Some(reg) = owner.existing_backend_state::<Registration>() {
+    /// Ops still waiting for readiness or for a pool thread come back at
+    /// once in `spill` with `ECANCELED`; the others are finishing and keep
+    /// their real result. With `all`, every op queued on the fd (and every
+    /// pool job for it) is a target, found without searching `targets`.
+    fn cancel(
+        &self,
+        fd: FdRef,
+        targets: &[OpPtr],
+        all: bool,
+        spill: &mut Vec<Completion>,
+    ) -> io::Result<()> {
+        let many: HashSet<OpPtr> = if !all && targets.len() > 8 {
+            targets.iter().copied().collect()
+        } else {
+            Default::default()
+        };
+        let is_target = |p: &Pending| {
+            if all {
+                // SAFETY: queued ops (and pool jobs) are owned by the
+                // backend, and are read under their queue's lock.
+                unsafe { p.op.op() }.fd.raw == fd.raw
+            } else if many.is_empty() {
+                targets.contains(&p.op)
+            } else {
+                many.contains(&p.op)
+            }
+        };
+        if let Some(reg) = fd.state().epoll.get() {
             let mut q = reg.state.queues.lock();
             let q = &mut *q;
             for queue in [&mut q.read, &mut q.write] {
-                // Removing one op keeps the others of the queue in issue order.
-                let mut i = 0;
-                while i < queue.len() {
-                    if is_target(&queue[i]) {
-                        let p = queue.remove(i).expect("index is in bounds");
+                // The others keep their issue order.
+                let mut kept = VecDeque::with_capacity(queue.len());
+                for p in queue.drain(..) {
+                    if is_target(&p) {
                         spill.push(Completion {
-                            op: p.0,
+                            op: p.op,
                             res: -libc::ECANCELED,
                         });
                     } else {
-                        i += 1;
+                        kept.push_back(p);
                     }
                 }
+                *queue = kept;
             }
         }
         self.pool.cancel(&is_target, spill);
+        Ok(())
+    }
+
+    /// The kernel never cancels an epoll backend's operation on its own, so
+    /// the core never finds orphans here; any op it hands back is simply
+    /// submitted again.
+    fn resubmit(&self, ops: &[OpPtr], spill: &mut Vec<Completion>) -> Vec<bool> {
+        ops.iter()
+            .map(|&op| match self.submit(op, false, spill) {
+                Ok(Submitted::Queued) => true,
+                Ok(Submitted::Done(res)) => {
+                    spill.push(Completion { op, res });
+                    true
+                }
+                Err(_) => false,
+            })
+            .collect()
     }
 
     /// Refuses new ops; every queued op comes back cancelled in `spill`.
-    pub(crate) fn shutdown(&self, spill: &mut Vec<Completion>) {
+    fn shutdown(&self, spill: &mut Vec<Completion>) {
         self.shared.closed.store(true, Ordering::SeqCst);
         self.pool.shutdown(spill);
-        let states: Vec<Arc<FdState>> = self
+        let entries: Vec<Arc<FdEntry>> = self
             .shared
             .regs
             .lock()
             .values()
             .filter_map(Weak::upgrade)
             .collect();
-        for state in states {
-            let mut q = state.queues.lock();
+        for entry in entries {
+            let mut q = entry.queues.lock();
             let q = &mut *q;
             for p in q.read.drain(..).chain(q.write.drain(..)) {
                 spill.push(Completion {
-                    op: p.0,
+                    op: p.op,
                     res: -libc::ECANCELED,
                 });
             }
@@ -352,23 +395,23 @@ impl Reactor {
 }
 
 /// Runs the queues of an fd that epoll reported ready.
-fn run_ready(state: &FdState, flags: u32, out: &mut Vec<Completion>) {
+fn run_ready(entry: &FdEntry, flags: u32, out: &mut Vec<Completion>) {
     let readable =
         flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
     let writable = flags & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
-    let mut q = state.queues.lock();
+    let mut q = entry.queues.lock();
     let q = &mut *q;
     for (ready, queue) in [(readable, &mut q.read), (writable, &mut q.write)] {
         if !ready {
             continue;
         }
-        while let Some(front) = queue.front() {
+        while let Some(front) = queue.front_mut() {
             // SAFETY: queued records are owned by the backend; we hold the
             // fd's lock, so nobody else touches them.
-            match unsafe { attempt(front.0, state.kind) } {
+            match unsafe { attempt(front, entry.kind) } {
                 Attempt::Done(res) => {
                     let p = queue.pop_front().expect("front exists");
-                    out.push(Completion { op: p.0, res });
+                    out.push(Completion { op: p.op, res });
                 }
                 Attempt::WouldBlock => break,
             }

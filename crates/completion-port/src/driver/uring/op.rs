@@ -2,7 +2,7 @@
 
 use io_uring::{opcode, squeue, types::Fd};
 
-use crate::op::{OpIo, OpKind};
+use crate::driver::{OpIo, OpKind};
 
 /// Opcodes the port uses; all are probed when a ring is opened.
 pub(super) const REQUIRED: &[(u8, &str)] = &[
@@ -26,7 +26,7 @@ pub(super) const REQUIRED: &[(u8, &str)] = &[
 /// owned by the kernel until its CQE is reaped, so all stay valid for the
 /// whole operation.
 pub(super) fn entry(op: &mut OpIo) -> squeue::Entry {
-    let fd = Fd(op.fd);
+    let fd = Fd(op.fd.raw);
     let e = match op.kind {
         OpKind::Nop => opcode::Nop::new().build(),
         OpKind::Read => {

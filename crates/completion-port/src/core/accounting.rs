@@ -3,15 +3,15 @@
 //! port is counted down (a blocking scope, a `get` elsewhere, exit, seen
 //! blocked) or up again, and the detection statistics.
 
-use std::sync::atomic::{fence, Ordering};
+use crate::sync::{fence, Ordering};
 
-use super::{Core, Deferred};
-use crate::port::monitor;
-use crate::port::running::Accounting;
+use super::{AfterUnlock, Core};
+use crate::core::monitor;
+use crate::core::running::Accounting;
 
 impl<C: Send + 'static> Accounting for Core<C> {
     fn count_down(&self) {
-        let mut later = Deferred::default();
+        let mut later = AfterUnlock::default();
         let mut st = self.state.lock();
         // Free the slot, then look at the queue (`dispatch`).
         self.release_slot();

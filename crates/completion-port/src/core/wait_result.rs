@@ -2,14 +2,14 @@
 //! that queue no packet (kept by token in `results.rs`), and how a thread
 //! waiting for one drives the backend itself when no other thread leads.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Core, Deferred};
+use super::{AfterUnlock, Core};
+use crate::core::running::BlockingGuard;
+use crate::core::Packet;
+use crate::core::Token;
 use crate::error::GetError;
-use crate::op::Token;
-use crate::port::running::BlockingGuard;
-use crate::Packet;
+use crate::sync::Ordering;
 
 impl<C: Send + 'static> Core<C> {
     /// The kept result of operation `token` (`results.rs`), if it is there;
@@ -18,7 +18,7 @@ impl<C: Send + 'static> Core<C> {
         if let Some(p) = self.results.take(token.0) {
             return Some(p);
         }
-        let mut later = Deferred::default();
+        let mut later = AfterUnlock::default();
         let st = self.state.lock();
         let st = self.reap_unlocked(st, &mut later);
         drop(st);
@@ -52,7 +52,7 @@ impl<C: Send + 'static> Core<C> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(GetError::Timeout);
             }
-            let mut later = Deferred::default();
+            let mut later = AfterUnlock::default();
             let mut st = self.state.lock();
             if st.closed {
                 return Err(GetError::Closed);

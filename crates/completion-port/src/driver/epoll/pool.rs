@@ -16,8 +16,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::fd::{blocking_rw, Attempt, Pending};
 use super::Shared;
-use crate::error::port_closed;
-use crate::sys::Completion;
+use crate::driver::{closed, Completion};
 
 /// Most threads one port's pool runs.
 pub(super) const MAX_THREADS: usize = 4;
@@ -55,7 +54,7 @@ impl Pool {
     pub(super) fn push(&self, job: Pending) -> io::Result<()> {
         let mut st = self.inner.state.lock();
         if st.closed {
-            return Err(port_closed());
+            return Err(closed());
         }
         st.jobs.push_back(job);
         if st.idle == 0 && st.threads < MAX_THREADS {
@@ -86,7 +85,7 @@ impl Pool {
         st.jobs.retain(|p| {
             if is_target(p) {
                 spill.push(Completion {
-                    op: p.0,
+                    op: p.op,
                     res: -libc::ECANCELED,
                 });
                 false
@@ -102,7 +101,7 @@ impl Pool {
         let mut st = self.inner.state.lock();
         st.closed = true;
         spill.extend(st.jobs.drain(..).map(|p| Completion {
-            op: p.0,
+            op: p.op,
             res: -libc::ECANCELED,
         }));
         self.inner.work.notify_all();
@@ -127,12 +126,12 @@ impl Inner {
             };
             drop(st);
             // SAFETY: the job's record is owned by the pool until reported.
-            let op = unsafe { &mut *job.0.as_ptr() };
+            let op = unsafe { job.op.op() };
             let res = match blocking_rw(op) {
                 Attempt::Done(r) => r,
                 Attempt::WouldBlock => -libc::EAGAIN,
             };
-            let c = Completion { op: job.0, res };
+            let c = Completion { op: job.op, res };
             match self.shared.upgrade() {
                 Some(shared) => shared.complete(c),
                 // The backend is gone only after every op was reaped, so no

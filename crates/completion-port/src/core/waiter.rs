@@ -13,13 +13,11 @@
 //!   it (a packet is never lost to a time-out); otherwise it removes itself
 //!   from the stack, and no giver can reach it any more.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{self, Thread};
 use std::time::Instant;
 
-use parking_lot::Mutex;
-
-use crate::Packet;
+use crate::core::Packet;
+use crate::sync::thread::{self, Thread};
+use crate::sync::{AtomicBool, Mutex, Ordering};
 
 /// What a parked thread can be handed.
 pub(crate) enum Wake<C> {

@@ -1,9 +1,10 @@
 //! From the kernel into the queue: the leader's kernel wait (`lead_once`),
-//! reaping without waiting (`reap_unlocked`), `enqueue` — where a
-//! completed operation's packet is queued (or its result kept, or, on a
-//! closed port, dropped) — `absorb` for completions a backend call
-//! collected on the side, and `flush` of deferred submissions; plus the
-//! per-thread [`Scratch`] buffer the waits reap into.
+//! reaping without waiting (`reap_unlocked`), orphans resubmitted
+//! (`settle_orphans`), `enqueue` — where a completed operation's packet is
+//! queued (or its result kept, or, on a closed port, dropped) — `absorb`
+//! for completions a backend call collected on the side, and `flush` of
+//! deferred submissions; plus the per-thread [`Scratch`] buffer the waits
+//! reap into.
 //!
 //! Every function that queues runs under the state lock and ends in
 //! `dispatch` (invariant 2, `core.rs`); the kernel is waited on and reaped
@@ -13,15 +14,13 @@ use std::cell::Cell;
 use std::io;
 use std::mem;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use parking_lot::MutexGuard;
-
-use super::{Core, Deferred, State};
-use crate::op::Notify;
-use crate::sys::Completion;
-use crate::Packet;
+use super::record::{Notify, OpRecord};
+use super::{AfterUnlock, Core, State};
+use crate::core::Packet;
+use crate::driver::{Completion, Engine};
+use crate::sync::{MutexGuard, Ordering};
 
 thread_local! {
     /// This thread's spare completion buffer (see [`Scratch`]).
@@ -81,12 +80,13 @@ impl<C: Send + 'static> Core<C> {
         &'a self,
         st: MutexGuard<'a, State<C>>,
         deadline: Option<Instant>,
-        later: &mut Deferred<C>,
-    ) -> (MutexGuard<'a, State<C>>, io::Result<bool>) {
+        later: &mut AfterUnlock<C>,
+    ) -> (MutexGuard<'a, State<C>>, io::Result<()>) {
         drop(st);
         self.run(mem::take(later));
         let mut done = Scratch::take();
         let r = self.driver.wait(deadline, &mut done);
+        self.settle_orphans(&mut done);
         let mut st = self.state.lock();
         st.leader_woken = true;
         self.enqueue(&mut st, &mut done, later);
@@ -98,11 +98,12 @@ impl<C: Send + 'static> Core<C> {
     pub(super) fn reap_unlocked<'a>(
         &'a self,
         st: MutexGuard<'a, State<C>>,
-        later: &mut Deferred<C>,
+        later: &mut AfterUnlock<C>,
     ) -> MutexGuard<'a, State<C>> {
         drop(st);
         let mut done = Scratch::take();
-        let swallowed_wake = self.driver.reap(&mut done);
+        let swallowed_wake = self.driver.reap(&mut done).swallowed_wake;
+        self.settle_orphans(&mut done);
         let mut st = self.state.lock();
         if swallowed_wake {
             // The leader's wake-up was consumed here: it may still sleep in
@@ -125,7 +126,7 @@ impl<C: Send + 'static> Core<C> {
         &self,
         st: &mut State<C>,
         done: &mut Vec<Completion>,
-        later: &mut Deferred<C>,
+        later: &mut AfterUnlock<C>,
     ) {
         if done.is_empty() {
             return;
@@ -152,7 +153,7 @@ impl<C: Send + 'static> Core<C> {
     /// A leader waiting in the kernel for a result may have had it reaped
     /// and stored by another thread (or its wake-up swallowed): wake it to
     /// look at the results.
-    pub(super) fn wake_result_leader(&self, st: &mut State<C>, later: &mut Deferred<C>) {
+    pub(super) fn wake_result_leader(&self, st: &mut State<C>, later: &mut AfterUnlock<C>) {
         if st.leader && st.leader_for_result && !st.leader_woken {
             st.leader_woken = true;
             later.wake_leader = true;
@@ -164,10 +165,66 @@ impl<C: Send + 'static> Core<C> {
         if spill.is_empty() {
             return;
         }
-        let mut later = Deferred::default();
+        self.settle_orphans(spill);
+        let mut later = AfterUnlock::default();
         let mut st = self.state.lock();
         self.enqueue(&mut st, spill, &mut later);
         drop(st);
         self.run(later);
+    }
+    /// Queues one packet built outside the lock (an operation that finished
+    /// inside its issue call).
+    pub(super) fn deliver(&self, p: Packet<C>) {
+        let mut later = AfterUnlock::default();
+        let mut st = self.state.lock();
+        if st.closed {
+            later.drop.push(p);
+        } else if p.notify() == Notify::Result {
+            let token = p.token().expect("an operation's packet has a token");
+            self.results.store(token.0, p);
+            self.wake_result_leader(&mut st, &mut later);
+        } else {
+            self.queue.push(p);
+        }
+        self.dispatch(&mut st, &mut later);
+        drop(st);
+        self.run(later);
+    }
+
+    /// Resubmits the operations in `done` that the kernel cancelled on its
+    /// own, and takes them out of `done`.
+    ///
+    /// io_uring ties each request to the thread that submitted it, and when
+    /// that thread exits the kernel cancels its requests that are still
+    /// waiting (armed polls, queued io-wq work): they complete with
+    /// `ECANCELED`. On Windows an operation outlives the thread that issued
+    /// it. So an `ECANCELED` nobody asked for — the op's in-flight entry is
+    /// not marked cancelled, and the port is open (closing cancels
+    /// everything) — is such an orphan: nothing was transferred and the
+    /// record is intact, so the driver issues it again and its completion
+    /// stays pending. Decided under the fd's in-flight lock, held until the
+    /// driver has the op again, so a user's cancel is either seen here
+    /// (the op is reported cancelled) or comes after the resubmission (and
+    /// reaches it).
+    pub(super) fn settle_orphans(&self, done: &mut Vec<Completion>) {
+        if !done.iter().any(|c| c.res == -libc::ECANCELED) || self.is_closed() {
+            return;
+        }
+        let mut spill = Vec::new();
+        done.retain(|c| {
+            if c.res != -libc::ECANCELED {
+                return true;
+            }
+            // SAFETY: reaped and not yet handed back, so the record is ours;
+            // every op this port's driver reports is an `OpRecord<C>`.
+            let rec = unsafe { OpRecord::<C>::peek(c.op) };
+            let reg = rec.owner.inflight();
+            let orphan = reg.ops.get(&rec.token.0).is_some_and(|e| !e.cancelled);
+            // Kept (reported as it is) unless the driver took it back.
+            !(orphan && self.driver.resubmit(&[c.op], &mut spill)[0])
+        });
+        // What the resubmission collected on the side (never orphans of
+        // this same pass: those were just issued again).
+        done.append(&mut spill);
     }
 }

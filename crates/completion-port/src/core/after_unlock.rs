@@ -1,4 +1,4 @@
-//! [`Deferred`]: the work collected under the state lock (threads to
+//! [`AfterUnlock`]: the work collected under the state lock (threads to
 //! unpark, the leader or the monitor to wake, packets to drop) and done by
 //! `Core::run` after the lock is released (invariant 5 in `core.rs`: a
 //! context's `Drop` may call back into the port).
@@ -6,12 +6,13 @@
 use std::sync::Arc;
 
 use super::Core;
-use crate::port::monitor;
-use crate::port::waiter::Waiter;
-use crate::Packet;
+use crate::core::monitor;
+use crate::core::waiter::Waiter;
+use crate::core::Packet;
+use crate::driver::Engine;
 
 /// Work collected under the state lock and done after releasing it.
-pub(super) struct Deferred<C> {
+pub(super) struct AfterUnlock<C> {
     pub(super) unpark: Vec<Arc<Waiter<C>>>,
     pub(super) wake_leader: bool,
     /// The leadership is free while threads wait for results: they may
@@ -23,9 +24,9 @@ pub(super) struct Deferred<C> {
     pub(super) wake_monitor: bool,
 }
 
-impl<C> Default for Deferred<C> {
+impl<C> Default for AfterUnlock<C> {
     fn default() -> Self {
-        Deferred {
+        AfterUnlock {
             unpark: Vec::new(),
             wake_leader: false,
             notify_results: false,
@@ -37,7 +38,7 @@ impl<C> Default for Deferred<C> {
 
 impl<C: Send + 'static> Core<C> {
     /// Does the work collected under the lock.
-    pub(super) fn run(&self, later: Deferred<C>) {
+    pub(super) fn run(&self, later: AfterUnlock<C>) {
         for w in &later.unpark {
             w.unpark();
         }

@@ -9,12 +9,10 @@
 //! backend when no other thread does.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex};
-
-use crate::Packet;
+use crate::core::Packet;
+use crate::sync::{AtomicUsize, Condvar, Mutex};
 
 pub(crate) struct Results<C> {
     inner: Mutex<Inner<C>>,

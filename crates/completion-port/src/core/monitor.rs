@@ -108,18 +108,20 @@ mod switch;
 
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{fence, AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+// The monitor's own thread, and its kernel thread id, are not modelled by
+// loom (the models call `detect`, `resume` and the sleep decision
+// themselves): plain `std`.
+use std::sync::atomic::AtomicI32;
+use std::sync::{Arc, Weak};
 use std::thread::{self, Thread};
 use std::time::Duration;
-
-use parking_lot::Mutex;
 
 use self::look::Watched;
 use self::switch::{
     open_switch_event, set_enabled, signal, signal_fd, switch_event_to, wait_signals, Signals,
 };
-use super::running::{Accounting, Record, COUNTED, DETECTED, EXITED};
+use super::running::{Accounting, RunState, Worker};
+use crate::sync::{fence, AtomicBool, Mutex, Ordering};
 
 /// How often threads are looked at while the monitor looks (sampling).
 pub(crate) const PERIOD: Duration = Duration::from_millis(1);
@@ -151,7 +153,7 @@ pub enum BlockingDetection {
 
 struct Monitor {
     /// Records registered since the monitor's last look (it takes them).
-    new: Mutex<Vec<Arc<Record>>>,
+    new: Mutex<Vec<Arc<Worker>>>,
     /// Ports with detection on (dead ones pruned by the monitor).
     ports: Mutex<Vec<Weak<dyn Accounting>>>,
     /// True while the monitor does not look (module docs, "When the
@@ -166,8 +168,24 @@ struct Monitor {
     thread: Option<Thread>,
 }
 
-static MONITOR: OnceLock<Monitor> = OnceLock::new();
+impl Monitor {
+    fn new(mechanism: BlockingDetection, thread: Option<Thread>) -> Monitor {
+        Monitor {
+            new: Mutex::new(Vec::new()),
+            ports: Mutex::new(Vec::new()),
+            asleep: AtomicBool::new(false),
+            mechanism,
+            tid: AtomicI32::new(0),
+            thread,
+        }
+    }
+}
 
+#[cfg(not(loom))]
+static MONITOR: std::sync::OnceLock<Monitor> = std::sync::OnceLock::new();
+
+/// The monitor, started on first use.
+#[cfg(not(loom))]
 fn monitor() -> &'static Monitor {
     MONITOR.get_or_init(|| {
         let mut mechanism = choose();
@@ -185,15 +203,31 @@ fn monitor() -> &'static Monitor {
                 None
             }
         };
-        Monitor {
-            new: Mutex::new(Vec::new()),
-            ports: Mutex::new(Vec::new()),
-            asleep: AtomicBool::new(false),
-            mechanism,
-            tid: AtomicI32::new(0),
-            thread,
-        }
+        Monitor::new(mechanism, thread)
     })
+}
+
+/// The monitor, if a port with detection on ever started it.
+#[cfg(not(loom))]
+fn started() -> Option<&'static Monitor> {
+    MONITOR.get()
+}
+
+#[cfg(loom)]
+loom::lazy_static! {
+    /// Under loom: a monitor per model execution and no thread; the models
+    /// play its part (`detect`, `resume`, `try_sleep`).
+    static ref MODEL_MONITOR: Monitor = Monitor::new(BlockingDetection::Sampling, None);
+}
+
+#[cfg(loom)]
+fn monitor() -> &'static Monitor {
+    &MODEL_MONITOR
+}
+
+#[cfg(loom)]
+fn started() -> Option<&'static Monitor> {
+    Some(monitor())
 }
 
 /// Sampling, unless `CPORT_DETECT=switch` asks for switch events and the
@@ -227,7 +261,7 @@ pub(crate) fn mechanism() -> BlockingDetection {
 }
 
 /// Hands a thread's record to the monitor (once per thread).
-pub(crate) fn register(rec: Arc<Record>) {
+pub(crate) fn register(rec: Arc<Worker>) {
     let m = monitor();
     m.new.lock().push(rec);
     if m.mechanism == BlockingDetection::SwitchEvents && !m.asleep.load(Ordering::SeqCst) {
@@ -244,16 +278,14 @@ pub(crate) fn watch_port(port: Weak<dyn Accounting>) {
 
 /// Whether the monitor sleeps (a relaxed load; callers fence first).
 pub(crate) fn asleep() -> bool {
-    MONITOR
-        .get()
-        .is_some_and(|m| m.asleep.load(Ordering::Relaxed))
+    started().is_some_and(|m| m.asleep.load(Ordering::Relaxed))
 }
 
 /// A port just became contended, or a running thread deferred a
 /// submission: wakes the monitor if it sleeps. The caller fenced after its
 /// write (module docs).
 pub(crate) fn slots_full() {
-    let Some(m) = MONITOR.get() else {
+    let Some(m) = started() else {
         return;
     };
     if m.asleep.load(Ordering::Relaxed) && m.asleep.swap(false, Ordering::SeqCst) {
@@ -300,9 +332,9 @@ pub(crate) fn current_cpu_clock() -> Option<libc::clockid_t> {
     (r == 0).then_some(id)
 }
 
-/// The thread was seen blocked: `COUNTED` → `DETECTED`, then count it down
+/// The thread was seen blocked: `Counted` → `Detected`, then count it down
 /// and submit what it deferred (running.rs, the state machine).
-fn detect(rec: &Record) {
+pub(crate) fn detect(rec: &Worker) {
     let port = {
         // Held across the CAS: the port is the one the state refers to.
         let g = rec.port.lock();
@@ -317,7 +349,7 @@ fn detect(rec: &Record) {
         port.note_detected(true);
         if rec
             .state
-            .compare_exchange(COUNTED, DETECTED, Ordering::SeqCst, Ordering::SeqCst)
+            .transition(RunState::Counted, RunState::Detected)
             .is_err()
         {
             port.note_detected(false);
@@ -334,9 +366,9 @@ fn detect(rec: &Record) {
     port.count_down();
 }
 
-/// A thread seen blocked runs again: increment, then CAS `DETECTED` →
-/// `COUNTED`; undo if the thread left `DETECTED` itself meanwhile.
-fn resume(rec: &Record) {
+/// A thread seen blocked runs again: increment, then CAS `Detected` →
+/// `Counted`; undo if the thread left `Detected` itself meanwhile.
+pub(crate) fn resume(rec: &Worker) {
     let (port, ok) = {
         let g = rec.port.lock();
         let Some(port) = g.as_ref().and_then(|p| p.port.upgrade()) else {
@@ -345,7 +377,7 @@ fn resume(rec: &Record) {
         port.count_up();
         let ok = rec
             .state
-            .compare_exchange(DETECTED, COUNTED, Ordering::SeqCst, Ordering::SeqCst)
+            .transition(RunState::Detected, RunState::Counted)
             .is_ok();
         (port, ok)
     };
@@ -361,7 +393,7 @@ fn run() {
     // `monitor()` may still be initialising on the thread that started
     // this one: wait for it.
     let m = loop {
-        if let Some(m) = MONITOR.get() {
+        if let Some(m) = started() {
             break m;
         }
         thread::sleep(PERIOD);
@@ -399,22 +431,22 @@ fn run() {
         for w in &mut watched {
             // A panic here (a context's Drop run by a flush or a release)
             // must not end detection for the whole process.
-            let _ = catch_unwind(AssertUnwindSafe(|| {
-                match w.rec.state.load(Ordering::SeqCst) {
-                    COUNTED if w.wanted() => {
-                        wanted = true;
-                        sampled |= w.event.is_none();
-                        w.look_counted();
-                    }
-                    DETECTED => {
-                        detected = true;
-                        w.look_detected();
-                    }
-                    _ => w.last_cpu = None,
+            let _ = catch_unwind(AssertUnwindSafe(|| match w.rec.state.load() {
+                RunState::Counted if w.wanted() => {
+                    wanted = true;
+                    sampled |= w.event.is_none();
+                    w.look_counted();
+                }
+                RunState::Detected => {
+                    detected = true;
+                    w.look_detected();
+                }
+                RunState::Counted | RunState::Idle | RunState::Blocked | RunState::Exited => {
+                    w.last_cpu = None
                 }
             }));
         }
-        watched.retain(|w| w.rec.state.load(Ordering::Relaxed) != EXITED);
+        watched.retain(|w| w.rec.state.load() != RunState::Exited);
         // A contended port whose running threads the monitor does not know
         // yet (registration races the first `get`) keeps it looking too.
         let wanted = wanted || any_port_contended(m);
@@ -438,17 +470,13 @@ fn run() {
             }
             continue;
         }
-        // About to sleep: publish, fence, evaluate again (module docs).
-        m.asleep.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        take_new(m, &mut watched, sfd.is_some(), me, false);
-        let again = any_port_contended(m)
-            || watched.iter().any(|w| {
-                w.rec.state.load(Ordering::SeqCst) == COUNTED
-                    && w.rec.pending.load(Ordering::SeqCst)
-            });
-        if again {
-            m.asleep.store(false, Ordering::SeqCst);
+        let may_sleep = try_sleep(m, || {
+            take_new(m, &mut watched, sfd.is_some(), me, false);
+            watched.iter().any(|w| {
+                w.rec.state.load() == RunState::Counted && w.rec.pending.load(Ordering::SeqCst)
+            })
+        });
+        if !may_sleep {
             continue;
         }
         if looking {
@@ -470,10 +498,31 @@ fn run() {
     }
 }
 
+/// About to sleep: publish `asleep`, fence, then evaluate every watched
+/// port's contention and `busy` (a watched thread sits on deferred
+/// submissions) again (module docs, "When the monitor looks"). Returns
+/// whether the monitor may sleep; if not, `asleep` is false again.
+fn try_sleep(m: &Monitor, busy: impl FnOnce() -> bool) -> bool {
+    m.asleep.store(true, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    if any_port_contended(m) || busy() {
+        m.asleep.store(false, Ordering::SeqCst);
+        return false;
+    }
+    true
+}
+
+/// The loom models' monitor deciding to sleep (its real decision, with
+/// no thread of its own to watch).
+#[cfg(loom)]
+pub(crate) fn model_try_sleep() -> bool {
+    try_sleep(monitor(), || false)
+}
+
 /// Takes the newly registered records; with switch events, opens each
 /// one's event (enabled if `enable`; then its first look reads its state).
 fn take_new(m: &Monitor, watched: &mut Vec<Watched>, events: bool, me: i32, enable: bool) {
-    let new: Vec<Arc<Record>> = std::mem::take(&mut *m.new.lock());
+    let new: Vec<Arc<Worker>> = std::mem::take(&mut *m.new.lock());
     for rec in new {
         let event = if events {
             match switch_event_to(rec.tid, me) {
@@ -518,7 +567,7 @@ fn set_all(watched: &mut [Watched], on: bool) {
         // Enabled: the next look reads the state field (a thread that
         // blocked before the enable raised no event). Disabled: the next
         // look, when the monitor looks again, is a first look too.
-        if w.rec.state.load(Ordering::Relaxed) != DETECTED {
+        if w.rec.state.load() != RunState::Detected {
             w.last_cpu = None;
         }
     }

@@ -6,7 +6,7 @@ use std::io;
 use io_uring::{IoUring, Probe};
 
 use super::op::REQUIRED;
-use crate::sys::Config;
+use crate::driver::Config;
 
 /// Oldest kernel the backend supports: 5.19 brings `IORING_ASYNC_CANCEL_ANY`,
 /// which closing a port uses to cancel everything in flight.

@@ -17,13 +17,12 @@
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
-use std::ptr::NonNull;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
 use super::Shared;
-use crate::op::{OpIo, OpKind, OFFSET_CURRENT};
+use crate::driver::{OpIo, OpKind, OpPtr, OFFSET_CURRENT};
 
 /// How the backend drives an fd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,12 +36,20 @@ pub(super) enum FdKind {
     File,
 }
 
-/// An operation queued on an fd (owned by the backend while queued).
-pub(super) struct Pending(pub(super) NonNull<OpIo>);
+/// An operation the backend owns and has not finished: queued on an fd,
+/// or waiting for a pool thread.
+pub(super) struct Pending {
+    pub(super) op: OpPtr,
+    /// A connect whose non-blocking `connect(2)` was made: later attempts
+    /// only check how it ended.
+    pub(super) started: bool,
+}
 
-// SAFETY: the record is owned by whoever holds this value (the backend);
-// op records are `Send`.
-unsafe impl Send for Pending {}
+impl Pending {
+    pub(super) fn new(op: OpPtr) -> Pending {
+        Pending { op, started: false }
+    }
+}
 
 #[derive(Default)]
 pub(super) struct Queues {
@@ -51,17 +58,17 @@ pub(super) struct Queues {
     pub(super) registered: bool,
 }
 
-pub(super) struct FdState {
+pub(super) struct FdEntry {
     pub(super) id: u64,
     pub(super) fd: RawFd,
     pub(super) kind: FdKind,
     pub(super) queues: Mutex<Queues>,
 }
 
-/// Lives in the fd's owner (`FdOwner::backend_state`) and so dies just
-/// before the fd is closed: deregisters it.
-pub(super) struct Registration {
-    pub(super) state: Arc<FdState>,
+/// Lives in the fd's [`FdState`](crate::driver::FdState) (in the core's
+/// per-fd owner) and so dies just before the fd is closed: deregisters it.
+pub(crate) struct Registration {
+    pub(super) state: Arc<FdEntry>,
     pub(super) shared: Weak<Shared>,
 }
 
@@ -175,12 +182,13 @@ fn ready_now(fd: RawFd, events: libc::c_short) -> Result<bool, i32> {
 /// Tries `op` once without blocking.
 ///
 /// # Safety
-/// `op` must be a live record owned by the caller (the backend), with
+/// `p.op` must be a live record owned by the caller (the backend), with
 /// `prepare` done, and not accessed by anyone else during the call.
-pub(super) unsafe fn attempt(op: NonNull<OpIo>, kind: FdKind) -> Attempt {
+pub(super) unsafe fn attempt(p: &mut Pending, kind: FdKind) -> Attempt {
     // SAFETY: per the contract, exclusive access to a live record.
-    let op = unsafe { &mut *op.as_ptr() };
-    let fd = op.fd;
+    let op = unsafe { p.op.op() };
+    let started = &mut p.started;
+    let fd = op.fd.raw;
     loop {
         let mut retry = false;
         // Every pointer below points into the record or its buffers, which
@@ -253,7 +261,7 @@ pub(super) unsafe fn attempt(op: NonNull<OpIo>, kind: FdKind) -> Attempt {
                 Ok(false) => Some(Attempt::WouldBlock),
                 Err(e) => Some(Attempt::Done(-e)),
             },
-            OpKind::Connect => Some(connect(op)),
+            OpKind::Connect => Some(connect(op, started)),
             OpKind::Read | OpKind::Write if kind == FdKind::File => {
                 // Regular files never come here (the pool runs them); a
                 // misclassified fd is run as a plain blocking call.
@@ -269,10 +277,10 @@ pub(super) unsafe fn attempt(op: NonNull<OpIo>, kind: FdKind) -> Attempt {
 }
 
 /// A connect: started non-blocking once, then finished on writability.
-fn connect(op: &mut OpIo) -> Attempt {
-    let fd = op.fd;
-    if !op.started {
-        op.started = true;
+fn connect(op: &mut OpIo, started: &mut bool) -> Attempt {
+    let fd = op.fd.raw;
+    if !*started {
+        *started = true;
         // SAFETY: F_GETFL/F_SETFL on an open fd.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
         if flags < 0 {
@@ -346,7 +354,7 @@ fn offset_arg(op: &OpIo) -> libc::off_t {
 /// Read/write on a pollable fd with `RWF_NOWAIT`; falls back to a readiness
 /// check when the fd does not support it.
 fn nowait_rw(op: &mut OpIo) -> Attempt {
-    let fd = op.fd;
+    let fd = op.fd.raw;
     // Pipes, FIFOs, sockets and character devices have no file position to
     // speak of: an offset is ignored (as io_uring and Windows do), not an
     // `ESPIPE`.
@@ -407,7 +415,7 @@ fn stream_rw(op: &mut OpIo) -> Attempt {
 }
 
 fn rw_at(op: &mut OpIo, off: libc::off_t) -> Attempt {
-    let fd = op.fd;
+    let fd = op.fd.raw;
     let write = op.kind == OpKind::Write;
     let b = op.bufs.one_mut();
     loop {

@@ -9,9 +9,56 @@
 use std::fmt;
 use std::io;
 
-use crate::op::{Accepted, Notify, OpRecord, PacketKind, RecordBox, Token};
-use crate::sys::Completion;
+use super::record::{Notify, OpRecord, RecordBox};
+use super::token::Token;
+use crate::driver::{Completion, OpKind};
 use crate::Buf;
+
+/// What a packet reports: which call produced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PacketKind {
+    /// A packet queued by [`Port::post`](crate::Port::post).
+    Posted,
+    /// [`Handle::nop`](crate::Handle::nop).
+    Nop,
+    /// `read_at` / `read`.
+    Read,
+    /// `write_at` / `write`.
+    Write,
+    /// `recv` / `recv_vectored`.
+    Recv,
+    /// `send` / `send_vectored`.
+    Send,
+    /// `accept`: see [`Packet::take_accepted`].
+    Accept,
+    /// `connect`.
+    Connect,
+}
+
+impl PacketKind {
+    fn of(kind: OpKind) -> PacketKind {
+        match kind {
+            OpKind::Nop => PacketKind::Nop,
+            OpKind::Read => PacketKind::Read,
+            OpKind::Write => PacketKind::Write,
+            OpKind::Recv | OpKind::RecvVectored => PacketKind::Recv,
+            OpKind::Send | OpKind::SendVectored => PacketKind::Send,
+            OpKind::Accept => PacketKind::Accept,
+            OpKind::Connect => PacketKind::Connect,
+        }
+    }
+}
+
+/// A socket accepted by [`Handle::accept`](crate::Handle::accept): not yet
+/// associated with any port.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The new connection.
+    pub socket: socket2::Socket,
+    /// The peer's address.
+    pub peer: socket2::SockAddr,
+}
 
 /// A completion packet: the key of the handle (or of the post), the
 /// result, the context given when the operation was issued, and the
@@ -57,24 +104,24 @@ impl<C> Packet<C> {
         // SAFETY: forwarded to the caller.
         let mut rec = unsafe { OpRecord::<C>::from_completion(c.op) };
         // No longer in flight: cancellation can no longer reach it.
-        rec.io.owner.inflight().ops.remove(&rec.io.token.0);
+        rec.owner.inflight().ops.remove(&rec.token.0);
         let result = rec.io.complete(c.res);
         let context = rec
             .ctx
             .take()
             .expect("an op record holds its context until completion");
         Packet {
-            key: rec.io.key,
+            key: rec.key,
             result,
             context,
-            kind: rec.io.kind.packet_kind(),
+            kind: PacketKind::of(rec.io.kind),
             op: Some(rec),
         }
     }
 
     /// Where this completion goes (a posted packet always to the queue).
     pub(crate) fn notify(&self) -> Notify {
-        self.op.as_ref().map_or(Notify::Packet, |r| r.io.notify)
+        self.op.as_ref().map_or(Notify::Packet, |r| r.notify)
     }
 
     /// Which call produced this packet.
@@ -84,7 +131,7 @@ impl<C> Packet<C> {
 
     /// The token the operation's issue call returned (`None` for posts).
     pub fn token(&self) -> Option<Token> {
-        self.op.as_ref().map(|r| r.io.token)
+        self.op.as_ref().map(|r| r.token)
     }
 
     /// Bytes transferred, or 0 for a failed operation.

@@ -3,12 +3,13 @@
 //! and "No lost wake-up" in `core.rs`: `closed` is set, fenced, then the
 //! queue emptied).
 
+use crate::sync::{fence, Ordering};
 use std::mem;
-use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{Core, Deferred};
-use crate::port::waiter::Wake;
+use super::{AfterUnlock, Core};
+use crate::core::waiter::Wake;
+use crate::driver::Engine;
 
 impl<C: Send + 'static> Core<C> {
     /// Closes the port: waiters get `Closed`, queued packets are dropped,
@@ -20,7 +21,7 @@ impl<C: Send + 'static> Core<C> {
         }
         let mut spill = Vec::new();
         self.driver.shutdown(&mut spill);
-        let mut later = Deferred::default();
+        let mut later = AfterUnlock::default();
         let mut st = self.state.lock();
         st.closed = true;
         let waiters = mem::take(&mut st.waiters);
@@ -48,7 +49,7 @@ impl<C: Send + 'static> Core<C> {
             let r = self
                 .driver
                 .wait(Some(Instant::now() + Duration::from_millis(20)), &mut done);
-            let mut later = Deferred::default();
+            let mut later = AfterUnlock::default();
             let mut st = self.state.lock();
             self.enqueue(&mut st, &mut done, &mut later);
             st.leader_woken = false;

@@ -38,14 +38,14 @@
 //! looks. The numbers with the port (end-to-end delay, cost under load)
 //! are in BENCHMARKS.md (`cport bench blocking`).
 
+use crate::sync::Ordering;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{detect, resume};
-use crate::port::running::Record;
+use crate::core::running::Worker;
 
 /// CPU time of the thread of `clock`, in ns (`None`: it exited).
 fn cpu_ns(clock: libc::clockid_t) -> Option<u64> {
@@ -61,7 +61,7 @@ fn cpu_ns(clock: libc::clockid_t) -> Option<u64> {
 
 /// A record, with what the monitor remembers of its previous look.
 pub(super) struct Watched {
-    pub(super) rec: Arc<Record>,
+    pub(super) rec: Arc<Worker>,
     /// CPU time at the previous look, if the thread was looked at then
     /// (`None`: the next look reads the state field at once).
     pub(super) last_cpu: Option<u64>,

@@ -12,47 +12,47 @@
 //! thread, whether this thread is part of it.
 //!
 //! # The per-thread state machine
-//! Each thread has one [`Record`], shared (`Arc`) between its thread-local
+//! Each thread has one [`Worker`] record, shared (`Arc`) between its thread-local
 //! and, once it ran for a port with detection on, the monitor. Its `state`:
 //!
 //! | state      | counted in `running`? | who leaves it                        |
 //! |------------|-----------------------|--------------------------------------|
-//! | `IDLE`     | no                    | the thread (`counted`)               |
-//! | `COUNTED`  | yes                   | the thread, or the monitor (→ `DETECTED`) |
-//! | `BLOCKED`  | no (explicit scope)   | the thread only                      |
-//! | `DETECTED` | no (monitor saw it blocked) | the thread, or the monitor (→ `COUNTED`) |
-//! | `EXITED`   | no                    | nobody (the thread is gone)          |
+//! | `Idle`     | no                    | the thread (`counted`)               |
+//! | `Counted`  | yes                   | the thread, or the monitor (→ `Detected`) |
+//! | `Blocked`  | no (explicit scope)   | the thread only                      |
+//! | `Detected` | no (monitor saw it blocked) | the thread, or the monitor (→ `Counted`) |
+//! | `Exited`   | no                    | nobody (the thread is gone)          |
 //!
 //! Transitions, each one atomic on `state` (a CAS or a swap), and who then
 //! changes the port's `running` count:
-//! - thread, `get` returns a packet: `IDLE`/`BLOCKED` → `COUNTED` (the port
+//! - thread, `get` returns a packet: `Idle`/`Blocked` → `Counted` (the port
 //!   already incremented `running` for it, before this store);
-//! - thread, start of `get`, blocking scope, exit: `COUNTED` → `IDLE` /
-//!   `BLOCKED` / `EXITED` — the thread decrements; `DETECTED` → the same —
+//! - thread, start of `get`, blocking scope, exit: `Counted` → `Idle` /
+//!   `Blocked` / `Exited` — the thread decrements; `Detected` → the same —
 //!   nobody decrements (the monitor already did);
-//! - monitor, thread seen blocked: CAS `COUNTED` → `DETECTED`, then it
+//! - monitor, thread seen blocked: CAS `Counted` → `Detected`, then it
 //!   decrements (`Accounting::count_down`, which also releases a waiter);
 //! - monitor, thread seen running again: it *first* increments, then CAS
-//!   `DETECTED` → `COUNTED`; if the CAS fails (the thread meanwhile left
-//!   `DETECTED` itself, which decrements nothing) it decrements again.
-//! - blocking scope ends: if still `BLOCKED`, the thread increments, then
-//!   stores `COUNTED`.
+//!   `Detected` → `Counted`; if the CAS fails (the thread meanwhile left
+//!   `Detected` itself, which decrements nothing) it decrements again.
+//! - blocking scope ends: if still `Blocked`, the thread increments, then
+//!   stores `Counted`.
 //!
-//! **Invariant**: `running` ≥ the number of records in `COUNTED` for the
+//! **Invariant**: `running` ≥ the number of records in `Counted` for the
 //! port, and every decrement is made by the one side whose atomic
-//! transition left `COUNTED` — so a slot is counted down exactly once, and
+//! transition left `Counted` — so a slot is counted down exactly once, and
 //! never before the increment it undoes (increment-then-publish on every
-//! way *into* `COUNTED`). The surplus (increments not yet published, or
+//! way *into* `Counted`). The surplus (increments not yet published, or
 //! being undone) is transient.
 //!
-//! Only the monitor changes `COUNTED` ↔ `DETECTED`; only the thread
+//! Only the monitor changes `Counted` ↔ `Detected`; only the thread
 //! changes the other states, so the thread's CAS loops (`fetch_update`)
 //! retry at most once per monitor move.
 //!
 //! # Deferred submissions
 //! An operation issued by a thread that counts as running for its port may
 //! be left in the backend's submission queue (io_uring) instead of being
-//! handed to the kernel at once ([`defer_submit`]). `Record::pending` then
+//! handed to the kernel at once ([`defer_submit`]). `Worker::pending` then
 //! says that this thread has submissions pending, and they are submitted
 //! at the thread's next state change: its next `get` (the port merges them
 //! into its kernel wait or submits them before returning or parking;
@@ -63,21 +63,19 @@
 //!
 //! `pending` is taken with a swap by whoever flushes. The thread sets it
 //! *after* handing the operation to the backend, fences, then re-reads
-//! `state` ([`deferred`]); the monitor moves `state` to `DETECTED`, fences,
+//! `state` ([`deferred`]); the monitor moves `state` to `Detected`, fences,
 //! then looks at `pending` (Dekker, `SeqCst` fences as in core.rs; checked
 //! by the loom model `detection_flushes_deferred_submissions`), so either
-//! the monitor sees the flag (and flushes) or the thread sees `DETECTED`
+//! the monitor sees the flag (and flushes) or the thread sees `Detected`
 //! (and flushes itself): no deferred operation is left behind by a thread
 //! the port no longer waits for.
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
-use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
-
 use super::monitor;
+use crate::sync::{fence, thread_local, AtomicBool, AtomicU8, Mutex, Ordering};
 
 /// What a port exposes to the per-thread bookkeeping and the monitor.
 pub(crate) trait Accounting: Send + Sync {
@@ -93,19 +91,85 @@ pub(crate) trait Accounting: Send + Sync {
     /// Whether the monitor watches threads running for this port.
     fn detects_blocking(&self) -> bool;
     /// A thread of this port entered (`true`) or left (`false`) the
-    /// `DETECTED` state (statistics only).
+    /// `Detected` state (statistics only).
     fn note_detected(&self, entered: bool);
     /// Packets are queued and every slot is held: the only state in which
     /// counting a blocked thread out lets a packet run sooner.
     fn contended(&self) -> bool;
 }
 
-/// Values of [`Record::state`] (see the module docs).
-pub(crate) const IDLE: u8 = 0;
-pub(crate) const COUNTED: u8 = 1;
-pub(crate) const BLOCKED: u8 = 2;
-pub(crate) const DETECTED: u8 = 3;
-pub(crate) const EXITED: u8 = 4;
+/// The state of a thread's [`Worker`] record (see the module docs).
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunState {
+    /// Not counted: never ran for a port, or asked again.
+    Idle = 0,
+    /// Counted in its port's `running`.
+    Counted = 1,
+    /// In an explicit blocking scope: not counted.
+    Blocked = 2,
+    /// Seen blocked by the monitor, which counted it out.
+    Detected = 3,
+    /// The thread is gone.
+    Exited = 4,
+}
+
+impl RunState {
+    fn from_u8(v: u8) -> RunState {
+        match v {
+            0 => RunState::Idle,
+            1 => RunState::Counted,
+            2 => RunState::Blocked,
+            3 => RunState::Detected,
+            4 => RunState::Exited,
+            _ => unreachable!("only RunState values are ever stored"),
+        }
+    }
+}
+
+/// A [`RunState`] changed atomically (`SeqCst` everywhere: the state takes
+/// part in the Dekker pairs of the module docs).
+pub(crate) struct AtomicRunState(AtomicU8);
+
+impl AtomicRunState {
+    fn new(s: RunState) -> AtomicRunState {
+        AtomicRunState(AtomicU8::new(s as u8))
+    }
+
+    pub(crate) fn load(&self) -> RunState {
+        RunState::from_u8(self.0.load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn store(&self, s: RunState) {
+        self.0.store(s as u8, Ordering::SeqCst);
+    }
+
+    fn swap(&self, s: RunState) -> RunState {
+        RunState::from_u8(self.0.swap(s as u8, Ordering::SeqCst))
+    }
+
+    /// Moves `from` → `to`; `Err` with the state found otherwise.
+    pub(crate) fn transition(&self, from: RunState, to: RunState) -> Result<(), RunState> {
+        self.0
+            .compare_exchange(from as u8, to as u8, Ordering::SeqCst, Ordering::SeqCst)
+            .map(|_| ())
+            .map_err(RunState::from_u8)
+    }
+
+    /// Leaves `Counted` or `Detected` for `to`; returns the state left (or
+    /// the unchanged state when it was neither).
+    fn leave_running(&self, to: RunState) -> RunState {
+        let r = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                matches!(RunState::from_u8(s), RunState::Counted | RunState::Detected)
+                    .then_some(to as u8)
+            });
+        match r {
+            Ok(prev) | Err(prev) => RunState::from_u8(prev),
+        }
+    }
+}
 
 /// The port a record's state refers to.
 #[derive(Clone)]
@@ -116,13 +180,13 @@ pub(crate) struct PortRef {
 }
 
 /// One thread's running state, shared with the monitor.
-pub(crate) struct Record {
-    /// `IDLE`, `COUNTED`, … (module docs).
-    pub(crate) state: AtomicU8,
+pub(crate) struct Worker {
+    /// Module docs.
+    pub(crate) state: AtomicRunState,
     /// Submissions deferred and not yet flushed (module docs).
     pub(crate) pending: AtomicBool,
     /// The port `state` refers to. Changed by the thread only while the
-    /// state is not `COUNTED`/`DETECTED`, under this lock; the monitor holds
+    /// state is not `Counted`/`Detected`, under this lock; the monitor holds
     /// it across its CAS on `state`, so the port it counts down or up is
     /// the one the state it replaced referred to.
     pub(crate) port: Mutex<Option<PortRef>>,
@@ -135,10 +199,10 @@ pub(crate) struct Record {
     registered: AtomicBool,
 }
 
-impl Record {
-    fn for_current_thread() -> Record {
-        Record {
-            state: AtomicU8::new(IDLE),
+impl Worker {
+    fn for_current_thread() -> Worker {
+        Worker {
+            state: AtomicRunState::new(RunState::Idle),
             pending: AtomicBool::new(false),
             port: Mutex::new(None),
             tid: monitor::gettid(),
@@ -156,7 +220,7 @@ impl Record {
 /// The thread-local view: the record, plus a copy of its port for the
 /// thread's own lock-free use (only the thread changes it).
 struct Current {
-    rec: Arc<Record>,
+    rec: Arc<Worker>,
     port: Option<PortRef>,
 }
 
@@ -173,35 +237,42 @@ impl Drop for Slot {
     /// counts down.
     fn drop(&mut self) {
         if let Some(cur) = self.0.get_mut().take() {
-            let prev = cur.rec.state.swap(EXITED, Ordering::SeqCst);
-            let pending = cur.rec.take_pending();
-            if let Some(p) = cur.port.as_ref().and_then(|p| p.port.upgrade()) {
-                if pending {
-                    p.flush();
-                }
-                match prev {
-                    COUNTED => p.count_down(),
-                    DETECTED => p.note_detected(false),
-                    _ => {}
-                }
-            }
+            exit(cur);
         }
     }
 }
 
+#[cfg(not(loom))]
 thread_local! {
     static CURRENT: Slot = const { Slot(RefCell::new(None)) };
 }
 
-/// Leaves `COUNTED` or `DETECTED` for `to`; returns the state left (or the
-/// unchanged state when it was neither).
-fn leave_running(rec: &Record, to: u8) -> u8 {
-    match rec
-        .state
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
-            matches!(s, COUNTED | DETECTED).then_some(to)
-        }) {
-        Ok(prev) | Err(prev) => prev,
+// loom's thread-locals (one per model thread) take no `const` initialiser.
+#[cfg(loom)]
+thread_local! {
+    static CURRENT: Slot = Slot(RefCell::new(None));
+}
+
+/// The thread exits: it submits what it deferred and counts down.
+fn exit(cur: Current) {
+    let prev = cur.rec.state.swap(RunState::Exited);
+    let pending = cur.rec.take_pending();
+    if let Some(p) = cur.port.as_ref().and_then(|p| p.port.upgrade()) {
+        if pending {
+            p.flush();
+        }
+        settle_left(&*p, prev);
+    }
+}
+
+/// The thread left `prev` for a state that is not counted: the port counts
+/// it down if it was counted, or just notes that the monitor's count-down
+/// stands (statistics) if it was detected.
+fn settle_left(port: &dyn Accounting, prev: RunState) {
+    match prev {
+        RunState::Counted => port.count_down(),
+        RunState::Detected => port.note_detected(false),
+        RunState::Idle | RunState::Blocked | RunState::Exited => {}
     }
 }
 
@@ -227,7 +298,7 @@ pub(crate) fn begin_get(id: u64) -> GetStart {
         .try_with(|c| {
             let c = c.0.borrow();
             let cur = c.as_ref()?;
-            let prev = leave_running(&cur.rec, IDLE);
+            let prev = cur.rec.state.leave_running(RunState::Idle);
             let pending = cur.rec.take_pending();
             Some((cur.id() == Some(id), prev, pending, cur.port.clone()))
         })
@@ -237,26 +308,22 @@ pub(crate) fn begin_get(id: u64) -> GetStart {
         return none;
     };
     if here {
-        if prev == DETECTED {
+        if prev == RunState::Detected {
             if let Some(p) = port.and_then(|p| p.port.upgrade()) {
                 p.note_detected(false);
             }
         }
         return GetStart {
-            was_running: prev == COUNTED,
+            was_running: prev == RunState::Counted,
             pending,
         };
     }
-    if prev == COUNTED || prev == DETECTED || pending {
+    if matches!(prev, RunState::Counted | RunState::Detected) || pending {
         if let Some(p) = port.and_then(|p| p.port.upgrade()) {
             if pending {
                 p.flush();
             }
-            match prev {
-                COUNTED => p.count_down(),
-                DETECTED => p.note_detected(false),
-                _ => {}
-            }
+            settle_left(&*p, prev);
         }
     }
     none
@@ -270,7 +337,7 @@ pub(crate) fn defer_submit(id: u64) -> bool {
     CURRENT
         .try_with(|c| {
             matches!(&*c.0.borrow(), Some(cur)
-                if cur.id() == Some(id) && cur.rec.state.load(Ordering::SeqCst) == COUNTED)
+                if cur.id() == Some(id) && cur.rec.state.load() == RunState::Counted)
         })
         .unwrap_or(false)
 }
@@ -296,7 +363,7 @@ pub(crate) fn deferred() -> bool {
             if cur.port.as_ref().is_some_and(|p| p.detect) {
                 monitor::slots_full();
             }
-            cur.rec.state.load(Ordering::SeqCst) != COUNTED && cur.rec.take_pending()
+            cur.rec.state.load() != RunState::Counted && cur.rec.take_pending()
         })
         .unwrap_or(true)
 }
@@ -307,11 +374,11 @@ pub(crate) fn counted(id: u64, port: impl FnOnce() -> Weak<dyn Accounting>) {
     let _ = CURRENT.try_with(|c| {
         let mut c = c.0.borrow_mut();
         let cur = c.get_or_insert_with(|| Current {
-            rec: Arc::new(Record::for_current_thread()),
+            rec: Arc::new(Worker::for_current_thread()),
             port: None,
         });
         if cur.id() != Some(id) {
-            // Not COUNTED/DETECTED here (`begin_get` left those states), so
+            // Not Counted/Detected here (`begin_get` left those states), so
             // the monitor does not look at the port field: change it.
             let port = port();
             let detect = port.upgrade().is_some_and(|p| p.detects_blocking());
@@ -319,7 +386,7 @@ pub(crate) fn counted(id: u64, port: impl FnOnce() -> Weak<dyn Accounting>) {
             *cur.rec.port.lock() = Some(r.clone());
             cur.port = Some(r);
         }
-        cur.rec.state.store(COUNTED, Ordering::SeqCst);
+        cur.rec.state.store(RunState::Counted);
         // Nothing more per `get`: the monitor is woken by the port when a
         // packet waits for a slot (monitor.rs, "When the monitor looks").
         if !cur.rec.registered.load(Ordering::Relaxed)
@@ -336,7 +403,7 @@ pub(crate) fn is_counted_for(id: u64) -> bool {
     CURRENT
         .try_with(|c| {
             matches!(&*c.0.borrow(), Some(cur)
-                if cur.id() == Some(id) && cur.rec.state.load(Ordering::SeqCst) == COUNTED)
+                if cur.id() == Some(id) && cur.rec.state.load() == RunState::Counted)
         })
         .unwrap_or(false)
 }
@@ -352,7 +419,7 @@ pub(crate) fn is_counted_for(id: u64) -> bool {
 pub struct BlockingGuard {
     /// The record and port of a thread that was running (or detected as
     /// blocked) when the scope opened (`None`: no effect).
-    port: Option<(Arc<Record>, Weak<dyn Accounting>)>,
+    port: Option<(Arc<Worker>, Weak<dyn Accounting>)>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -363,8 +430,8 @@ impl BlockingGuard {
             .try_with(|c| {
                 let c = c.0.borrow();
                 let cur = c.as_ref()?;
-                let prev = leave_running(&cur.rec, BLOCKED);
-                if prev != COUNTED && prev != DETECTED {
+                let prev = cur.rec.state.leave_running(RunState::Blocked);
+                if !matches!(prev, RunState::Counted | RunState::Detected) {
                     return None;
                 }
                 let pending = cur.rec.take_pending();
@@ -378,11 +445,7 @@ impl BlockingGuard {
                 if pending {
                     p.flush();
                 }
-                if prev == COUNTED {
-                    p.count_down();
-                } else {
-                    p.note_detected(false);
-                }
+                settle_left(&*p, prev);
             }
             (rec, port)
         });
@@ -400,23 +463,43 @@ impl Drop for BlockingGuard {
         };
         // Count up again only if nothing else changed this thread's state
         // meanwhile (a `get` inside the scope already re-counted it, or
-        // left it idle). Only this thread leaves BLOCKED: no race here.
-        if rec.state.load(Ordering::SeqCst) != BLOCKED {
+        // left it idle). Only this thread leaves Blocked: no race here.
+        if rec.state.load() != RunState::Blocked {
             return;
         }
         if let Some(p) = port.upgrade() {
-            // Increment, then publish COUNTED (module docs).
+            // Increment, then publish Counted (module docs).
             // `count_up` wakes the monitor if this fills the port while
             // packets wait.
             p.count_up();
-            rec.state.store(COUNTED, Ordering::SeqCst);
+            rec.state.store(RunState::Counted);
         } else {
-            rec.state.store(IDLE, Ordering::SeqCst);
+            rec.state.store(RunState::Idle);
         }
     }
 }
 
 /// Whether the current thread counts as running for `core`'s port.
-pub(crate) fn is_counted_for_core<C: Send + 'static>(core: &super::core::Core<C>) -> bool {
+pub(crate) fn is_counted_for_core<C: Send + 'static>(core: &super::Core<C>) -> bool {
     is_counted_for(core.id())
+}
+
+/// What the thread-local destructor does at thread exit, done now: loom's
+/// `join` returns before a thread's locals are destroyed, so the models'
+/// threads end with this.
+#[cfg(loom)]
+pub(crate) fn exit_current() {
+    if let Some(cur) = CURRENT.with(|c| c.0.borrow_mut().take()) {
+        exit(cur);
+    }
+}
+
+/// The calling thread's record, once it ran for a port (the loom models
+/// hand it to their monitor).
+#[cfg(loom)]
+pub(crate) fn current_worker() -> Option<Arc<Worker>> {
+    CURRENT
+        .try_with(|c| c.0.borrow().as_ref().map(|cur| cur.rec.clone()))
+        .ok()
+        .flatten()
 }

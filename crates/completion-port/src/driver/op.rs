@@ -1,0 +1,258 @@
+//! The backend-neutral description of one operation: what the kernel reads
+//! and writes ([`OpIo`]), and how its raw result is applied to its buffers
+//! ([`OpIo::complete`]).
+//!
+//! The port core embeds an `OpIo` as the first field of its operation
+//! record (`core/record.rs`) and hands backends an [`OpPtr`] to it; a
+//! backend builds a submission from it (io_uring: `uring/op.rs`) or tries
+//! the system call itself (epoll: `epoll/fd.rs`), and reports the raw
+//! result back in a [`Completion`](super::Completion). Nothing here knows
+//! the caller's context type, the completion key or where the packet goes.
+
+use std::io;
+use std::mem;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+
+use super::valgrind;
+use super::FdState;
+use crate::buf::Buffers;
+
+/// The operation, as the backends see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    /// Completes with 0 without touching the fd.
+    Nop,
+    /// Read into the spare capacity at `offset` ([`OFFSET_CURRENT`]: the
+    /// file position, for pipes and character devices).
+    Read,
+    /// Write the filled bytes at `offset`.
+    Write,
+    /// Receive into the spare capacity (a buffer with none: wait until
+    /// readable, then complete with 0).
+    Recv,
+    /// Send the filled bytes.
+    Send,
+    /// Receive into the spare capacity of several buffers, in order.
+    RecvVectored,
+    /// Send the filled bytes of several buffers, in order.
+    SendVectored,
+    /// Accept a connection (the new fd lands in [`OpIo::accepted`]).
+    Accept,
+    /// Connect to the address in [`OpExtra::addr`].
+    Connect,
+}
+
+/// `offset` value meaning "the fd's current position" (what the kernel
+/// calls `-1`): used by the stream `read`/`write` of pipes.
+pub(crate) const OFFSET_CURRENT: u64 = u64::MAX;
+
+/// The fd an operation works on: its number, and the backend's state for
+/// it. Both belong to the core's per-fd owner, which the operation's record
+/// keeps alive until the operation is reported complete.
+#[derive(Clone, Copy)]
+pub(crate) struct FdRef {
+    pub(crate) raw: RawFd,
+    state: NonNull<FdState>,
+}
+
+// SAFETY: an address of a `FdState` (which is `Sync`) plus an fd number;
+// dereferenced only while its owner is alive (see `FdRef::state`).
+unsafe impl Send for FdRef {}
+// SAFETY: as above; `state` gives out only shared references.
+unsafe impl Sync for FdRef {}
+
+impl FdRef {
+    /// # Safety
+    /// `state` must stay alive (and at this address) as long as any copy of
+    /// this `FdRef` is used: the core builds one from its per-fd owner,
+    /// which every operation record and every cancel request keeps alive.
+    pub(crate) unsafe fn new(raw: RawFd, state: &FdState) -> FdRef {
+        FdRef {
+            raw,
+            state: NonNull::from(state),
+        }
+    }
+
+    /// The backend's state for this fd.
+    pub(crate) fn state(&self) -> &FdState {
+        // SAFETY: alive for as long as this `FdRef` is used (`new`'s
+        // contract).
+        unsafe { self.state.as_ref() }
+    }
+}
+
+/// The backend-independent part of an operation: everything the kernel
+/// reads or writes. Lives first in the core's operation record (in a
+/// `RecordBox`); its address is the io_uring `user_data` and must not change
+/// while the op is in flight (hence the box).
+pub(crate) struct OpIo {
+    pub(crate) kind: OpKind,
+    pub(crate) fd: FdRef,
+    pub(crate) offset: u64,
+    pub(crate) bufs: Buffers,
+    /// Vectored ops, accept and connect: their larger fields, allocated on
+    /// first use ([`extra`](Self::extra)) so that the records of the common
+    /// ops stay small.
+    pub(crate) extra: Option<Box<OpExtra>>,
+    /// Accept: the new socket, once completed.
+    pub(crate) accepted: Option<OwnedFd>,
+}
+
+/// The fields only vectored ops, accept and connect use. Boxed: its
+/// address, like the record's, does not change while the op is in flight.
+pub(crate) struct OpExtra {
+    /// Vectored ops: one entry per buffer, pointing into `bufs`' heap memory.
+    pub(crate) iov: Vec<libc::iovec>,
+    /// Vectored ops: points at `iov`.
+    pub(crate) msg: libc::msghdr,
+    /// Accept: the peer address (written by the kernel). Connect: the
+    /// address to connect to.
+    pub(crate) addr: libc::sockaddr_storage,
+    pub(crate) addr_len: libc::socklen_t,
+}
+
+// SAFETY: the raw pointers in `extra` (`iov`, `msg`) point into memory owned
+// by this same record (`bufs`, `extra.iov`), and `fd` into the per-fd owner
+// the record keeps alive; they are only dereferenced by the kernel or the
+// backend while the record is in flight, which is never concurrent with
+// user access. Moving the record between threads is therefore like moving
+// a `Vec<u8>` and its slices together.
+unsafe impl Send for OpIo {}
+
+/// The address of an operation in flight, as backends hold and report it.
+/// Whoever dereferences it must own the operation (the backend, from
+/// submission until it reports the completion) or hold the lock that keeps
+/// it alive (the fd's in-flight registry in the core).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct OpPtr(pub(crate) NonNull<OpIo>);
+
+// SAFETY: only an address; see the type's docs for who may dereference it.
+unsafe impl Send for OpPtr {}
+
+impl OpPtr {
+    /// The operation, for the backend that owns it.
+    ///
+    /// # Safety
+    /// The caller owns the operation (it was handed over by `submit` and
+    /// not yet reported) and nobody else accesses it during the borrow.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn op(&self) -> &mut OpIo {
+        // SAFETY: forwarded to the caller.
+        unsafe { &mut *self.0.as_ptr() }
+    }
+
+    /// The `user_data` io_uring carries for this operation: its address.
+    pub(crate) fn user_data(&self) -> u64 {
+        self.0.as_ptr() as u64
+    }
+}
+
+impl OpIo {
+    pub(crate) fn new(kind: OpKind, fd: FdRef, bufs: Buffers) -> OpIo {
+        OpIo {
+            kind,
+            fd,
+            offset: 0,
+            bufs,
+            extra: None,
+            accepted: None,
+        }
+    }
+
+    /// The vectored/accept/connect fields, zeroed on first use.
+    pub(crate) fn extra(&mut self) -> &mut OpExtra {
+        self.extra.get_or_insert_with(|| {
+            Box::new(OpExtra {
+                iov: Vec::new(),
+                // SAFETY: all-zero is a valid `msghdr` and `sockaddr_storage`.
+                msg: unsafe { mem::zeroed() },
+                // SAFETY: as above.
+                addr: unsafe { mem::zeroed() },
+                addr_len: 0,
+            })
+        })
+    }
+
+    /// Points `iov` and `msg` at the buffers. Called once the record is in
+    /// its final place, right before submission.
+    pub(crate) fn prepare(&mut self) {
+        let iov: Vec<libc::iovec> = match self.kind {
+            OpKind::RecvVectored => self
+                .bufs
+                .many_mut()
+                .iter_mut()
+                .map(|b| libc::iovec {
+                    iov_base: b.spare_ptr().cast(),
+                    iov_len: b.spare_capacity(),
+                })
+                .collect(),
+            OpKind::SendVectored => self
+                .bufs
+                .many_mut()
+                .iter()
+                .map(|b| libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                })
+                .collect(),
+            _ => return,
+        };
+        let ex = self.extra();
+        ex.iov = iov;
+        ex.msg.msg_iov = ex.iov.as_mut_ptr();
+        ex.msg.msg_iovlen = ex.iov.len();
+    }
+
+    /// Applies the kernel's result (`>= 0`: a count or an fd; `< 0`:
+    /// `-errno`) to the buffers and returns the packet's result.
+    pub(crate) fn complete(&mut self, res: i32) -> io::Result<usize> {
+        if res < 0 {
+            return Err(io::Error::from_raw_os_error(-res));
+        }
+        let n = res as usize;
+        match self.kind {
+            OpKind::Read | OpKind::Recv => {
+                let b = self.bufs.one_mut();
+                // The kernel never reports more than the spare capacity it
+                // was given; a zero-byte receive waits for readability and
+                // may report a poll mask instead of a count.
+                let n = n.min(b.spare_capacity());
+                valgrind::mark_defined(b.spare_ptr(), n);
+                // SAFETY: the kernel wrote `n` bytes at `len..`, within the
+                // spare capacity it was given.
+                unsafe { b.advance(n) };
+                return Ok(n);
+            }
+            OpKind::RecvVectored => {
+                let mut left = n;
+                for b in self.bufs.many_mut() {
+                    let take = left.min(b.spare_capacity());
+                    valgrind::mark_defined(b.spare_ptr(), take);
+                    // SAFETY: the kernel filled the iovecs in order, each up to
+                    // its buffer's spare capacity; `take` bytes landed here.
+                    unsafe { b.advance(take) };
+                    left -= take;
+                }
+            }
+            OpKind::Accept => {
+                if let Some(ex) = &self.extra {
+                    // The kernel wrote the peer address and its length.
+                    valgrind::mark_defined(
+                        (&ex.addr_len as *const libc::socklen_t).cast(),
+                        mem::size_of::<libc::socklen_t>(),
+                    );
+                    let len = (ex.addr_len as usize).min(mem::size_of::<libc::sockaddr_storage>());
+                    valgrind::mark_defined((&ex.addr as *const libc::sockaddr_storage).cast(), len);
+                }
+                // SAFETY: a successful accept returns a new fd that nobody
+                // else owns.
+                self.accepted = Some(unsafe { OwnedFd::from_raw_fd(res) });
+                return Ok(0);
+            }
+            OpKind::Connect | OpKind::Nop => return Ok(0),
+            OpKind::Write | OpKind::Send | OpKind::SendVectored => {}
+        }
+        Ok(n)
+    }
+}

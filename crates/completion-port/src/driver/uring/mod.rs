@@ -1,0 +1,336 @@
+//! The io_uring backend: one ring per port, shared by all its threads.
+//!
+//! # Sharing a single-producer, single-consumer ring
+//! - **SQ lock** (`sq`): every push to the submission queue, and the
+//!   `closed` flag, are under it. Submitting (`io_uring_enter` with
+//!   `to_submit`) may happen from any thread without it: the kernel reads
+//!   only the entries whose tail we already published, under its own lock.
+//! - **CQ lock** (`cq`): every read of the completion queue is under it. It
+//!   is never held across a blocking `io_uring_enter`, so a running thread
+//!   can reap ready completions while the leader sleeps in the kernel.
+//! - Lock order: SQ before CQ. Code holding the CQ lock never takes the SQ
+//!   lock.
+//! - **Deferred submissions**: `submit(op, defer = true)` (an op issued by a
+//!   thread running for the port, see `port/running.rs`) pushes the entry
+//!   and publishes the tail without entering the kernel. Every
+//!   `io_uring_enter` that submits passes the whole published SQ, so the
+//!   entry goes with the next leader wait (`submit_and_wait`), the next
+//!   immediate submission of any thread, or [`Ring::flush`], which the port
+//!   calls at the issuing thread's next `get`, blocking scope or exit.
+//! - **Reserved `user_data`**: [`WAKE`] and [`CANCEL`]. Real ops carry the
+//!   address of their record, a heap pointer, which is never either value.
+//!
+//! # Never dropping a completion
+//! The ring requires `IORING_FEAT_NODROP`: when the CQ is full the kernel
+//! keeps further CQEs on an overflow list and sets `IORING_SQ_CQ_OVERFLOW`.
+//! Every `io_uring_enter` with `GETEVENTS` (each leader wait, and each
+//! submit while the flag is set) moves them back into the CQ; a reaper that
+//! finds the CQ full also checks the flag and flushes. A kernel without
+//! NODROP is refused at open.
+
+mod op;
+mod setup;
+
+use std::io;
+use std::ptr::NonNull;
+use std::time::Instant;
+
+use io_uring::{opcode, squeue, types, IoUring};
+use parking_lot::Mutex;
+
+use crate::driver::{self, Completion, Config, Engine, FdRef, OpIo, OpPtr, Reaped, Submitted};
+
+/// `user_data` of the NOP that [`Ring::wake`] submits.
+const WAKE: u64 = u64::MAX;
+/// `user_data` of the cancel-everything request of [`Ring::shutdown`].
+const CANCEL: u64 = u64::MAX - 1;
+
+pub(crate) struct Ring {
+    ring: IoUring,
+    /// The SQ lock; `true` once `shutdown` ran (submissions are refused).
+    sq: Mutex<bool>,
+    /// The CQ lock.
+    cq: Mutex<()>,
+}
+
+impl Ring {
+    pub(crate) fn open(cfg: Config) -> io::Result<Ring> {
+        Ok(Ring {
+            ring: setup::open(cfg)?,
+            sq: Mutex::new(false),
+            cq: Mutex::new(()),
+        })
+    }
+
+    /// Pushes one entry, submitting to make room when the SQ is full.
+    ///
+    /// # Safety
+    /// The SQ lock must be held, and the entry's pointers must stay valid
+    /// until its completion.
+    unsafe fn push(&self, entry: &squeue::Entry, spill: &mut Vec<Completion>) -> io::Result<()> {
+        loop {
+            // SAFETY: the caller holds the SQ lock, so this is the only
+            // `SubmissionQueue` alive; it publishes the tail when dropped.
+            let mut sq = unsafe { self.ring.submission_shared() };
+            // SAFETY: forwarded from the caller.
+            if unsafe { sq.push(entry) }.is_ok() {
+                return Ok(());
+            }
+            drop(sq);
+            // Full: hand the queued entries to the kernel and retry.
+            self.enter_submit(spill)?;
+        }
+    }
+
+    /// `io_uring_enter(to_submit)`, absorbing the transient refusals: on
+    /// `EBUSY`/`EAGAIN` (completions backed up) it reaps into `spill` and
+    /// retries, so a submission never fails because of load.
+    fn enter_submit(&self, spill: &mut Vec<Completion>) -> io::Result<()> {
+        loop {
+            match self.ring.submitter().submit() {
+                Ok(_) => return Ok(()),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    Some(libc::EBUSY) | Some(libc::EAGAIN) => {
+                        self.drain_cq(spill);
+                        std::thread::yield_now();
+                    }
+                    _ => return Err(e),
+                },
+            }
+        }
+    }
+
+    /// Drains the CQ into `out`, flushing the kernel's overflow list when the
+    /// CQ was found full. Returns whether a [`WAKE`] was seen.
+    fn drain(&self, out: &mut Vec<Completion>) -> bool {
+        let mut woke = false;
+        loop {
+            let (w, full) = self.drain_cq(out);
+            woke |= w;
+            if !full {
+                return woke;
+            }
+            // The CQ was full, so the kernel may hold CQEs on its overflow
+            // list. Flush them (enter with GETEVENTS, which `submit` adds
+            // while the overflow flag is set) and drain again. The CQ lock is
+            // released here: lock order is SQ before CQ.
+            let _sq = self.sq.lock();
+            // SAFETY: we hold the SQ lock; the queue is only read.
+            let overflow = unsafe { self.ring.submission_shared() }.cq_overflow();
+            if !overflow {
+                return woke;
+            }
+            if let Err(e) = self.ring.submitter().submit() {
+                tracing::warn!("io_uring: flushing the CQ overflow list failed: {e}");
+                return woke;
+            }
+        }
+    }
+
+    /// Pops every CQE under the CQ lock. Returns (saw a wake, CQ was full).
+    fn drain_cq(&self, out: &mut Vec<Completion>) -> (bool, bool) {
+        let _cq = self.cq.lock();
+        // SAFETY: we hold the CQ lock, so this is the only
+        // `CompletionQueue` alive; it publishes the new head when dropped.
+        let mut cq = unsafe { self.ring.completion_shared() };
+        let full = cq.is_full();
+        let mut woke = false;
+        for cqe in &mut cq {
+            match cqe.user_data() {
+                WAKE => woke = true,
+                CANCEL => {}
+                ud => out.push(Completion {
+                    // A real op's user_data is the non-null address of its record.
+                    op: OpPtr(NonNull::new(ud as *mut OpIo).expect("CQE without an op record")),
+                    res: cqe.result(),
+                }),
+            }
+        }
+        (woke, full)
+    }
+}
+
+impl Engine for Ring {
+    /// Ops issued by a thread running for the port wait in the SQ for that
+    /// thread's next visit to the port (`core/running.rs`).
+    fn can_defer(&self) -> bool {
+        true
+    }
+
+    /// Queues `op`, and submits it to the kernel at once unless `defer`: then
+    /// it stays in the SQ until the next [`flush`](Engine::flush),
+    /// [`wait`](Engine::wait) or immediate submission from any thread (a
+    /// full SQ is submitted to make room either way). Never
+    /// [`Submitted::Done`]: the kernel reports every op through the CQ.
+    fn submit(&self, op: OpPtr, defer: bool, spill: &mut Vec<Completion>) -> io::Result<Submitted> {
+        let closed = self.sq.lock();
+        if *closed {
+            return Err(driver::closed());
+        }
+        // SAFETY: the caller hands us exclusive ownership of the record;
+        // nothing else references it until its CQE is reaped.
+        let entry = op::entry(unsafe { op.op() });
+        // SAFETY: the entry's pointers stay valid until its completion (see
+        // `op::entry`), and we hold the SQ lock.
+        unsafe { self.push(&entry, spill)? };
+        if !defer {
+            self.enter_submit(spill)?;
+        }
+        Ok(Submitted::Queued)
+    }
+
+    /// Submits the entries waiting in the SQ, if any (no system call when
+    /// there are none).
+    fn flush(&self, spill: &mut Vec<Completion>) {
+        let _sq = self.sq.lock();
+        // SAFETY: we hold the SQ lock, so this is the only
+        // `SubmissionQueue` alive; it is only read.
+        if unsafe { self.ring.submission_shared() }.is_empty() {
+            return;
+        }
+        if let Err(e) = self.enter_submit(spill) {
+            // Only kernel resource errors are left; the entries stay in the
+            // SQ and go with the next submission or wait.
+            tracing::warn!("io_uring: submitting deferred operations failed: {e}");
+        }
+    }
+
+    /// Leader only: blocks until the kernel reports a completion (or a
+    /// wake), or `deadline` passes, and collects what is ready into `out`.
+    ///
+    /// Returns after every return from the kernel, even with nothing
+    /// collected: another thread may have reaped the completion that woke
+    /// it, and only the core (under its lock) knows whether that left a
+    /// packet for this thread.
+    fn wait(&self, deadline: Option<Instant>, out: &mut Vec<Completion>) -> io::Result<()> {
+        let woke = self.drain(out);
+        if woke || !out.is_empty() {
+            return Ok(());
+        }
+        let r = match deadline {
+            None => self.ring.submitter().submit_and_wait(1),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Ok(());
+                }
+                let ts = types::Timespec::from(d - now);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+        };
+        if let Err(e) = r {
+            match e.raw_os_error() {
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                _ => return Err(e),
+            }
+        }
+        self.drain(out);
+        Ok(())
+    }
+
+    /// Collects ready completions without blocking. Skips (returns nothing)
+    /// when another thread is reaping right now: that thread queues them.
+    /// Reports a consumed [`WAKE`]: that wake was meant for the leader,
+    /// which will not see it.
+    fn reap(&self, out: &mut Vec<Completion>) -> Reaped {
+        if self.cq.is_locked() {
+            return Reaped::default();
+        }
+        Reaped {
+            swallowed_wake: self.drain(out),
+        }
+    }
+
+    /// Makes the leader's wait return: a NOP tagged [`WAKE`].
+    fn wake(&self, spill: &mut Vec<Completion>) {
+        let _sq = self.sq.lock();
+        let nop = opcode::Nop::new().build().user_data(WAKE);
+        // SAFETY: a NOP references no memory; we hold the SQ lock.
+        let r = unsafe { self.push(&nop, spill) }.and_then(|()| self.enter_submit(spill));
+        if let Err(e) = r {
+            // Only kernel resource errors are left; the leader still returns
+            // at its deadline or with the next completion.
+            tracing::warn!("io_uring: could not wake the waiting thread: {e}");
+        }
+    }
+
+    /// Cancels `targets` (all ops of `fd` when `all`). The caller holds
+    /// their fd's in-flight lock, so each target is alive and its address is
+    /// not reused before this cancel request is in the SQ; ops submitted
+    /// later are behind it in the SQ, so the kernel cannot confuse them.
+    fn cancel(
+        &self,
+        fd: FdRef,
+        targets: &[OpPtr],
+        all: bool,
+        spill: &mut Vec<Completion>,
+    ) -> io::Result<()> {
+        let closed = self.sq.lock();
+        if *closed {
+            // `shutdown` already cancelled everything in flight.
+            return Ok(());
+        }
+        let builders: Vec<types::CancelBuilder> = if all {
+            vec![types::CancelBuilder::fd(types::Fd(fd.raw)).all()]
+        } else {
+            targets
+                .iter()
+                .map(|t| types::CancelBuilder::user_data(t.user_data()))
+                .collect()
+        };
+        for b in builders {
+            let e = opcode::AsyncCancel2::new(b).build().user_data(CANCEL);
+            // SAFETY: a cancel request references no memory; we hold the SQ lock.
+            unsafe { self.push(&e, spill)? };
+        }
+        self.enter_submit(spill)
+    }
+
+    /// Pushes the orphans' entries again and submits them. Refused (all
+    /// `false`) once `shutdown` ran: its cancel-everything made them.
+    fn resubmit(&self, ops: &[OpPtr], spill: &mut Vec<Completion>) -> Vec<bool> {
+        let closed = self.sq.lock();
+        if *closed {
+            return vec![false; ops.len()];
+        }
+        let taken: Vec<bool> = ops
+            .iter()
+            .map(|op| {
+                // SAFETY: the op was reported complete, so the kernel no
+                // longer references it, and the caller hands it back to us.
+                let entry = op::entry(unsafe { op.op() });
+                // SAFETY: as in `submit`; we hold the SQ lock.
+                match unsafe { self.push(&entry, spill) } {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!("io_uring: could not resubmit an orphaned operation: {e}");
+                        false
+                    }
+                }
+            })
+            .collect();
+        if let Err(e) = self.enter_submit(spill) {
+            tracing::warn!("io_uring: submitting resubmitted operations failed: {e}");
+        }
+        taken
+    }
+
+    /// Refuses further submissions and cancels every op in flight.
+    fn shutdown(&self, spill: &mut Vec<Completion>) {
+        let mut closed = self.sq.lock();
+        if *closed {
+            return;
+        }
+        *closed = true;
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(CANCEL);
+        // SAFETY: the cancel request references no memory; we hold the SQ lock.
+        let r = unsafe { self.push(&cancel, spill) }.and_then(|()| self.enter_submit(spill));
+        if let Err(e) = r {
+            tracing::warn!("io_uring: could not cancel operations at close: {e}");
+        }
+    }
+}
