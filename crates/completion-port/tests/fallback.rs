@@ -44,10 +44,8 @@ fn deny_io_uring_setup() {
     };
     // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers; it lets an
     // unprivileged process install a filter.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
-        0
-    );
+    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    assert_eq!(r, 0);
     // SAFETY: `prog` points at a valid filter that outlives the call; TSYNC
     // applies it to every thread of this (child) process.
     let r = unsafe {

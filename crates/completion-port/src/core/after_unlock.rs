@@ -1,6 +1,6 @@
 //! [`AfterUnlock`]: the work collected under the state lock (threads to
 //! unpark, the leader or the monitor to wake, packets to drop) and done by
-//! `Core::run` after the lock is released (invariant 5 in `core.rs`: a
+//! `Core::run` after the lock is released (invariant 5 in `core/mod.rs`: a
 //! context's `Drop` may call back into the port).
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! `Core::close`: waiters released with `Closed`, queued packets dropped,
 //! operations in flight cancelled and reaped before it returns (invariant 4
-//! and "No lost wake-up" in `core.rs`: `closed` is set, fenced, then the
+//! and "No lost wake-up" in `core/mod.rs`: `closed` is set, fenced, then the
 //! queue emptied).
 
 use crate::sync::{fence, Ordering};

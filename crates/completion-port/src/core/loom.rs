@@ -502,7 +502,7 @@ fn issue_vs_close(running: bool, bound: usize) {
         closer.join().unwrap();
         if accepted {
             let mut p = core.get(None).expect("the accepted operation's packet");
-            assert!(crate::is_aborted(p.result.as_ref().unwrap_err()));
+            assert!(crate::error::is_aborted(p.result.as_ref().unwrap_err()));
             p.context.delivered = true;
             ghosts.delivered[1].fetch_add(1, G);
         } else {
@@ -547,7 +547,7 @@ fn orphan_vs_user_cancel() {
         };
         kernel.join().unwrap();
         let mut p = core.get(None).expect("the operation's packet");
-        assert!(crate::is_aborted(p.result.as_ref().unwrap_err()));
+        assert!(crate::error::is_aborted(p.result.as_ref().unwrap_err()));
         p.context.delivered = true;
         canceller.join().unwrap();
         assert_eq!(core.stats().in_flight, 0);

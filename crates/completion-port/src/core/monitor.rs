@@ -50,7 +50,7 @@
 //! - Each way *into* the contended state ends with a `SeqCst` fence, then
 //!   a relaxed load of `asleep`, and wakes the monitor if it is true
 //!   ([`slots_full`]; the swap to `false` elects one waker):
-//!   - `post` (core.rs) already pushes, fences and loads `running`: only
+//!   - `post` (core/mod.rs) already pushes, fences and loads `running`: only
 //!     when every slot is held does it load `asleep` — one relaxed load
 //!     in a branch a post with a free slot does not take;
 //!   - a `get` that *reserved* a slot (not the running thread asking
@@ -65,7 +65,7 @@
 //!   running.rs), then loads `asleep`.
 //!
 //! Two writers of the contended state (a poster's push, a getter's
-//! reservation) meet in the existing Dekker pair of core.rs (push / fence
+//! reservation) meet in the existing Dekker pair of core/mod.rs (push / fence
 //! / load `running` against reserve / fence / load the queue): at least
 //! one of them sees both halves and wakes the monitor; and each waker's
 //! fence against the monitor's fence means the waker sees `asleep ==

@@ -3,7 +3,7 @@
 //! Packets are born in two places: [`Port::post`](crate::Port::post)
 //! ([`Packet::posted`]) and the completion of an operation
 //! ([`Packet::completed`], called by the port when a backend reports it).
-//! They wait in the port's FIFO queue (`port/core.rs`) until a `get` takes
+//! They wait in the port's FIFO queue (`core/mod.rs`) until a `get` takes
 //! them.
 
 use std::fmt;
@@ -11,8 +11,8 @@ use std::io;
 
 use super::record::{Notify, OpRecord, RecordBox};
 use super::token::Token;
+use crate::buf::Buf;
 use crate::driver::{Completion, OpKind};
-use crate::Buf;
 
 /// What a packet reports: which call produced it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -7,7 +7,7 @@
 //! reap into.
 //!
 //! Every function that queues runs under the state lock and ends in
-//! `dispatch` (invariant 2, `core.rs`); the kernel is waited on and reaped
+//! `dispatch` (invariant 2, `core/mod.rs`); the kernel is waited on and reaped
 //! without the lock.
 
 use std::cell::Cell;

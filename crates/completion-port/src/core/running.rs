@@ -64,7 +64,7 @@
 //! `pending` is taken with a swap by whoever flushes. The thread sets it
 //! *after* handing the operation to the backend, fences, then re-reads
 //! `state` ([`deferred`]); the monitor moves `state` to `Detected`, fences,
-//! then looks at `pending` (Dekker, `SeqCst` fences as in core.rs; checked
+//! then looks at `pending` (Dekker, `SeqCst` fences as in core/mod.rs; checked
 //! by the loom model `detection_flushes_deferred_submissions`), so either
 //! the monitor sees the flag (and flushes) or the thread sees `Detected`
 //! (and flushes itself): no deferred operation is left behind by a thread

@@ -11,7 +11,7 @@
 //! - Lock order: SQ before CQ. Code holding the CQ lock never takes the SQ
 //!   lock.
 //! - **Deferred submissions**: `submit(op, defer = true)` (an op issued by a
-//!   thread running for the port, see `port/running.rs`) pushes the entry
+//!   thread running for the port, see `core/running.rs`) pushes the entry
 //!   and publishes the tail without entering the kernel. Every
 //!   `io_uring_enter` that submits passes the whole published SQ, so the
 //!   entry goes with the next leader wait (`submit_and_wait`), the next
