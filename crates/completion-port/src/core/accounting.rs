@@ -26,13 +26,23 @@ impl<C: Send + 'static> Accounting for Core<C> {
             // Increment, fence, look (monitor.rs, "When the monitor looks").
             fence(Ordering::SeqCst);
             if self.contended() {
-                monitor::slots_full();
+                monitor::wake();
             }
         }
     }
 
     fn contended(&self) -> bool {
-        self.hot.running.load(Ordering::SeqCst) >= self.concurrency && !self.queue.is_empty()
+        self.detect
+            && self.hot.running.load(Ordering::SeqCst) >= self.concurrency
+            && !self.queue.is_empty()
+    }
+
+    fn needs_progress(&self) -> bool {
+        Core::needs_progress(self)
+    }
+
+    fn tick_progress(&self) {
+        Core::tick_progress(self)
     }
 
     fn flush(&self) {

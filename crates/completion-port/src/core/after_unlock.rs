@@ -20,7 +20,7 @@ pub(super) struct AfterUnlock<C> {
     pub(super) notify_results: bool,
     pub(super) drop: Vec<Packet<C>>,
     /// Every slot is held while packets wait: wake the blocked-thread
-    /// monitor (`monitor::slots_full`).
+    /// monitor (`monitor::wake`).
     pub(super) wake_monitor: bool,
 }
 
@@ -46,7 +46,7 @@ impl<C: Send + 'static> Core<C> {
             self.results.notify();
         }
         if later.wake_monitor {
-            monitor::slots_full();
+            monitor::wake();
         }
         if later.wake_leader {
             let mut spill = Vec::new();

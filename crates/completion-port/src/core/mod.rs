@@ -87,6 +87,7 @@ mod close;
 pub(crate) mod fd;
 pub(crate) mod monitor;
 mod packet;
+mod progress;
 mod reap;
 pub(crate) mod record;
 mod results;
@@ -149,6 +150,12 @@ pub(crate) struct Core<C> {
     in_flight: CachePadded<AtomicUsize>,
     /// Results kept by token instead of queued (`results.rs`).
     results: Results<C>,
+    /// Counts the times the backend was waited on, reaped or polled: the
+    /// monitor polls a port whose count stood still for a whole tick while
+    /// operations are in flight and nobody leads (`progress.rs`).
+    reaped: AtomicU64,
+    /// The monitor's last look at `reaped` (only the monitor writes it).
+    reaped_seen: AtomicU64,
     me: Weak<Core<C>>,
 }
 
@@ -163,6 +170,10 @@ struct Hot {
     sleepers: AtomicUsize,
     /// Set once by `close` (also mirrored in `State::closed`).
     closed: AtomicBool,
+    /// Mirrors `State::leader` for readers without the lock: a thread
+    /// holds the leadership, so the ring is (or is about to be) watched by
+    /// a kernel wait that submits what the SQ holds (`set_leader`).
+    leading: AtomicBool,
 }
 
 /// Statistics of blocked-thread detection.
@@ -218,15 +229,18 @@ impl<C: Send + 'static> Core<C> {
                 running: AtomicUsize::new(0),
                 sleepers: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
+                leading: AtomicBool::new(false),
             }),
             dequeued: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
             in_flight: CachePadded::new(AtomicUsize::new(0)),
             results: Results::new(),
+            reaped: AtomicU64::new(0),
+            reaped_seen: AtomicU64::new(0),
             me: me.clone(),
         });
-        if detect {
-            monitor::watch_port(Arc::downgrade(&core) as Weak<dyn Accounting>);
-        }
+        // Every port: the monitor keeps ports moving that nobody waits on
+        // (`progress.rs`), and watches the threads of those with detection.
+        monitor::watch_port(Arc::downgrade(&core) as Weak<dyn Accounting>);
         core
     }
 
@@ -256,7 +270,7 @@ impl<C: Send + 'static> Core<C> {
             // for a slot: if the blocked-thread monitor sleeps, wake it
             // (after the fence above; monitor.rs, "When the monitor looks").
             if self.detect {
-                monitor::slots_full();
+                monitor::wake();
             }
             return Ok(());
         }
@@ -299,7 +313,7 @@ impl<C: Send + 'static> Core<C> {
             // Reservation (a SeqCst RMW), fence, then the looks.
             fence(Ordering::SeqCst);
             if !self.queue.is_empty() {
-                monitor::slots_full();
+                monitor::wake();
             }
         }
     }
@@ -384,14 +398,14 @@ impl<C: Send + 'static> Core<C> {
         let outcome = loop {
             if st.closed {
                 if leading {
-                    st.leader = false;
+                    self.set_leader(&mut st, false);
                 }
                 break Err(GetError::Closed);
             }
             if self.try_reserve() {
                 if let Some(p) = self.pop_counted() {
                     if leading {
-                        st.leader = false;
+                        self.set_leader(&mut st, false);
                     }
                     self.dispatch(&mut st, &mut later);
                     break Ok(p);
@@ -405,20 +419,20 @@ impl<C: Send + 'static> Core<C> {
             }
             if leading && self.hot.running.load(Ordering::SeqCst) >= self.concurrency {
                 // Promoted, but the slots filled meanwhile: nothing to lead for.
-                st.leader = false;
+                self.set_leader(&mut st, false);
                 leading = false;
                 self.dispatch(&mut st, &mut later);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 if leading {
-                    st.leader = false;
+                    self.set_leader(&mut st, false);
                     self.dispatch(&mut st, &mut later);
                 }
                 break Err(GetError::Timeout);
             }
             if !leading && !st.leader && self.hot.running.load(Ordering::SeqCst) < self.concurrency
             {
-                st.leader = true;
+                self.set_leader(&mut st, true);
                 st.leader_woken = false;
                 leading = true;
             }
@@ -445,7 +459,7 @@ impl<C: Send + 'static> Core<C> {
                 let r;
                 (st, r) = self.lead_once(st, deadline, &mut later);
                 if let Err(e) = r {
-                    st.leader = false;
+                    self.set_leader(&mut st, false);
                     self.dispatch(&mut st, &mut later);
                     break Err(GetError::Io(e));
                 }
@@ -568,7 +582,7 @@ impl<C: Send + 'static> Core<C> {
         }
         if free && !st.leader {
             if let Some(w) = st.waiters.pop() {
-                st.leader = true;
+                self.set_leader(st, true);
                 st.leader_woken = false;
                 w.give(Wake::Lead);
                 later.unpark.push(w);

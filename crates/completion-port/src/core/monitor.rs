@@ -49,7 +49,7 @@
 //!   every watched thread's `pending` again; if any holds it stays awake.
 //! - Each way *into* the contended state ends with a `SeqCst` fence, then
 //!   a relaxed load of `asleep`, and wakes the monitor if it is true
-//!   ([`slots_full`]; the swap to `false` elects one waker):
+//!   ([`wake`]; the swap to `false` elects one waker):
 //!   - `post` (core/mod.rs) already pushes, fences and loads `running`: only
 //!     when every slot is held does it load `asleep` — one relaxed load
 //!     in a branch a post with a free slot does not take;
@@ -131,6 +131,10 @@ pub(crate) const SLOW_PERIOD: Duration = Duration::from_millis(8);
 /// With switch events, while looking: how often the monitor re-evaluates
 /// without any event (a port that stopped being contended).
 const EVENT_IDLE: Duration = Duration::from_millis(100);
+/// Ticks (of [`PERIOD`]) the monitor goes on ticking after the last port
+/// that needed progress (`progress.rs`): a busy port gains and loses its
+/// leader at every packet, and must not cost a wake-up each time.
+pub(crate) const LINGER: u32 = 16;
 
 /// Which blocked-thread detection mechanism runs in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -281,10 +285,10 @@ pub(crate) fn asleep() -> bool {
     started().is_some_and(|m| m.asleep.load(Ordering::Relaxed))
 }
 
-/// A port just became contended, or a running thread deferred a
-/// submission: wakes the monitor if it sleeps. The caller fenced after its
-/// write (module docs).
-pub(crate) fn slots_full() {
+/// A port just became contended or in need of progress (`progress.rs`),
+/// or a running thread deferred a submission: wakes the monitor if it
+/// sleeps. The caller fenced after its write (module docs).
+pub(crate) fn wake() {
     let Some(m) = started() else {
         return;
     };
@@ -412,6 +416,8 @@ fn run() {
     // Whether the monitor looked during the previous pass (switch events
     // are enabled exactly while it looks).
     let mut looking = false;
+    // Ticks since a port last needed progress.
+    let mut idle_ticks = LINGER;
     loop {
         let events = looking && sfd.is_some();
         take_new(m, &mut watched, sfd.is_some(), me, events);
@@ -447,9 +453,17 @@ fn run() {
             }));
         }
         watched.retain(|w| w.rec.state.load() != RunState::Exited);
+        // Progress (`progress.rs`): every port that needs it is looked at
+        // once per tick, and the ticks go on a while after the last one.
+        if tick_ports(m) {
+            idle_ticks = 0;
+        } else {
+            idle_ticks = idle_ticks.saturating_add(1);
+        }
+        let progress = idle_ticks < LINGER;
         // A contended port whose running threads the monitor does not know
         // yet (registration races the first `get`) keeps it looking too.
-        let wanted = wanted || any_port_contended(m);
+        let wanted = wanted || any_port_contended(m) || progress;
         if wanted {
             if !looking {
                 looking = true;
@@ -463,7 +477,13 @@ fn run() {
             }
             match &sfd {
                 Some(sfd) if !sampled => {
-                    let t = if detected { SLOW_PERIOD } else { EVENT_IDLE };
+                    let t = if progress {
+                        PERIOD
+                    } else if detected {
+                        SLOW_PERIOD
+                    } else {
+                        EVENT_IDLE
+                    };
                     wait_signals(sfd, Some(t), &mut sig);
                 }
                 _ => thread::sleep(PERIOD),
@@ -505,7 +525,7 @@ fn run() {
 fn try_sleep(m: &Monitor, busy: impl FnOnce() -> bool) -> bool {
     m.asleep.store(true, Ordering::SeqCst);
     fence(Ordering::SeqCst);
-    if any_port_contended(m) || busy() {
+    if any_port_contended(m) || ports(m).iter().any(|p| p.needs_progress()) || busy() {
         m.asleep.store(false, Ordering::SeqCst);
         return false;
     }
@@ -573,16 +593,33 @@ fn set_all(watched: &mut [Watched], on: bool) {
     }
 }
 
-/// Whether any port with detection on is contended (prunes dead ones).
-fn any_port_contended(m: &Monitor) -> bool {
-    // Copied out: a port dropped by the look below must not run its
-    // destructor under the lock.
-    let ports: Vec<Weak<dyn Accounting>> = {
+/// The live ports (prunes dead ones). Copied out: a port dropped by the
+/// caller's look must not run its destructor under the lock.
+fn ports(m: &Monitor) -> Vec<Arc<dyn Accounting>> {
+    let weak: Vec<Weak<dyn Accounting>> = {
         let mut g = m.ports.lock();
         g.retain(|p| p.strong_count() > 0);
         g.clone()
     };
-    ports
-        .iter()
-        .any(|p| p.upgrade().is_some_and(|p| p.contended()))
+    weak.iter().filter_map(Weak::upgrade).collect()
+}
+
+/// Whether any port with detection on is contended.
+fn any_port_contended(m: &Monitor) -> bool {
+    ports(m).iter().any(|p| p.contended())
+}
+
+/// One progress tick of every port (`progress.rs`). Returns whether any
+/// needed it.
+fn tick_ports(m: &Monitor) -> bool {
+    let mut any = false;
+    for p in ports(m) {
+        if p.needs_progress() {
+            any = true;
+            // A panic here (a context's Drop run by a poll) must not end
+            // the monitor for the whole process.
+            let _ = catch_unwind(AssertUnwindSafe(|| p.tick_progress()));
+        }
+    }
+    any
 }

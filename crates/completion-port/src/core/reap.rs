@@ -86,6 +86,8 @@ impl<C: Send + 'static> Core<C> {
         self.run(mem::take(later));
         let mut done = Scratch::take();
         let r = self.driver.wait(deadline, &mut done);
+        self.reaped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.settle_orphans(&mut done);
         let mut st = self.state.lock();
         st.leader_woken = true;
@@ -100,9 +102,29 @@ impl<C: Send + 'static> Core<C> {
         st: MutexGuard<'a, State<C>>,
         later: &mut AfterUnlock<C>,
     ) -> MutexGuard<'a, State<C>> {
+        self.collect_unlocked(st, later, false)
+    }
+
+    /// Collects completions with the lock released — reaping (`poll ==
+    /// false`) or polling the backend (`Engine::poll`: the non-blocking
+    /// version of a leader's wait; `progress.rs`) — then re-locks and
+    /// queues them.
+    pub(super) fn collect_unlocked<'a>(
+        &'a self,
+        st: MutexGuard<'a, State<C>>,
+        later: &mut AfterUnlock<C>,
+        poll: bool,
+    ) -> MutexGuard<'a, State<C>> {
         drop(st);
         let mut done = Scratch::take();
-        let swallowed_wake = self.driver.reap(&mut done).swallowed_wake;
+        let reaped = if poll {
+            self.driver.poll(&mut done)
+        } else {
+            self.driver.reap(&mut done)
+        };
+        let swallowed_wake = reaped.swallowed_wake;
+        self.reaped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.settle_orphans(&mut done);
         let mut st = self.state.lock();
         if swallowed_wake {

@@ -94,8 +94,13 @@ pub(crate) trait Accounting: Send + Sync {
     /// `Detected` state (statistics only).
     fn note_detected(&self, entered: bool);
     /// Packets are queued and every slot is held: the only state in which
-    /// counting a blocked thread out lets a packet run sooner.
+    /// counting a blocked thread out lets a packet run sooner. Always
+    /// false for a port with detection off.
     fn contended(&self) -> bool;
+    /// Operations are in flight and nobody leads (`progress.rs`).
+    fn needs_progress(&self) -> bool;
+    /// The monitor's progress tick (`progress.rs`).
+    fn tick_progress(&self);
 }
 
 /// The state of a thread's [`Worker`] record (see the module docs).
@@ -361,7 +366,7 @@ pub(crate) fn deferred() -> bool {
             // `asleep` (monitor.rs, "When the monitor looks"): a sleeping
             // monitor must look at a thread that sits on submissions.
             if cur.port.as_ref().is_some_and(|p| p.detect) {
-                monitor::slots_full();
+                monitor::wake();
             }
             cur.rec.state.load() != RunState::Counted && cur.rec.take_pending()
         })

@@ -52,11 +52,14 @@ impl<C: Send + 'static> Core<C> {
                 cancelled: false,
             },
         );
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let prev = self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.in_flight_added(prev);
         // A thread running for this port will come back to the port (next
         // `get`, blocking scope or exit: `running.rs`), and the pending
-        // submission is made then; any other thread submits at once.
-        let defer = self.driver.can_defer() && running::defer_submit(self.id);
+        // submission is made then — unless a thread leads: its kernel wait
+        // would not see it (`progress.rs`). Any other thread submits at
+        // once.
+        let defer = self.driver.can_defer() && !self.leading() && running::defer_submit(self.id);
         let mut spill = Vec::new();
         let r = self.driver.submit(op, defer, &mut spill);
         if !matches!(r, Ok(Submitted::Queued)) {
@@ -67,9 +70,12 @@ impl<C: Send + 'static> Core<C> {
         let r = match r {
             // From here on the record belongs to the backend: not touched.
             Ok(Submitted::Queued) => {
-                if defer && running::deferred() {
-                    // The monitor counted this thread out meanwhile and may
-                    // have flushed before this op was queued (running.rs).
+                // Pushed, then (inside `deferred`) fenced: if the monitor
+                // counted this thread out meanwhile it may have flushed
+                // before this op was queued (running.rs); if a thread took
+                // the leadership meanwhile, its wait may not see it
+                // (progress.rs). Either way, submit it now.
+                if defer && (running::deferred() || self.leading()) {
                     self.driver.flush(&mut spill);
                 }
                 Ok(token)

@@ -39,6 +39,12 @@
 //!   thread, concurrently with `wait`. If it consumes a wake-up meant for
 //!   the leader it says so ([`Reaped::swallowed_wake`]), and the core sends
 //!   another if still needed.
+//! - `poll()`: what `wait` does, without blocking: collect completions and
+//!   do the work the leader's wait would do (epoll: run the operations
+//!   whose fds are ready). For when no leader waits (the monitor's progress
+//!   duty, and fairness when the queue never empties); never concurrent
+//!   with `wait` (the core calls it only while nobody leads). Reports a
+//!   consumed wake-up like `reap`.
 //! - `wake()`: make the current (or next) `wait` return soon. Any thread.
 //! - `cancel(fd, targets, all)`: ask the kernel to cancel `targets`
 //!   (every op of `fd` when `all`); each is still reported exactly once,
@@ -131,6 +137,8 @@ pub(crate) trait Engine: Send + Sync {
     fn wait(&self, deadline: Option<Instant>, out: &mut Vec<Completion>) -> io::Result<()>;
     /// Collects ready completions without blocking.
     fn reap(&self, out: &mut Vec<Completion>) -> Reaped;
+    /// Does what `wait` does, without blocking (nobody leads).
+    fn poll(&self, out: &mut Vec<Completion>) -> Reaped;
     /// Makes the current (or next) `wait` return soon.
     fn wake(&self, spill: &mut Vec<Completion>);
     /// Asks the kernel to cancel `targets` (every op of `fd` when `all`).
@@ -291,6 +299,10 @@ impl Engine for Driver {
 
     fn reap(&self, out: &mut Vec<Completion>) -> Reaped {
         dispatch!(self, e => e.reap(out))
+    }
+
+    fn poll(&self, out: &mut Vec<Completion>) -> Reaped {
+        dispatch!(self, e => e.poll(out))
     }
 
     fn wake(&self, spill: &mut Vec<Completion>) {

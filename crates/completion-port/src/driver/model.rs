@@ -133,6 +133,11 @@ impl Engine for Model {
         Reaped { swallowed_wake }
     }
 
+    fn poll(&self, out: &mut Vec<Completion>) -> Reaped {
+        self.state.lock().unwrap().submit_sq();
+        self.reap(out)
+    }
+
     fn wake(&self, _spill: &mut Vec<Completion>) {
         self.state.lock().unwrap().wake = true;
         self.changed.notify_all();

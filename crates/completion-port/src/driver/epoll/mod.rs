@@ -148,6 +148,49 @@ impl Reactor {
     }
 }
 
+impl Reactor {
+    /// One `epoll_wait` of up to `timeout_ms`: finishes the ops of every fd
+    /// reported ready into `out`. Returns whether the wake-up eventfd fired
+    /// (and resets it).
+    fn epoll_once(&self, timeout_ms: i32, out: &mut Vec<Completion>) -> io::Result<bool> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        // SAFETY: `events` has room for EVENTS entries.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.shared.epfd(),
+                events.as_mut_ptr(),
+                EVENTS as i32,
+                timeout_ms,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut woke = false;
+        for ev in &events[..n as usize] {
+            let (id, flags) = (ev.u64, ev.events);
+            if id == WAKE_ID {
+                let mut v: u64 = 0;
+                // SAFETY: reads 8 bytes into a valid u64 (resets the eventfd).
+                unsafe {
+                    libc::read(
+                        self.shared.wakefd.as_raw_fd(),
+                        (&mut v as *mut u64).cast(),
+                        8,
+                    )
+                };
+                woke = true;
+                continue;
+            }
+            let entry = self.shared.regs.lock().get(&id).and_then(Weak::upgrade);
+            if let Some(entry) = entry {
+                run_ready(&entry, flags, out);
+            }
+        }
+        Ok(woke)
+    }
+}
+
 impl Engine for Reactor {
     /// Every op is tried at once: nothing to defer.
     fn can_defer(&self) -> bool {
@@ -227,7 +270,6 @@ impl Engine for Reactor {
 
     /// Leader only: waits for readiness, finishes ready ops into `out`.
     fn wait(&self, deadline: Option<Instant>, out: &mut Vec<Completion>) -> io::Result<()> {
-        let mut events: Vec<libc::epoll_event> = Vec::with_capacity(EVENTS);
         loop {
             self.shared.take_ready(out);
             if !out.is_empty() {
@@ -245,45 +287,11 @@ impl Engine for Reactor {
                     us.div_ceil(1000).min(i32::MAX as u128) as i32
                 }
             };
-            // SAFETY: `events` has room for EVENTS entries.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.shared.epfd(),
-                    events.as_mut_ptr(),
-                    EVENTS as i32,
-                    timeout_ms,
-                )
+            let woke = match self.epoll_once(timeout_ms, out) {
+                Ok(w) => w,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(e),
             };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EINTR) {
-                    continue;
-                }
-                return Err(e);
-            }
-            // SAFETY: the kernel initialised the first `n` entries.
-            unsafe { events.set_len(n as usize) };
-            let mut woke = false;
-            for ev in events.drain(..) {
-                let (id, flags) = (ev.u64, ev.events);
-                if id == WAKE_ID {
-                    let mut v: u64 = 0;
-                    // SAFETY: reads 8 bytes into a valid u64 (resets the eventfd).
-                    unsafe {
-                        libc::read(
-                            self.shared.wakefd.as_raw_fd(),
-                            (&mut v as *mut u64).cast(),
-                            8,
-                        )
-                    };
-                    woke = true;
-                    continue;
-                }
-                let entry = self.shared.regs.lock().get(&id).and_then(Weak::upgrade);
-                if let Some(entry) = entry {
-                    run_ready(&entry, flags, out);
-                }
-            }
             self.shared.take_ready(out);
             if woke || !out.is_empty() {
                 return Ok(());
@@ -297,6 +305,24 @@ impl Engine for Reactor {
     fn reap(&self, out: &mut Vec<Completion>) -> Reaped {
         self.shared.take_ready(out);
         Reaped::default()
+    }
+
+    /// One `epoll_wait` that does not block: runs the ops whose fds are
+    /// ready, and collects the pool's results.
+    fn poll(&self, out: &mut Vec<Completion>) -> Reaped {
+        let woke = match self.epoll_once(0, out) {
+            Ok(w) => w,
+            Err(e) => {
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    tracing::warn!("epoll: polling for readiness failed: {e}");
+                }
+                false
+            }
+        };
+        self.shared.take_ready(out);
+        Reaped {
+            swallowed_wake: woke,
+        }
     }
 
     fn wake(&self, _spill: &mut Vec<Completion>) {
