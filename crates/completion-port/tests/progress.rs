@@ -136,7 +136,67 @@ fn queue_that_never_empties(backend: Backend) {
     }
 }
 
+/// The completion hook runs once per operation when it ends — finished,
+/// cancelled by a handle close, or issued without a packet — with nobody
+/// in `get`, before the packet is dequeued; never for posts.
+fn hook_runs_when_operations_end(backend: Backend) {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    struct Op {
+        id: usize,
+        seen: Arc<[AtomicUsize; 4]>,
+    }
+    let seen: Arc<[AtomicUsize; 4]> = Arc::new(Default::default());
+    let port: Port<Op> = Port::builder()
+        .backend(backend)
+        .on_completion(|op: &mut Op, r: &std::io::Result<usize>| {
+            // Ended: 1 + bytes, or 100 for a cancel.
+            let v = match r {
+                Ok(n) => 1 + n,
+                Err(e) if completion_port::is_aborted(e) => 100,
+                Err(_) => 200,
+            };
+            assert_eq!(op.seen[op.id].swap(v, SeqCst), 0, "hook ran twice");
+        })
+        .build()
+        .unwrap();
+    let op = |id| Op {
+        id,
+        seen: seen.clone(),
+    };
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let (c, _d) = UnixStream::pair().unwrap();
+    let (e, mut f) = UnixStream::pair().unwrap();
+    let a = port.associate(a, 1).unwrap();
+    let c = port.associate(c, 2).unwrap();
+    let e = port.associate(e, 3).unwrap();
+    a.recv(Buf::with_capacity(16), op(0)).unwrap();
+    c.recv(Buf::with_capacity(16), op(1)).unwrap();
+    let t = e
+        .without_packets()
+        .recv(Buf::with_capacity(16), op(2))
+        .unwrap();
+    port.post(9, 0, op(3)).unwrap();
+    b.write_all(b"abc").unwrap();
+    c.close();
+    wait_until("the hook saw the receive and the cancel", || {
+        seen[0].load(SeqCst) == 4 && seen[1].load(SeqCst) == 100
+    });
+    f.write_all(b"de").unwrap();
+    wait_until("the hook saw the packet-less receive", || {
+        seen[2].load(SeqCst) == 3
+    });
+    // All of it before any packet was dequeued; then exactly the packets.
+    assert_eq!(port.stats().dequeued, 0);
+    let mut ids: Vec<usize> = take(&port, 3).iter().map(|p| p.context.id).collect();
+    ids.sort();
+    assert_eq!(ids, [0, 1, 3]);
+    assert_eq!(seen[3].load(SeqCst), 0, "the hook never runs for posts");
+    assert_eq!(port.wait_result(t, Some(WAIT)).unwrap().bytes(), 2);
+}
+
 per_backend!(
+    hook_runs_when_operations_end,
     issue_then_wait_elsewhere_detection_off,
     issue_then_wait_elsewhere_detection_on,
     completion_collected_without_a_waiter,

@@ -30,8 +30,9 @@ impl<C: Send + 'static> Core<C> {
         }
         // Wakes the leader, if any, so it sees `closed`.
         self.dispatch(&mut st, &mut later);
-        self.enqueue(&mut st, &mut spill, &mut later);
         drop(st);
+        // Cancelled at once (epoll): dropped, the port being closed.
+        self.queue_completions(&mut spill);
         for w in &waiters {
             w.unpark();
         }
@@ -49,9 +50,9 @@ impl<C: Send + 'static> Core<C> {
             let r = self
                 .driver
                 .wait(Some(Instant::now() + Duration::from_millis(20)), &mut done);
+            self.queue_completions(&mut done);
             let mut later = AfterUnlock::default();
             let mut st = self.state.lock();
-            self.enqueue(&mut st, &mut done, &mut later);
             st.leader_woken = false;
             self.dispatch(&mut st, &mut later);
             drop(st);

@@ -101,7 +101,7 @@ fn builder(bound: usize) -> loom::model::Builder {
 }
 
 fn core(n: usize, detect: bool, model: &Arc<Model>) -> Arc<Core<Ctx>> {
-    Core::new(n, Driver::model(model.clone()), detect)
+    Core::new(n, Driver::model(model.clone()), detect, None)
 }
 
 /// A getter: counts itself running (ghost) from a `get` that returned a

@@ -156,8 +156,15 @@ pub(crate) struct Core<C> {
     reaped: AtomicU64,
     /// The monitor's last look at `reaped` (only the monitor writes it).
     reaped_seen: AtomicU64,
+    /// Run on every operation's context and result when its completion is
+    /// collected, before its packet is queued
+    /// ([`PortBuilder::on_completion`](crate::PortBuilder::on_completion)).
+    hook: Option<CompletionHook<C>>,
     me: Weak<Core<C>>,
 }
+
+/// A port's completion hook (see [`Core::complete`]).
+pub(crate) type CompletionHook<C> = Box<dyn Fn(&mut C, &std::io::Result<usize>) + Send + Sync>;
 
 /// The atomics a post reads (see the module docs).
 struct Hot {
@@ -207,7 +214,12 @@ struct State<C> {
 }
 
 impl<C: Send + 'static> Core<C> {
-    pub(crate) fn new(concurrency: usize, driver: Driver, detect: bool) -> Arc<Core<C>> {
+    pub(crate) fn new(
+        concurrency: usize,
+        driver: Driver,
+        detect: bool,
+        hook: Option<CompletionHook<C>>,
+    ) -> Arc<Core<C>> {
         let core = Arc::new_cyclic(|me| Core {
             id: NEXT_PORT_ID.fetch_add(1, Ordering::Relaxed),
             concurrency,
@@ -236,6 +248,7 @@ impl<C: Send + 'static> Core<C> {
             results: Results::new(),
             reaped: AtomicU64::new(0),
             reaped_seen: AtomicU64::new(0),
+            hook,
             me: me.clone(),
         });
         // Every port: the monitor keeps ports moving that nobody waits on

@@ -20,7 +20,7 @@ use super::record::{Notify, OpRecord};
 use super::{AfterUnlock, Core, State};
 use crate::core::Packet;
 use crate::driver::{Completion, Engine};
-use crate::sync::{MutexGuard, Ordering};
+use crate::sync::{fence, MutexGuard, Ordering};
 
 thread_local! {
     /// This thread's spare completion buffer (see [`Scratch`]).
@@ -89,9 +89,10 @@ impl<C: Send + 'static> Core<C> {
         self.reaped
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.settle_orphans(&mut done);
+        let kept = self.queue_completions(&mut done);
         let mut st = self.state.lock();
         st.leader_woken = true;
-        self.enqueue(&mut st, &mut done, later);
+        self.after_queueing(&mut st, kept, later);
         (st, r)
     }
 
@@ -126,6 +127,8 @@ impl<C: Send + 'static> Core<C> {
         self.reaped
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.settle_orphans(&mut done);
+        let collected = !done.is_empty();
+        let kept = self.queue_completions(&mut done);
         let mut st = self.state.lock();
         if swallowed_wake {
             // The leader's wake-up was consumed here: it may still sleep in
@@ -133,43 +136,67 @@ impl<C: Send + 'static> Core<C> {
             st.leader_woken = false;
             self.wake_result_leader(&mut st, later);
         }
-        if !done.is_empty() {
-            self.enqueue(&mut st, &mut done, later);
+        if collected {
+            self.after_queueing(&mut st, kept, later);
         } else if swallowed_wake {
             self.dispatch(&mut st, later);
         }
         st
     }
 
-    /// Turns completions into packets and queues them (or drops them after
-    /// the lock if the port is closed), then dispatches.
-    /// Empties `done`.
-    pub(super) fn enqueue(
-        &self,
-        st: &mut State<C>,
-        done: &mut Vec<Completion>,
-        later: &mut AfterUnlock<C>,
-    ) {
+    /// Turns completions into packets and queues them, without the state
+    /// lock (as a post does): each record is taken back, its in-flight
+    /// entry removed and the completion hook run (`complete`), then the
+    /// packet is pushed on the queue, or its result kept by token. On a
+    /// closed port (checked after a fence, as `post` does) the queue is
+    /// emptied again. `in_flight` drops last, so `close` returns only once
+    /// these are queued or dropped. Empties `done`; returns whether a
+    /// result was kept (the caller then looks for a leader waiting for
+    /// one, under the lock, in `after_queueing`).
+    pub(super) fn queue_completions(&self, done: &mut Vec<Completion>) -> bool {
         if done.is_empty() {
-            return;
+            return false;
         }
-        self.in_flight.fetch_sub(done.len(), Ordering::AcqRel);
+        let n = done.len();
+        let mut kept = false;
         for c in done.drain(..) {
-            // SAFETY: every op this port's driver reports was submitted by
-            // `Core::<C>::submit` (so it is an `OpRecord<C>`), and the
-            // driver reports each exactly once.
-            let p = unsafe { Packet::completed(c) };
-            if st.closed {
-                later.drop.push(p);
-            } else if p.notify() == Notify::Result {
+            let p = self.complete(c);
+            if p.notify() == Notify::Result {
                 let token = p.token().expect("an operation's packet has a token");
-                self.results.store(token.0, p);
-                self.wake_result_leader(st, later);
+                kept |= self.results.store(token.0, p).is_ok();
             } else {
                 self.queue.push(p);
             }
         }
+        // Push, fence, then look (core/mod.rs, "No lost wake-up").
+        fence(Ordering::SeqCst);
+        if self.hot.closed.load(Ordering::SeqCst) {
+            self.drain_closed();
+        }
+        self.in_flight.fetch_sub(n, Ordering::AcqRel);
+        kept
+    }
+
+    /// Under the lock, after `queue_completions`: wakes a leader waiting
+    /// for a result that was kept, and hands the queued packets out.
+    pub(super) fn after_queueing(&self, st: &mut State<C>, kept: bool, later: &mut AfterUnlock<C>) {
+        if kept {
+            self.wake_result_leader(st, later);
+        }
         self.dispatch(st, later);
+    }
+
+    /// The packet of a completion the driver reported: the record taken
+    /// back, then the completion hook run on its context and result.
+    pub(super) fn complete(&self, c: Completion) -> Packet<C> {
+        // SAFETY: every op this port's driver reports was submitted by
+        // `Core::<C>::submit` (so it is an `OpRecord<C>`), and the driver
+        // reports each exactly once.
+        let mut p = unsafe { Packet::completed(c) };
+        if let Some(hook) = &self.hook {
+            hook(&mut p.context, &p.result);
+        }
+        p
     }
 
     /// A leader waiting in the kernel for a result may have had it reaped
@@ -188,31 +215,13 @@ impl<C: Send + 'static> Core<C> {
             return;
         }
         self.settle_orphans(spill);
+        let kept = self.queue_completions(spill);
         let mut later = AfterUnlock::default();
         let mut st = self.state.lock();
-        self.enqueue(&mut st, spill, &mut later);
+        self.after_queueing(&mut st, kept, &mut later);
         drop(st);
         self.run(later);
     }
-    /// Queues one packet built outside the lock (an operation that finished
-    /// inside its issue call).
-    pub(super) fn deliver(&self, p: Packet<C>) {
-        let mut later = AfterUnlock::default();
-        let mut st = self.state.lock();
-        if st.closed {
-            later.drop.push(p);
-        } else if p.notify() == Notify::Result {
-            let token = p.token().expect("an operation's packet has a token");
-            self.results.store(token.0, p);
-            self.wake_result_leader(&mut st, &mut later);
-        } else {
-            self.queue.push(p);
-        }
-        self.dispatch(&mut st, &mut later);
-        drop(st);
-        self.run(later);
-    }
-
     /// Resubmits the operations in `done` that the kernel cancelled on its
     /// own, and takes them out of `done`.
     ///

@@ -29,6 +29,8 @@ struct Inner<C> {
     /// Counts the signals of `changed`: a waiter that read it before
     /// releasing the port's state lock cannot miss a later one.
     epoch: u64,
+    /// Set by `close`: nothing is kept any more.
+    closed: bool,
 }
 
 impl<C> Results<C> {
@@ -37,6 +39,7 @@ impl<C> Results<C> {
             inner: Mutex::new(Inner {
                 map: HashMap::new(),
                 epoch: 0,
+                closed: false,
             }),
             changed: Condvar::new(),
             waiters: AtomicUsize::new(0),
@@ -44,11 +47,17 @@ impl<C> Results<C> {
     }
 
     /// Keeps the result of operation `token`, and wakes the waiters.
-    pub(crate) fn store(&self, token: u64, p: Packet<C>) {
+    /// Refused once the port closed: the packet comes back (to be dropped
+    /// by the caller, outside this lock).
+    pub(crate) fn store(&self, token: u64, p: Packet<C>) -> Result<(), Packet<C>> {
         let mut g = self.inner.lock();
+        if g.closed {
+            return Err(p);
+        }
         g.map.insert(token, p);
         g.epoch += 1;
         self.changed.notify_all();
+        Ok(())
     }
 
     pub(crate) fn take(&self, token: u64) -> Option<Packet<C>> {
@@ -83,6 +92,7 @@ impl<C> Results<C> {
     /// The port closed: every kept result, to drop outside the locks.
     pub(crate) fn close(&self) -> Vec<Packet<C>> {
         let mut g = self.inner.lock();
+        g.closed = true;
         g.epoch += 1;
         self.changed.notify_all();
         g.map.drain().map(|(_, p)| p).collect()

@@ -25,7 +25,7 @@ use super::fd::{FdOwner, InFlightOp};
 use super::record::{Notify, RecordBox};
 use super::Core;
 use crate::core::running;
-use crate::core::{Packet, Token};
+use crate::core::Token;
 use crate::driver::{Completion, Engine, OpPtr, Submitted};
 use crate::error::{handle_closed, Rejected};
 use crate::sync::Ordering;
@@ -81,16 +81,16 @@ impl<C: Send + 'static> Core<C> {
                 Ok(token)
             }
             Ok(Submitted::Done(res)) => {
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
-                // SAFETY: the driver handed the op back done, and it came
-                // from a `RecordBox<C>` made by this port.
-                let p = unsafe { Packet::completed(Completion { op, res }) };
                 if notify == Notify::SkipOnSuccess && res >= 0 {
                     // Succeeded during this call: no packet, the result is
                     // kept for `take_result`.
-                    self.results.store(token.0, p);
+                    let p = self.complete(Completion { op, res });
+                    // A refusal (the port closed meanwhile) drops it here.
+                    let _ = self.results.store(token.0, p);
+                    self.in_flight.fetch_sub(1, Ordering::AcqRel);
                 } else {
-                    self.deliver(p);
+                    // Queued like any completion (below).
+                    spill.push(Completion { op, res });
                 }
                 Ok(token)
             }

@@ -81,7 +81,7 @@ use std::time::Duration;
 
 pub use crate::core::{BlockingDetection, BlockingGuard, Packet, PortStats};
 
-use crate::core::{monitor, running, Core, Token};
+use crate::core::{monitor, running, CompletionHook, Core, Token};
 use crate::driver::{Backend, Config, Driver};
 use crate::error::{invalid_input, GetError, Rejected};
 use crate::handle::{associate, AssociateError};
@@ -333,6 +333,7 @@ pub struct PortBuilder<C> {
     entries: u32,
     backend: Backend,
     blocking_detection: bool,
+    on_completion: Option<CompletionHook<C>>,
     _context: PhantomData<fn() -> C>,
 }
 
@@ -343,6 +344,7 @@ impl<C> fmt::Debug for PortBuilder<C> {
             .field("entries", &self.entries)
             .field("backend", &self.backend)
             .field("blocking_detection", &self.blocking_detection)
+            .field("on_completion", &self.on_completion.is_some())
             .finish()
     }
 }
@@ -362,6 +364,7 @@ impl<C: Send + 'static> PortBuilder<C> {
             entries: 256,
             backend: Backend::Auto,
             blocking_detection: true,
+            on_completion: None,
             _context: PhantomData,
         }
     }
@@ -424,6 +427,53 @@ impl<C: Send + 'static> PortBuilder<C> {
         self
     }
 
+    /// Runs `hook` on every operation's context and result at the moment
+    /// its completion is collected — before its packet is queued (or its
+    /// result kept by token) — on whichever thread collects it: a thread
+    /// waiting in [`get`](Port::get), the issuing thread, or the port's
+    /// monitor, which keeps collecting while no thread waits (so the hook
+    /// runs within a few milliseconds of the I/O ending even if nobody
+    /// dequeues). Once per operation, whatever its outcome; never for
+    /// posted packets.
+    ///
+    /// This is the moment Windows' I/O manager writes an `OVERLAPPED`'s
+    /// status and signals its event; the C ABI uses it for exactly that.
+    /// Keep it short and non-blocking: it runs on the port's completion
+    /// path. It may post, issue or cancel, but must not wait on the port.
+    ///
+    /// ```
+    /// use completion_port::{Buf, Port};
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// // Each operation's context records its outcome as soon as it ends.
+    /// struct Op { done: Arc<AtomicUsize> }
+    /// let port = Port::<Op>::builder()
+    ///     .on_completion(|op: &mut Op, result: &std::io::Result<usize>| {
+    ///         op.done.store(*result.as_ref().unwrap_or(&0) + 1, Ordering::Release);
+    ///     })
+    ///     .build()?;
+    /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+    /// let a = port.associate(a, 1)?;
+    /// let done = Arc::new(AtomicUsize::new(0));
+    /// a.recv(Buf::with_capacity(16), Op { done: done.clone() })?;
+    /// std::io::Write::write_all(&mut b, b"hi")?;
+    /// // No thread dequeues: the completion is still collected.
+    /// while done.load(Ordering::Acquire) == 0 {
+    ///     std::thread::sleep(std::time::Duration::from_millis(1));
+    /// }
+    /// assert_eq!(done.load(Ordering::Acquire), 3); // 2 bytes, + 1
+    /// # Ok(()) }
+    /// ```
+    pub fn on_completion(
+        mut self,
+        hook: impl Fn(&mut C, &io::Result<usize>) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_completion = Some(Box::new(hook));
+        self
+    }
+
     /// Creates the port.
     ///
     /// Fails with a message naming the cause when the backend cannot start
@@ -448,6 +498,7 @@ impl<C: Send + 'static> PortBuilder<C> {
             concurrency,
             driver,
             self.blocking_detection,
+            self.on_completion,
         )))
     }
 }
