@@ -245,6 +245,25 @@ impl<C: Send + 'static> Handle<C> {
         self.issue(kind, offset, bufs, context)
     }
 
+    /// Like [`issue_checked`](Self::issue_checked), for a whole transfer
+    /// (`send_all`, `write_all_at`, …: see `OpIo::whole`).
+    pub(crate) fn issue_whole(
+        &self,
+        kind: OpKind,
+        offset: u64,
+        bufs: Buffers,
+        context: C,
+        check: impl FnOnce(&Buffers) -> Option<String>,
+    ) -> Result<Token, Rejected<C>> {
+        if let Some(msg) = check(&bufs) {
+            return Err(Rejected::new(invalid_input(msg), context, bufs));
+        }
+        let mut rec = self.new_record(kind, bufs, context);
+        rec.io.offset = offset;
+        rec.io.whole = true;
+        self.inner.core.submit(rec)
+    }
+
     pub(crate) fn issue_record(&self, rec: RecordBox<C>) -> Result<Token, Rejected<C>> {
         self.inner.core.submit(rec)
     }

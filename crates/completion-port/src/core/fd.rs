@@ -24,6 +24,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::sync::{Mutex, MutexGuard};
 
+use std::sync::OnceLock;
+
+use super::lanes::LaneState;
 use crate::driver::{FdRef, FdState, OpPtr};
 
 /// Every fd currently owned by some [`FdOwner`], in any port of the process
@@ -41,15 +44,20 @@ pub(crate) struct FdOwner {
     state: FdState,
     /// The operations in flight on this fd (module docs).
     inflight: Mutex<InFlight>,
+    /// Whether the fd is a stream (`is_stream`), found on first need.
+    stream: OnceLock<bool>,
     fd: OwnedFd,
 }
 
-/// Token → operation of the operations in flight on one fd, and whether
-/// the handle was closed (then nothing new is registered).
+/// Token → operation of the operations in flight on one fd, whether the
+/// handle was closed (then nothing new is registered), and the fd's two
+/// lanes (`lanes.rs`).
 #[derive(Default)]
 pub(crate) struct InFlight {
     pub(crate) ops: HashMap<u64, InFlightOp, BuildHasherDefault<TokenHasher>>,
     pub(crate) closed: bool,
+    /// Indexed by [`Lane`](super::lanes::Lane).
+    pub(crate) lanes: [LaneState; 2],
 }
 
 /// One operation in flight.
@@ -57,7 +65,7 @@ pub(crate) struct InFlight {
 pub(crate) struct InFlightOp {
     pub(crate) ptr: OpPtr,
     /// A cancel was requested: its `ECANCELED` is the user's, not the
-    /// kernel's clean-up of an exited thread (`Core::settle_orphans`).
+    /// kernel's clean-up of an exited thread (`Core::settle`).
     pub(crate) cancelled: bool,
 }
 
@@ -103,6 +111,7 @@ impl FdOwner {
         Ok(FdOwner {
             state: FdState::default(),
             inflight: Mutex::new(InFlight::default()),
+            stream: OnceLock::new(),
             fd,
         })
     }
@@ -122,6 +131,41 @@ impl FdOwner {
         // SAFETY: `self.state` lives as long as this owner, which outlives
         // every use of the returned value (see above).
         unsafe { FdRef::new(self.raw(), &self.state) }
+    }
+
+    /// Whether the fd is a byte stream whose operations' order matters: a
+    /// stream or seqpacket socket, a pipe or FIFO, a character device.
+    /// Regular files (positioned I/O), datagram sockets and anything
+    /// unknown are not.
+    pub(crate) fn is_stream(&self) -> bool {
+        *self.stream.get_or_init(|| {
+            let fd = self.raw();
+            // SAFETY: `st` is written by fstat before it is read.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: `fd` is open (owned here) and `st` is valid.
+            if unsafe { libc::fstat(fd, &mut st) } != 0 {
+                return false;
+            }
+            match st.st_mode & libc::S_IFMT {
+                libc::S_IFIFO | libc::S_IFCHR => true,
+                libc::S_IFSOCK => {
+                    let mut ty: libc::c_int = 0;
+                    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                    // SAFETY: SO_TYPE writes one c_int into `ty`.
+                    let r = unsafe {
+                        libc::getsockopt(
+                            fd,
+                            libc::SOL_SOCKET,
+                            libc::SO_TYPE,
+                            (&mut ty as *mut libc::c_int).cast(),
+                            &mut len,
+                        )
+                    };
+                    r == 0 && (ty == libc::SOCK_STREAM || ty == libc::SOCK_SEQPACKET)
+                }
+                _ => false,
+            }
+        })
     }
 
     /// The in-flight registry (see the module docs).

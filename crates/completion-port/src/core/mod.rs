@@ -85,6 +85,7 @@ mod accounting;
 mod after_unlock;
 mod close;
 pub(crate) mod fd;
+mod lanes;
 pub(crate) mod monitor;
 mod packet;
 mod progress;

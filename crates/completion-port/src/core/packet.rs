@@ -9,10 +9,10 @@
 use std::fmt;
 use std::io;
 
-use super::record::{Notify, OpRecord, RecordBox};
+use super::record::{Notify, RecordBox};
 use super::token::Token;
 use crate::buf::Buf;
-use crate::driver::{Completion, OpKind};
+use crate::driver::OpKind;
 
 /// What a packet reports: which call produced it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,17 +95,11 @@ impl<C> Packet<C> {
         }
     }
 
-    /// Builds the packet of an operation the backend reported complete.
-    ///
-    /// # Safety
-    /// As [`OpRecord::from_completion`]: `c.op` is a record of this port
-    /// (same `C`), reported exactly once.
-    pub(crate) unsafe fn completed(c: Completion) -> Self {
-        // SAFETY: forwarded to the caller.
-        let mut rec = unsafe { OpRecord::<C>::from_completion(c.op) };
-        // No longer in flight: cancellation can no longer reach it.
-        rec.owner.inflight().ops.remove(&rec.token.0);
-        let result = rec.io.complete(c.res);
+    /// Builds the packet of an operation whose record came back from the
+    /// backend with the raw result `res` (already out of its fd's in-flight
+    /// registry: `Core::complete`).
+    pub(crate) fn completed(mut rec: RecordBox<C>, res: i32) -> Self {
+        let result = rec.io.complete(res);
         let context = rec
             .ctx
             .take()

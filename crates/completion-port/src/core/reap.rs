@@ -1,20 +1,23 @@
 //! From the kernel into the queue: the leader's kernel wait (`lead_once`),
-//! reaping without waiting (`reap_unlocked`), orphans resubmitted
-//! (`settle_orphans`), `enqueue` — where a completed operation's packet is
-//! queued (or its result kept, or, on a closed port, dropped) — `absorb`
-//! for completions a backend call collected on the side, and `flush` of
-//! deferred submissions; plus the per-thread [`Scratch`] buffer the waits
-//! reap into.
+//! reaping or polling without waiting (`collect_unlocked`), operations
+//! issued again — orphans, and whole transfers cut short (`settle`) — and
+//! `queue_completions`, where a completed operation's packet is born
+//! (`complete`) and queued (or its result kept, or, on a closed port,
+//! dropped); `absorb` for completions a backend call collected on the
+//! side, and `flush` of deferred submissions; plus the per-thread
+//! [`Scratch`] buffer the waits reap into.
 //!
-//! Every function that queues runs under the state lock and ends in
-//! `dispatch` (invariant 2, `core/mod.rs`); the kernel is waited on and reaped
-//! without the lock.
+//! The kernel is waited on and reaped, and packets are queued, without the
+//! state lock (as posts are); only the hand-out (`dispatch`, invariant 2 of
+//! `core/mod.rs`) runs under it, right after.
 
 use std::cell::Cell;
 use std::io;
 use std::mem;
 use std::ops::{Deref, DerefMut};
 use std::time::Instant;
+
+use std::sync::Arc;
 
 use super::record::{Notify, OpRecord};
 use super::{AfterUnlock, Core, State};
@@ -88,7 +91,7 @@ impl<C: Send + 'static> Core<C> {
         let r = self.driver.wait(deadline, &mut done);
         self.reaped
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.settle_orphans(&mut done);
+        self.settle(&mut done);
         let kept = self.queue_completions(&mut done);
         let mut st = self.state.lock();
         st.leader_woken = true;
@@ -126,7 +129,7 @@ impl<C: Send + 'static> Core<C> {
         let swallowed_wake = reaped.swallowed_wake;
         self.reaped
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.settle_orphans(&mut done);
+        self.settle(&mut done);
         let collected = !done.is_empty();
         let kept = self.queue_completions(&mut done);
         let mut st = self.state.lock();
@@ -157,16 +160,23 @@ impl<C: Send + 'static> Core<C> {
         if done.is_empty() {
             return false;
         }
-        let n = done.len();
+        let mut n = 0;
         let mut kept = false;
-        for c in done.drain(..) {
-            let p = self.complete(c);
-            if p.notify() == Notify::Result {
-                let token = p.token().expect("an operation's packet has a token");
-                kept |= self.results.store(token.0, p).is_ok();
-            } else {
-                self.queue.push(p);
+        // `complete` may end more operations (the next of a lane, refused
+        // by a closed backend): they join the batch.
+        let mut more = Vec::new();
+        while !done.is_empty() {
+            for c in done.drain(..) {
+                n += 1;
+                let p = self.complete(c, &mut more);
+                if p.notify() == Notify::Result {
+                    let token = p.token().expect("an operation's packet has a token");
+                    kept |= self.results.store(token.0, p).is_ok();
+                } else {
+                    self.queue.push(p);
+                }
             }
+            done.append(&mut more);
         }
         // Push, fence, then look (core/mod.rs, "No lost wake-up").
         fence(Ordering::SeqCst);
@@ -187,12 +197,23 @@ impl<C: Send + 'static> Core<C> {
     }
 
     /// The packet of a completion the driver reported: the record taken
-    /// back, then the completion hook run on its context and result.
-    pub(super) fn complete(&self, c: Completion) -> Packet<C> {
+    /// back and out of its fd's in-flight registry (so no cancel can reach
+    /// it any more), the next operation of its lane submitted (`lanes.rs`;
+    /// ones that end at once go to `more`), then the completion hook run on
+    /// its context and result.
+    pub(super) fn complete(&self, c: Completion, more: &mut Vec<Completion>) -> Packet<C> {
         // SAFETY: every op this port's driver reports was submitted by
         // `Core::<C>::submit` (so it is an `OpRecord<C>`), and the driver
         // reports each exactly once.
-        let mut p = unsafe { Packet::completed(c) };
+        let rec = unsafe { OpRecord::<C>::from_completion(c.op) };
+        {
+            let mut reg = rec.owner.inflight();
+            reg.ops.remove(&rec.token.0);
+            if let Some(lane) = rec.lane {
+                self.lane_next(&mut reg, lane, more);
+            }
+        }
+        let mut p = Packet::completed(rec, c.res);
         if let Some(hook) = &self.hook {
             hook(&mut p.context, &p.result);
         }
@@ -214,7 +235,7 @@ impl<C: Send + 'static> Core<C> {
         if spill.is_empty() {
             return;
         }
-        self.settle_orphans(spill);
+        self.settle(spill);
         let kept = self.queue_completions(spill);
         let mut later = AfterUnlock::default();
         let mut st = self.state.lock();
@@ -222,40 +243,72 @@ impl<C: Send + 'static> Core<C> {
         drop(st);
         self.run(later);
     }
-    /// Resubmits the operations in `done` that the kernel cancelled on its
-    /// own, and takes them out of `done`.
+    /// Takes out of `done` the completions that do not end their
+    /// operation, and issues those operations again:
     ///
-    /// io_uring ties each request to the thread that submitted it, and when
-    /// that thread exits the kernel cancels its requests that are still
-    /// waiting (armed polls, queued io-wq work): they complete with
-    /// `ECANCELED`. On Windows an operation outlives the thread that issued
-    /// it. So an `ECANCELED` nobody asked for — the op's in-flight entry is
-    /// not marked cancelled, and the port is open (closing cancels
-    /// everything) — is such an orphan: nothing was transferred and the
-    /// record is intact, so the driver issues it again and its completion
-    /// stays pending. Decided under the fd's in-flight lock, held until the
-    /// driver has the op again, so a user's cancel is either seen here
-    /// (the op is reported cancelled) or comes after the resubmission (and
-    /// reaches it).
-    pub(super) fn settle_orphans(&self, done: &mut Vec<Completion>) {
-        if !done.iter().any(|c| c.res == -libc::ECANCELED) || self.is_closed() {
+    /// - **Orphans.** io_uring ties each request to the thread that
+    ///   submitted it, and when that thread exits the kernel cancels its
+    ///   requests that are still waiting (armed polls, queued io-wq work):
+    ///   they complete with `ECANCELED`. On Windows an operation outlives
+    ///   the thread that issued it. So an `ECANCELED` nobody asked for — the
+    ///   op's in-flight entry is not marked cancelled, and the port is open
+    ///   (closing cancels everything) — is such an orphan: nothing was
+    ///   transferred and the record is intact, so the driver issues it
+    ///   again.
+    /// - **Whole transfers cut short** (`send_all`, `write_all_at`, the C
+    ///   ABI's stream sends): the bytes are counted and the rest is issued
+    ///   (`OpIo::advance_whole`); one cancelled meanwhile ends cancelled.
+    ///
+    /// Decided under the fd's in-flight lock, held until the driver has the
+    /// op again, so a user's cancel is either seen here (the op is reported
+    /// cancelled) or comes after the resubmission (and reaches it). An op
+    /// the driver does not take back (the port closed) ends cancelled.
+    pub(super) fn settle(&self, done: &mut Vec<Completion>) {
+        let unfinished = |c: &Completion| {
+            // SAFETY: reaped and not yet handed back: the record is ours.
+            c.res == -libc::ECANCELED || (c.res > 0 && unsafe { c.op.op() }.whole)
+        };
+        if !done.iter().any(unfinished) || self.is_closed() {
             return;
         }
         let mut spill = Vec::new();
-        done.retain(|c| {
-            if c.res != -libc::ECANCELED {
-                return true;
+        for c in done.iter_mut().filter(|c| unfinished(c)) {
+            let (owner, token) = {
+                // SAFETY: ours (above); every op this port's driver reports
+                // is an `OpRecord<C>`. Only shared fields are read.
+                let rec = unsafe { OpRecord::<C>::peek(c.op) };
+                (Arc::as_ptr(&rec.owner), rec.token)
+            };
+            // SAFETY: the record (ours) keeps its owner alive.
+            let reg = unsafe { &*owner }.inflight();
+            let cancelled = reg.ops.get(&token.0).is_none_or(|e| e.cancelled);
+            // SAFETY: ours, and no other reference to it is alive.
+            let io = unsafe { c.op.op() };
+            let again = if c.res == -libc::ECANCELED {
+                !cancelled
+            } else if io.advance_whole(c.res) {
+                if cancelled {
+                    c.res = -libc::ECANCELED;
+                }
+                !cancelled
+            } else {
+                false
+            };
+            if again {
+                if self.driver.resubmit(&[c.op], &mut spill)[0] {
+                    c.res = RESUBMITTED;
+                } else {
+                    c.res = -libc::ECANCELED;
+                }
             }
-            // SAFETY: reaped and not yet handed back, so the record is ours;
-            // every op this port's driver reports is an `OpRecord<C>`.
-            let rec = unsafe { OpRecord::<C>::peek(c.op) };
-            let reg = rec.owner.inflight();
-            let orphan = reg.ops.get(&rec.token.0).is_some_and(|e| !e.cancelled);
-            // Kept (reported as it is) unless the driver took it back.
-            !(orphan && self.driver.resubmit(&[c.op], &mut spill)[0])
-        });
-        // What the resubmission collected on the side (never orphans of
-        // this same pass: those were just issued again).
+        }
+        done.retain(|c| c.res != RESUBMITTED);
+        // What the resubmission collected on the side (never unfinished
+        // completions of this same pass: those were just issued again).
         done.append(&mut spill);
     }
 }
+
+/// Marks a completion whose operation `settle` issued again (no real result
+/// is this low: results are `-errno` or a count).
+const RESUBMITTED: i32 = i32::MIN;

@@ -25,6 +25,7 @@ use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
 use super::fd::FdOwner;
+use super::lanes::Lane;
 use super::token::{next_token, Token};
 use crate::buf::Buffers;
 use crate::driver::{OpIo, OpKind, OpPtr};
@@ -57,6 +58,8 @@ pub(crate) struct OpRecord<C> {
     pub(crate) key: usize,
     pub(crate) token: Token,
     pub(crate) notify: Notify,
+    /// The fd lane it takes, if any (`lanes.rs`; set at submission).
+    pub(crate) lane: Option<Lane>,
     /// `Some` until the packet is built.
     pub(crate) ctx: Option<C>,
 }
@@ -77,6 +80,7 @@ impl<C> OpRecord<C> {
             key,
             token: next_token(),
             notify,
+            lane: None,
             ctx: Some(ctx),
         })
     }

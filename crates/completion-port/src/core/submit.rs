@@ -42,6 +42,8 @@ impl<C: Send + 'static> Core<C> {
             drop(reg);
             return Err(refused(rec, handle_closed()));
         }
+        rec.lane = self.lane_for(&owner, rec.io.kind);
+        let lane = rec.lane;
         // Registered before submitting (the op may complete at once), and
         // the lock kept until the backend has it (module docs).
         let op = rec.into_op();
@@ -54,6 +56,15 @@ impl<C: Send + 'static> Core<C> {
         );
         let prev = self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.in_flight_added(prev);
+        if let Some(lane) = lane {
+            let ls = &mut reg.lanes[lane as usize];
+            if ls.busy {
+                // Its turn comes when the one before it ends (lanes.rs).
+                ls.waiting.push_back(op);
+                return Ok(token);
+            }
+            ls.busy = true;
+        }
         // A thread running for this port will come back to the port (next
         // `get`, blocking scope or exit: `running.rs`), and the pending
         // submission is made then — unless a thread leads: its kernel wait
@@ -63,8 +74,12 @@ impl<C: Send + 'static> Core<C> {
         let mut spill = Vec::new();
         let r = self.driver.submit(op, defer, &mut spill);
         if !matches!(r, Ok(Submitted::Queued)) {
-            // Ours again: not in flight any more.
+            // Ours again: not in flight any more (nothing waits behind it
+            // in its lane: it was first).
             reg.ops.remove(&token.0);
+            if let Some(lane) = lane {
+                reg.lanes[lane as usize].busy = false;
+            }
         }
         drop(reg);
         let r = match r {
@@ -84,7 +99,7 @@ impl<C: Send + 'static> Core<C> {
                 if notify == Notify::SkipOnSuccess && res >= 0 {
                     // Succeeded during this call: no packet, the result is
                     // kept for `take_result`.
-                    let p = self.complete(Completion { op, res });
+                    let p = self.complete(Completion { op, res }, &mut spill);
                     // A refusal (the port closed meanwhile) drops it here.
                     let _ = self.results.store(token.0, p);
                     self.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -167,12 +182,17 @@ impl<C: Send + 'static> Core<C> {
             Some(t) => reg.ops.get_mut(&t.0).into_iter().for_each(&mut mark),
             None => reg.ops.values_mut().for_each(&mut mark),
         }
-        if targets.is_empty() {
+        let n = targets.len();
+        if n == 0 {
             return Ok(0);
         }
-        self.driver
-            .cancel(owner.driver_fd(), &targets, token.is_none(), spill)?;
-        Ok(targets.len())
+        // Those still waiting in a lane end here; the backend has the rest.
+        let targets = self.lane_cancel(reg, targets, spill);
+        if !targets.is_empty() {
+            self.driver
+                .cancel(owner.driver_fd(), &targets, token.is_none(), spill)?;
+        }
+        Ok(n)
     }
 }
 

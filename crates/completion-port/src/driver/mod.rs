@@ -129,6 +129,10 @@ pub(crate) fn closed() -> io::Error {
 pub(crate) trait Engine: Send + Sync {
     /// Whether `submit` with `defer` can leave an op pending.
     fn can_defer(&self) -> bool;
+    /// Whether operations of one direction on one stream fd (sends;
+    /// receives) complete in the order they were submitted. If not, the
+    /// core submits them one at a time (`core/lanes.rs`).
+    fn orders_per_fd(&self) -> bool;
     /// Takes `op` and starts it; see the module docs.
     fn submit(&self, op: OpPtr, defer: bool, spill: &mut Vec<Completion>) -> io::Result<Submitted>;
     /// Submits the ops deferred submissions left pending.
@@ -283,6 +287,10 @@ impl Driver {
 impl Engine for Driver {
     fn can_defer(&self) -> bool {
         dispatch!(self, e => e.can_defer())
+    }
+
+    fn orders_per_fd(&self) -> bool {
+        dispatch!(self, e => e.orders_per_fd())
     }
 
     fn submit(&self, op: OpPtr, defer: bool, spill: &mut Vec<Completion>) -> io::Result<Submitted> {

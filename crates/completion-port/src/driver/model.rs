@@ -87,6 +87,10 @@ impl Engine for Model {
         self.defers
     }
 
+    fn orders_per_fd(&self) -> bool {
+        true
+    }
+
     fn submit(
         &self,
         op: OpPtr,

@@ -97,6 +97,16 @@ pub(crate) struct OpIo {
     pub(crate) extra: Option<Box<OpExtra>>,
     /// Accept: the new socket, once completed.
     pub(crate) accepted: Option<OwnedFd>,
+    /// Send-like ops (send, vectored send, write): complete only when
+    /// every byte is transferred, or with an error — never short. The
+    /// backend keeps sending the rest (epoll), or the kernel does
+    /// (io_uring's `MSG_WAITALL` on stream sockets), and the core resubmits
+    /// what is left of a short completion (`Core::settle`).
+    pub(crate) whole: bool,
+    /// Send-like ops: bytes transferred by earlier submissions or attempts
+    /// of this same op (a whole transfer in progress). Each submission
+    /// starts after them; a completion's result counts only its own bytes.
+    pub(crate) done: usize,
 }
 
 /// The fields only vectored ops, accept and connect use. Boxed: its
@@ -157,7 +167,73 @@ impl OpIo {
             bufs,
             extra: None,
             accepted: None,
+            whole: false,
+            done: 0,
         }
+    }
+
+    /// Whether this op transfers the filled bytes of its buffers (send,
+    /// vectored send, write).
+    pub(crate) fn is_send_like(&self) -> bool {
+        matches!(
+            self.kind,
+            OpKind::Send | OpKind::SendVectored | OpKind::Write
+        )
+    }
+
+    /// Send-like ops: the bytes to transfer in all.
+    pub(crate) fn total(&self) -> usize {
+        match &self.bufs {
+            Buffers::One(b) => b.len(),
+            Buffers::Many(v) => v.iter().map(|b| b.len()).sum(),
+            Buffers::None => 0,
+        }
+    }
+
+    /// Single-buffer send/write: what the next submission transfers (the
+    /// filled bytes after `done`).
+    pub(crate) fn out_bytes(&mut self) -> (*const u8, usize) {
+        let done = self.done;
+        let b = self.bufs.one_mut();
+        let done = done.min(b.len());
+        // SAFETY: `done <= len`, so the pointer stays within the buffer.
+        (unsafe { b.as_ptr().add(done) }, b.len() - done)
+    }
+
+    /// Like [`out_bytes`](Self::out_bytes) for a write, and a null
+    /// pointer and 0 for other ops (which do not send).
+    pub(crate) fn out_bytes_or_null(&mut self) -> (*const u8, usize) {
+        if self.is_send_like() && matches!(self.bufs, Buffers::One(_)) {
+            self.out_bytes()
+        } else {
+            (std::ptr::null(), 0)
+        }
+    }
+
+    /// Positioned write: the offset of the next submission (`offset`
+    /// advanced by `done`; [`OFFSET_CURRENT`] stays as it is).
+    pub(crate) fn out_offset(&self) -> u64 {
+        if self.offset == OFFSET_CURRENT {
+            self.offset
+        } else {
+            self.offset + self.done as u64
+        }
+    }
+
+    /// A whole transfer that `res` (this submission's result) leaves
+    /// unfinished: counts the bytes, points the next submission at the
+    /// rest, and returns `true`. `false` when it is finished or failed.
+    pub(crate) fn advance_whole(&mut self, res: i32) -> bool {
+        if !self.whole || res <= 0 || !self.is_send_like() {
+            return false;
+        }
+        let total = self.total();
+        if self.done + res as usize >= total {
+            return false;
+        }
+        self.done += res as usize;
+        self.prepare();
+        true
     }
 
     /// The vectored/accept/connect fields, zeroed on first use.
@@ -187,15 +263,23 @@ impl OpIo {
                     iov_len: b.spare_capacity(),
                 })
                 .collect(),
-            OpKind::SendVectored => self
-                .bufs
-                .many_mut()
-                .iter()
-                .map(|b| libc::iovec {
-                    iov_base: b.as_ptr() as *mut libc::c_void,
-                    iov_len: b.len(),
-                })
-                .collect(),
+            OpKind::SendVectored => {
+                // The filled bytes after the first `done` of them.
+                let mut skip = self.done;
+                self.bufs
+                    .many_mut()
+                    .iter()
+                    .filter_map(|b| {
+                        let s = skip.min(b.len());
+                        skip -= s;
+                        (s < b.len()).then(|| libc::iovec {
+                            // SAFETY: `s < len`: within the buffer.
+                            iov_base: unsafe { b.as_ptr().add(s) } as *mut libc::c_void,
+                            iov_len: b.len() - s,
+                        })
+                    })
+                    .collect()
+            }
             _ => return,
         };
         let ex = self.extra();
@@ -251,7 +335,8 @@ impl OpIo {
                 return Ok(0);
             }
             OpKind::Connect | OpKind::Nop => return Ok(0),
-            OpKind::Write | OpKind::Send | OpKind::SendVectored => {}
+            // Earlier submissions of a whole transfer count too.
+            OpKind::Write | OpKind::Send | OpKind::SendVectored => return Ok(self.done + n),
         }
         Ok(n)
     }

@@ -82,6 +82,31 @@ impl<C: Send + 'static> Handle<C> {
         })
     }
 
+    /// Writes all of `buf`'s filled bytes at `offset`: the packet comes
+    /// once every byte is written (`Ok(buf.len())`), or with the error that
+    /// stopped it; a short write (a full disk, a signal) is continued inside
+    /// the port at the right offset. Refused at once like
+    /// [`write_at`](Self::write_at).
+    pub fn write_all_at(&self, buf: Buf, offset: u64, context: C) -> Result<Token, Rejected<C>> {
+        self.issue_whole(OpKind::Write, offset, Buffers::One(buf), context, |b| {
+            check_offset(offset).or_else(|| check_len("write", filled(b)))
+        })
+    }
+
+    /// Writes all of `buf`'s filled bytes at the fd's current position
+    /// (pipes, character devices): the packet comes once every byte is
+    /// written, or with the error that stopped it. Writes on one pipe go
+    /// out in the order they were issued.
+    pub fn write_all(&self, buf: Buf, context: C) -> Result<Token, Rejected<C>> {
+        self.issue_whole(
+            OpKind::Write,
+            OFFSET_CURRENT,
+            Buffers::One(buf),
+            context,
+            |b| check_len("write", filled(b)),
+        )
+    }
+
     /// Reads from the fd's current position (pipes, character devices):
     /// like [`read_at`](Self::read_at) without an offset.
     pub fn read(&self, buf: Buf, context: C) -> Result<Token, Rejected<C>> {

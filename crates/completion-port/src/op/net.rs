@@ -49,6 +49,50 @@ impl<C: Send + 'static> Handle<C> {
         })
     }
 
+    /// Sends all of `buf`'s filled bytes: the packet comes once every byte
+    /// was accepted by the stack (`Ok(buf.len())`), or with the error that
+    /// stopped it (some bytes may have been sent then). A short send is
+    /// finished inside the port, so the caller never resends a rest — the
+    /// same semantics a stream `WSASend` has on Windows.
+    ///
+    /// Sends on one stream socket go out in the order they were issued,
+    /// whole ones included: a `send_all` still finishing holds the sends
+    /// issued after it.
+    ///
+    /// ```
+    /// use completion_port::{Buf, Port};
+    /// use std::io::Read;
+    /// # fn main() -> std::io::Result<()> {
+    /// let port = Port::<()>::new(0)?;
+    /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+    /// let a = port.associate(a, 0)?;
+    /// // Far more than a socket buffer holds: the port sends the rest as
+    /// // the reader makes room.
+    /// a.send_all(Buf::from(vec![7u8; 4 << 20]), ())?;
+    /// let reader = std::thread::spawn(move || {
+    ///     let mut all = Vec::new();
+    ///     b.read_to_end(&mut all).map(|_| all.len())
+    /// });
+    /// let p = port.get(None)?;
+    /// assert_eq!(p.bytes(), 4 << 20);
+    /// drop((p, a)); // the last handle: the socket closes, the reader sees EOF
+    /// assert_eq!(reader.join().unwrap()?, 4 << 20);
+    /// # Ok(()) }
+    /// ```
+    pub fn send_all(&self, buf: Buf, context: C) -> Result<Token, Rejected<C>> {
+        self.issue_whole(OpKind::Send, 0, Buffers::One(buf), context, |b| {
+            check_len("send", filled(b))
+        })
+    }
+
+    /// Like [`send_all`](Self::send_all) for the filled bytes of several
+    /// buffers, in order (1 to [`MAX_IOVECS`] buffers).
+    pub fn send_all_vectored(&self, bufs: Vec<Buf>, context: C) -> Result<Token, Rejected<C>> {
+        self.issue_whole(OpKind::SendVectored, 0, Buffers::Many(bufs), context, |b| {
+            check_vectored(b, Buf::len)
+        })
+    }
+
     /// Receives into the spare capacity of several buffers, filled in order
     /// (scatter). Get them back with
     /// [`Packet::take_bufs`](crate::Packet::take_bufs). Needs 1 to

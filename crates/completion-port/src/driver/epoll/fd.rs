@@ -179,12 +179,31 @@ fn ready_now(fd: RawFd, events: libc::c_short) -> Result<bool, i32> {
     Ok(r > 0)
 }
 
-/// Tries `op` once without blocking.
+/// Tries `op` without blocking: once, or for a whole transfer until every
+/// byte is sent or the fd would block (its progress is kept in `op.done`,
+/// so the next attempt goes on from there).
 ///
 /// # Safety
 /// `p.op` must be a live record owned by the caller (the backend), with
 /// `prepare` done, and not accessed by anyone else during the call.
 pub(super) unsafe fn attempt(p: &mut Pending, kind: FdKind) -> Attempt {
+    loop {
+        // SAFETY: forwarded from the caller.
+        let a = unsafe { attempt_once(p, kind) };
+        // SAFETY: as above; the attempt above has ended.
+        let op = unsafe { p.op.op() };
+        match a {
+            Attempt::Done(res) if op.advance_whole(res) => continue,
+            a => return a,
+        }
+    }
+}
+
+/// One non-blocking attempt of `op` (see [`attempt`]).
+///
+/// # Safety
+/// As [`attempt`].
+unsafe fn attempt_once(p: &mut Pending, kind: FdKind) -> Attempt {
     // SAFETY: per the contract, exclusive access to a live record.
     let op = unsafe { p.op.op() };
     let started = &mut p.started;
@@ -218,15 +237,11 @@ pub(super) unsafe fn attempt(p: &mut Pending, kind: FdKind) -> Attempt {
                 }
             }
             OpKind::Send => {
-                let b = op.bufs.one_mut();
-                // SAFETY: the filled bytes are readable memory of the buffer.
+                let (ptr, len) = op.out_bytes();
+                // SAFETY: the filled bytes not yet sent are readable memory
+                // of the buffer.
                 let r = unsafe {
-                    libc::send(
-                        fd,
-                        b.as_ptr().cast(),
-                        b.len(),
-                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    )
+                    libc::send(fd, ptr.cast(), len, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
                 };
                 settle(r, &mut retry)
             }
@@ -344,10 +359,15 @@ fn connect(op: &mut OpIo, started: &mut bool) -> Attempt {
 }
 
 fn offset_arg(op: &OpIo) -> libc::off_t {
-    if op.offset == OFFSET_CURRENT {
+    let offset = if op.kind == OpKind::Write {
+        op.out_offset()
+    } else {
+        op.offset
+    };
+    if offset == OFFSET_CURRENT {
         -1
     } else {
-        op.offset as libc::off_t
+        offset as libc::off_t
     }
 }
 
@@ -360,11 +380,12 @@ fn nowait_rw(op: &mut OpIo) -> Attempt {
     // `ESPIPE`.
     let off = -1;
     let write = op.kind == OpKind::Write;
+    let (out, out_len) = op.out_bytes_or_null();
     let b = op.bufs.one_mut();
     let iov = if write {
         libc::iovec {
-            iov_base: b.as_ptr() as *mut libc::c_void,
-            iov_len: b.len(),
+            iov_base: out as *mut libc::c_void,
+            iov_len: out_len,
         }
     } else {
         libc::iovec {
@@ -417,14 +438,15 @@ fn stream_rw(op: &mut OpIo) -> Attempt {
 fn rw_at(op: &mut OpIo, off: libc::off_t) -> Attempt {
     let fd = op.fd.raw;
     let write = op.kind == OpKind::Write;
+    let (out, out_len) = op.out_bytes_or_null();
     let b = op.bufs.one_mut();
     loop {
-        // SAFETY: the buffer's filled bytes (write) or spare capacity (read)
-        // are valid for the length given.
+        // SAFETY: the buffer's filled bytes not yet written (write) or
+        // spare capacity (read) are valid for the length given.
         let r = unsafe {
             match (write, off) {
-                (true, -1) => libc::write(fd, b.as_ptr().cast(), b.len()),
-                (true, o) => libc::pwrite(fd, b.as_ptr().cast(), b.len(), o),
+                (true, -1) => libc::write(fd, out.cast(), out_len),
+                (true, o) => libc::pwrite(fd, out.cast(), out_len, o),
                 (false, -1) => libc::read(fd, b.spare_ptr().cast(), b.spare_capacity()),
                 (false, o) => libc::pread(fd, b.spare_ptr().cast(), b.spare_capacity(), o),
             }

@@ -197,6 +197,12 @@ impl Engine for Reactor {
         false
     }
 
+    /// Yes: each fd keeps one FIFO queue per direction, and only its front
+    /// is tried (`fd.rs`).
+    fn orders_per_fd(&self) -> bool {
+        true
+    }
+
     /// No-ops, and operations whose first non-blocking attempt finishes,
     /// are [`Submitted::Done`]; regular-file reads and writes go to the
     /// pool; the rest wait in their fd's queue for readiness.

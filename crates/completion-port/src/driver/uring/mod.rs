@@ -158,6 +158,13 @@ impl Engine for Ring {
         true
     }
 
+    /// No: two receives (or sends) armed on one socket are woken in no
+    /// particular order (the socket's wait queue is LIFO), so a stream's
+    /// bytes could land out of order.
+    fn orders_per_fd(&self) -> bool {
+        false
+    }
+
     /// Queues `op`, and submits it to the kernel at once unless `defer`: then
     /// it stays in the SQ until the next [`flush`](Engine::flush),
     /// [`wait`](Engine::wait) or immediate submission from any thread (a

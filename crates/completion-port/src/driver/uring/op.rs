@@ -37,9 +37,10 @@ pub(super) fn entry(op: &mut OpIo) -> squeue::Entry {
                 .build()
         }
         OpKind::Write => {
-            let b = op.bufs.one_mut();
-            opcode::Write::new(fd, b.as_ptr(), b.len() as u32)
-                .offset(op.offset)
+            let offset = op.out_offset();
+            let (ptr, len) = op.out_bytes();
+            opcode::Write::new(fd, ptr, len as u32)
+                .offset(offset)
                 .build()
         }
         OpKind::Recv => {
@@ -53,15 +54,19 @@ pub(super) fn entry(op: &mut OpIo) -> squeue::Entry {
             }
         }
         OpKind::Send => {
-            let b = op.bufs.one_mut();
-            opcode::Send::new(fd, b.as_ptr(), b.len() as u32)
-                .flags(libc::MSG_NOSIGNAL)
+            let whole = waitall(op);
+            let (ptr, len) = op.out_bytes();
+            opcode::Send::new(fd, ptr, len as u32)
+                .flags(libc::MSG_NOSIGNAL | whole)
                 .build()
         }
         OpKind::RecvVectored => opcode::RecvMsg::new(fd, &mut op.extra().msg).build(),
-        OpKind::SendVectored => opcode::SendMsg::new(fd, &op.extra().msg)
-            .flags(libc::MSG_NOSIGNAL as u32)
-            .build(),
+        OpKind::SendVectored => {
+            let whole = waitall(op) as u32;
+            opcode::SendMsg::new(fd, &op.extra().msg)
+                .flags(libc::MSG_NOSIGNAL as u32 | whole)
+                .build()
+        }
         OpKind::Accept => {
             let ex = op.extra();
             opcode::Accept::new(
@@ -83,4 +88,16 @@ pub(super) fn entry(op: &mut OpIo) -> squeue::Entry {
         }
     };
     e.user_data(op as *mut OpIo as u64)
+}
+
+/// `MSG_WAITALL` for a whole send: on a stream socket the kernel keeps
+/// sending the rest itself (retrying on writability) and completes with
+/// every byte, or with what it managed before an error (the core then
+/// resubmits the rest, which reports the error). Other sockets ignore it.
+fn waitall(op: &OpIo) -> libc::c_int {
+    if op.whole {
+        libc::MSG_WAITALL
+    } else {
+        0
+    }
 }
