@@ -205,7 +205,7 @@ pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo
     };
     let mut out = String::new();
     out.push_str(&format!(
-        "\ncport bench: {} pairs of trials per workload{}, ours = completion-port on {}, {}\n",
+        "\ncport-bench: {} pairs of trials per workload{}, ours = completion-port on {}, {}\n",
         s.pairs,
         if s.quick { " (--quick)" } else { "" },
         run.backend,
@@ -400,7 +400,7 @@ pub(crate) fn write_json(
     run: &RunInfo,
 ) -> io::Result<()> {
     let doc = json!({
-        "tool": "cport bench",
+        "tool": "cport-bench",
         "version": env!("CARGO_PKG_VERSION"),
         "command": run.command,
         "machine": {

@@ -1,4 +1,4 @@
-//! `cport bench` end to end: the built binary runs every workload on a
+//! `cport-bench` end to end: the built binary runs every workload on a
 //! tiny amount of work and writes its JSON. No test here asserts a speed.
 
 use std::path::PathBuf;
@@ -6,8 +6,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn cport() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cport"))
+fn bench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cport-bench"))
 }
 
 fn tmp_json(name: &str) -> PathBuf {
@@ -32,14 +32,14 @@ fn number(v: &Value, what: &str) -> f64 {
 #[test]
 fn bench_all_quick_writes_every_row() {
     let path = tmp_json("all");
-    let out = cport()
-        .args(["bench", "all", "--quick", "--json"])
+    let out = bench()
+        .args(["all", "--quick", "--json"])
         .arg(&path)
         .env("CPORT_BENCH_SCALE", "0.01")
         // Deterministic whatever is installed: the file row without fio.
         .env("CPORT_BENCH_FIO", "/nonexistent/fio")
         .output()
-        .expect("run cport");
+        .expect("run cport-bench");
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     for needle in [
@@ -204,13 +204,13 @@ fn bench_file_against_fio_when_installed() {
         return;
     }
     let path = tmp_json("file");
-    let out = cport()
-        .args(["bench", "file", "--quick", "--json"])
+    let out = bench()
+        .args(["file", "--quick", "--json"])
         .arg(&path)
         .env("CPORT_BENCH_SCALE", "0.01")
         .env_remove("CPORT_BENCH_FIO")
         .output()
-        .expect("run cport");
+        .expect("run cport-bench");
     assert!(out.status.success(), "{}", text(&out));
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read JSON"))
         .expect("the JSON parses");
@@ -222,60 +222,38 @@ fn bench_file_against_fio_when_installed() {
 
 #[test]
 fn help_teaches_by_example() {
-    for args in [
-        &["--help"][..],
-        &["demo", "--help"],
-        &["echo", "--help"],
-        &["copy", "--help"],
-        &["bench", "--help"],
-    ] {
-        let out = cport().args(args).output().expect("run cport");
-        assert!(out.status.success(), "{args:?}: {}", text(&out));
-        let help = String::from_utf8_lossy(&out.stdout);
-        let examples = help.split("Examples:").nth(1).unwrap_or("");
-        let n = examples
-            .lines()
-            .filter(|l| l.trim_start().starts_with("cport "))
-            .count();
-        assert!((2..=4).contains(&n), "{args:?}: {n} examples in:\n{help}");
-    }
+    let out = bench().arg("--help").output().expect("run cport-bench");
+    assert!(out.status.success(), "{}", text(&out));
+    let help = String::from_utf8_lossy(&out.stdout);
+    let examples = help.split("Examples:").nth(1).unwrap_or("");
+    let n = examples
+        .lines()
+        .filter(|l| l.trim_start().starts_with("cport-bench "))
+        .count();
+    assert!((2..=4).contains(&n), "{n} examples in:\n{help}");
 }
 
 #[test]
 fn bench_rejects_bad_input_without_panicking() {
     let cases: [(&[&str], Option<&str>, &str); 6] = [
-        (&["bench", "sideways"], None, "invalid value"),
+        (&["sideways"], None, "invalid value"),
+        (&["queue", "--backend", "kqueue"], None, "unknown backend"),
+        (&["queue", "--pairs", "0"], None, "--pairs"),
+        (&["queue", "--quick"], Some("abc"), "CPORT_BENCH_SCALE"),
+        (&["queue", "--scale=0"], None, "out of range"),
         (
-            &["bench", "queue", "--backend", "kqueue"],
-            None,
-            "unknown backend",
-        ),
-        (&["bench", "queue", "--pairs", "0"], None, "--pairs"),
-        (
-            &["bench", "queue", "--quick"],
-            Some("abc"),
-            "CPORT_BENCH_SCALE",
-        ),
-        (&["bench", "queue", "--scale=0"], None, "out of range"),
-        (
-            &[
-                "bench",
-                "file",
-                "--dir",
-                "/nonexistent-dir/x",
-                "--scale=0.01",
-            ],
+            &["file", "--dir", "/nonexistent-dir/x", "--scale=0.01"],
             None,
             "/nonexistent-dir/x",
         ),
     ];
     for (args, scale, needle) in cases {
-        let mut cmd = cport();
+        let mut cmd = bench();
         cmd.args(args);
         if let Some(s) = scale {
             cmd.env("CPORT_BENCH_SCALE", s);
         }
-        let out = cmd.output().expect("run cport");
+        let out = cmd.output().expect("run cport-bench");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded:\n{}", text(&out));
         assert!(
@@ -293,10 +271,10 @@ fn bench_rejects_bad_input_without_panicking() {
 
 #[test]
 fn bench_reports_an_unwritable_json_file_before_running() {
-    let out = cport()
-        .args(["bench", "nop", "--json", "/nonexistent-dir/x.json"])
+    let out = bench()
+        .args(["nop", "--json", "/nonexistent-dir/x.json"])
         .output()
-        .expect("run cport");
+        .expect("run cport-bench");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent-dir/x.json"), "{}", text(&out));

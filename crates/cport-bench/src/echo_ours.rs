@@ -42,7 +42,7 @@ pub(super) fn start(
     let port = Port::<Op>::builder()
         .backend(backend)
         .concurrency(WORKERS)
-        .blocking_detection(crate::bench::detection())
+        .blocking_detection(crate::detection())
         .build()?;
     let listener = port.associate(listener, LISTENER)?;
     listener.accept(Op::Accept)?;
