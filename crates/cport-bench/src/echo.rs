@@ -41,9 +41,14 @@ mod child;
 mod ours;
 #[path = "echo_peers.rs"]
 mod peers;
+#[path = "echo_raw_uring.rs"]
+mod raw_uring;
+#[path = "echo_serve.rs"]
+mod serve;
 
 pub(super) use child::{loadgen_child, raise_nofile};
 use ours::{Op, STOP};
+pub(super) use serve::serve;
 
 /// Which server a trial runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +57,19 @@ pub enum Server {
     Ours(Backend),
     /// The hand-written single-thread epoll loop.
     RawEpoll,
-    /// The hand-written single-thread io_uring loop.
-    RawUring,
+    /// The hand-written single-thread io_uring loop, its ring set up so.
+    RawUring(raw_uring::Setup),
     /// A tokio multi-thread runtime with 2 workers.
     Tokio,
     /// compio with this many thread-per-core runtimes.
     Compio(usize),
 }
+
+/// The raw io_uring peer of the rows: `SINGLE_ISSUER | DEFER_TASKRUN`,
+/// the fastest setup of a single-thread loop (as fast as the same loop in
+/// C with liburing, and as the raw epoll loop; a plain ring is ~0.68× of
+/// that on Linux 6.18: BENCHMARKS.md, "The raw peers").
+pub const RAW_URING: Server = Server::RawUring(raw_uring::Setup::Defer);
 
 /// One trial's measurements.
 #[derive(Debug, Clone)]
@@ -144,15 +155,7 @@ pub fn trial_with(server: Server, o: Opts) -> io::Result<EchoRun> {
             "echo: the memory probe needs our server (it counts armed connections)",
         ));
     }
-    let running = match server {
-        Server::Ours(b) => ours::start(listener, b, size, o.server_cpu, burn, accepted.clone())?,
-        Server::RawEpoll => peers::raw_epoll(listener, size, stop.clone(), o.server_cpu)?,
-        Server::RawUring => peers::raw_uring(listener, size, stop.clone(), o.server_cpu)?,
-        Server::Tokio => peers::tokio(listener, size, stop.clone(), o.server_cpu, burn)?,
-        Server::Compio(n) => {
-            peers::compio(listener, size, stop.clone(), o.server_cpu, n.max(1), burn)?
-        }
-    };
+    let running = start(server, listener, size, &stop, o.server_cpu, burn, &accepted)?;
     if o.measure_rss {
         let r = child::child_load(addr, o, &accepted);
         stop.store(true, Ordering::Release);
@@ -187,6 +190,27 @@ pub fn trial_with(server: Server, o: Opts) -> io::Result<EchoRun> {
         server,
         rss_per_conn: None,
     })
+}
+
+/// Starts `server` on `listener`: its threads pinned to `cpu`, burning
+/// the CPU requests ask for when `burn`, counting connections armed in
+/// `accepted` (ours only); the peers stop when `stop` is set.
+fn start(
+    server: Server,
+    listener: TcpListener,
+    size: usize,
+    stop: &Arc<AtomicBool>,
+    cpu: Option<usize>,
+    burn: bool,
+    accepted: &Arc<AtomicUsize>,
+) -> io::Result<Running> {
+    match server {
+        Server::Ours(b) => ours::start(listener, b, size, cpu, burn, accepted.clone()),
+        Server::RawEpoll => peers::raw_epoll(listener, size, stop.clone(), cpu),
+        Server::RawUring(setup) => raw_uring::raw_uring(listener, size, stop.clone(), cpu, setup),
+        Server::Tokio => peers::tokio(listener, size, stop.clone(), cpu, burn),
+        Server::Compio(n) => peers::compio(listener, size, stop.clone(), cpu, n.max(1), burn),
+    }
 }
 
 /// A running server: how to stop it and collect its threads' CPU time.
@@ -328,7 +352,7 @@ pub(super) fn run(s: &Settings, backend: Backend, peer: Server) -> io::Result<Ro
     let (id, peer_name, target) = match (peer, backend) {
         (Server::RawEpoll, Backend::Epoll) => ("echo_epoll", "raw epoll (1 thread)", 0.9),
         (Server::RawEpoll, _) => ("echo_io_uring", "raw epoll (1 thread)", 1.0),
-        (Server::RawUring, _) => ("echo_vs_raw_uring", "raw io_uring (1 thread)", 0.98),
+        (Server::RawUring(_), _) => ("echo_vs_raw_uring", "raw io_uring (1 thread)", 0.98),
         (Server::Tokio, _) => ("echo_vs_tokio", "tokio (2 workers)", 1.0),
         (Server::Compio(1), _) => ("echo_vs_compio", "compio (1 runtime)", 1.1),
         (Server::Compio(_), _) => ("echo_vs_compio", "compio (2 runtimes)", 1.1),
@@ -339,7 +363,7 @@ pub(super) fn run(s: &Settings, backend: Backend, peer: Server) -> io::Result<Ro
     // The table adds "(peer: …)" to the label; the diagnostics do not, so
     // the rows against the other peers name theirs, shortly.
     let label = match peer {
-        Server::RawUring => format!("echo {CONNECTIONS}x{SIZE} B ({backend} vs raw io_uring)"),
+        Server::RawUring(_) => format!("echo {CONNECTIONS}x{SIZE} B ({backend} vs raw io_uring)"),
         Server::Tokio => format!("echo {CONNECTIONS}x{SIZE} B ({backend} vs tokio)"),
         Server::Compio(_) => format!("echo {CONNECTIONS}x{SIZE} B ({backend} vs compio)"),
         _ => format!("echo {CONNECTIONS}x{SIZE} B ({backend})"),
@@ -386,7 +410,9 @@ mod tests {
             Server::Ours(Backend::IoUring),
             Server::Ours(Backend::Epoll),
             Server::RawEpoll,
-            Server::RawUring,
+            Server::RawUring(raw_uring::Setup::Plain),
+            Server::RawUring(raw_uring::Setup::Coop),
+            Server::RawUring(raw_uring::Setup::Defer),
             Server::Tokio,
             Server::Compio(1),
             Server::Compio(2),

@@ -1,19 +1,17 @@
 //! The echo peers: a hand-written single-thread level-triggered epoll
-//! loop, a hand-written single-thread io_uring loop, a tokio multi-thread
-//! runtime with 2 workers and compio thread-per-core runtimes. All pin
+//! loop, a tokio multi-thread runtime with 2 workers and compio
+//! thread-per-core runtimes (the raw io_uring loop is `echo_raw_uring.rs`). All pin
 //! their threads to the server CPU and report their own threads' CPU use,
 //! like our server; tokio and compio burn the CPU a request asks for when
 //! `burn` is set (the `mixed` workload).
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
-
-use io_uring::{opcode, squeue, types, IoUring};
+use std::time::Duration;
 
 use super::super::loadgen::{self, BurnParser};
 use super::super::{pin, thread_use, ThreadUse};
@@ -87,9 +85,10 @@ fn raw_loop(listener: TcpListener, size: usize, stop: &AtomicBool) -> io::Result
                 Ok(0) => conns[i] = None,
                 Ok(k) => {
                     // 512-byte echoes fit the socket buffer; a full buffer
-                    // would be a bug of the benchmark, not a slow path.
-                    if let Err(e) = write_all_nonblocking(s, &buf[..k]) {
-                        break 'serve Err(e);
+                    // would be a bug of the benchmark, not a slow path. A
+                    // failed write (the client reset) ends the connection.
+                    if write_all_nonblocking(s, &buf[..k]).is_err() {
+                        conns[i] = None;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -111,262 +110,6 @@ fn write_all_nonblocking(s: &mut TcpStream, mut data: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-// ----- raw io_uring -----------------------------------------------------------
-
-/// Operation kinds, in the low 2 bits of `user_data`; the connection index
-/// is in the bits above.
-const ACCEPT: u64 = 0;
-const RECV: u64 = 1;
-const SEND: u64 = 2;
-const TIMEOUT: u64 = 3;
-/// `user_data` of cancel requests (their CQEs are ignored).
-const CANCEL: u64 = u64::MAX;
-/// How often the loop wakes up to look at the stop flag.
-const TICK: Duration = Duration::from_millis(50);
-/// How long the loop waits, when stopping, for its cancelled operations.
-const DRAIN_LIMIT: Duration = Duration::from_secs(2);
-
-fn tag(index: usize, kind: u64) -> u64 {
-    ((index as u64) << 2) | kind
-}
-
-/// One connection: its socket, its buffer, and its one operation in flight.
-struct Conn {
-    sock: TcpStream,
-    /// Boxed, so it never moves while the kernel holds a pointer into it
-    /// (the `Vec<Option<Conn>>` may reallocate; the box's heap block stays).
-    buf: Box<[u8]>,
-    /// Bytes received by the last recv.
-    len: usize,
-    /// Bytes of them sent so far.
-    sent: usize,
-    /// The op of this connection the kernel holds (`RECV` or `SEND`).
-    inflight: Option<u64>,
-}
-
-pub(super) fn raw_uring(
-    listener: TcpListener,
-    size: usize,
-    stop: Arc<AtomicBool>,
-    cpu: Option<usize>,
-) -> io::Result<Running> {
-    let ring = IoUring::new(256)?;
-    let t = thread::spawn(move || {
-        pin(cpu);
-        uring_loop(ring, listener, size, &stop)?;
-        Ok(thread_use())
-    });
-    Ok(Running {
-        threads: vec![t],
-        port: None,
-    })
-}
-
-/// Pushes one SQE, submitting first when the queue is full.
-fn push(ring: &mut IoUring, e: &squeue::Entry) -> io::Result<()> {
-    loop {
-        // SAFETY: every entry built in this file points at memory that stays
-        // valid until its CQE: a connection's buffer is boxed in `conns` and
-        // the connection is only removed once its one op has completed;
-        // `uring_serve` returns `Ok` only after every op completed, and on
-        // an error `uring_loop` closes the ring and leaks `conns`; the
-        // timeout's timespec is a `static`.
-        if unsafe { ring.submission().push(e) }.is_ok() {
-            return Ok(());
-        }
-        ring.submit()?;
-    }
-}
-
-fn recv_entry(i: usize, c: &mut Conn) -> squeue::Entry {
-    c.inflight = Some(RECV);
-    opcode::Recv::new(
-        types::Fd(c.sock.as_raw_fd()),
-        c.buf.as_mut_ptr(),
-        c.buf.len() as u32,
-    )
-    .build()
-    .user_data(tag(i, RECV))
-}
-
-fn send_entry(i: usize, c: &mut Conn) -> squeue::Entry {
-    c.inflight = Some(SEND);
-    let rest = &c.buf[c.sent..c.len];
-    opcode::Send::new(
-        types::Fd(c.sock.as_raw_fd()),
-        rest.as_ptr(),
-        rest.len() as u32,
-    )
-    .build()
-    .user_data(tag(i, SEND))
-}
-
-/// The timeout that wakes the loop up; `static`, so valid for every SQE.
-static TICK_TS: types::Timespec = types::Timespec::new().nsec(TICK.as_nanos() as u32);
-
-fn uring_loop(
-    mut ring: IoUring,
-    listener: TcpListener,
-    size: usize,
-    stop: &AtomicBool,
-) -> io::Result<()> {
-    let mut conns: Vec<Option<Conn>> = Vec::new();
-    let r = uring_serve(&mut ring, &listener, &mut conns, size, stop);
-    if r.is_err() {
-        // Ops may still be in flight: close the ring first, and never free
-        // the buffers the kernel may still point into.
-        drop(ring);
-        std::mem::forget(conns);
-    }
-    r
-}
-
-/// Serves until `stop`, then cancels every op and returns `Ok` only once
-/// every one has completed (the kernel then holds no pointer into `conns`).
-fn uring_serve(
-    ring: &mut IoUring,
-    listener: &TcpListener,
-    conns: &mut Vec<Option<Conn>>,
-    size: usize,
-    stop: &AtomicBool,
-) -> io::Result<()> {
-    let lfd = types::Fd(listener.as_raw_fd());
-    let accept = || {
-        opcode::Accept::new(lfd, std::ptr::null_mut(), std::ptr::null_mut())
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(tag(0, ACCEPT))
-    };
-    let timeout = || {
-        opcode::Timeout::new(&TICK_TS as *const types::Timespec)
-            .build()
-            .user_data(tag(0, TIMEOUT))
-    };
-    push(ring, &accept())?;
-    push(ring, &timeout())?;
-    let mut accept_inflight = true;
-    let mut timeout_inflight = true;
-    let mut stopping: Option<Instant> = None;
-    loop {
-        let busy = accept_inflight
-            || timeout_inflight
-            || conns.iter().flatten().any(|c| c.inflight.is_some());
-        if let Some(since) = stopping {
-            if !busy {
-                break Ok(());
-            }
-            if since.elapsed() > DRAIN_LIMIT {
-                break Err(io::Error::other("raw io_uring: ops did not drain"));
-            }
-        } else if stop.load(Ordering::Acquire) {
-            // Cancel everything in flight, then drain the completions.
-            stopping = Some(Instant::now());
-            let mut inflight = Vec::new();
-            if accept_inflight {
-                inflight.push(tag(0, ACCEPT));
-            }
-            for (i, c) in conns.iter().enumerate() {
-                if let Some(Conn {
-                    inflight: Some(k), ..
-                }) = c
-                {
-                    inflight.push(tag(i, *k));
-                }
-            }
-            for ud in inflight {
-                push(
-                    ring,
-                    &opcode::AsyncCancel::new(ud).build().user_data(CANCEL),
-                )?;
-            }
-        }
-        match ring.submit_and_wait(1) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-            Err(e) => break Err(e),
-        }
-        let cqes: Vec<(u64, i32)> = ring
-            .completion()
-            .map(|c| (c.user_data(), c.result()))
-            .collect();
-        let mut failed = None;
-        for (ud, res) in cqes {
-            if ud == CANCEL {
-                continue;
-            }
-            let (i, kind) = ((ud >> 2) as usize, ud & 3);
-            match kind {
-                TIMEOUT => {
-                    timeout_inflight = false;
-                    if stopping.is_none() {
-                        push(ring, &timeout())?;
-                        timeout_inflight = true;
-                    }
-                }
-                ACCEPT => {
-                    accept_inflight = false;
-                    if res >= 0 {
-                        // SAFETY: a non-negative accept result is a new fd
-                        // that nothing else owns.
-                        let sock = unsafe { TcpStream::from_raw_fd(res) };
-                        if stopping.is_none() {
-                            if let Err(e) = sock.set_nodelay(true) {
-                                failed = Some(e);
-                                continue;
-                            }
-                            let j = conns.len();
-                            conns.push(Some(Conn {
-                                sock,
-                                buf: vec![0u8; size].into_boxed_slice(),
-                                len: 0,
-                                sent: 0,
-                                inflight: None,
-                            }));
-                            let c = conns[j].as_mut().expect("just pushed");
-                            push(ring, &recv_entry(j, c))?;
-                        }
-                    }
-                    if stopping.is_none() {
-                        push(ring, &accept())?;
-                        accept_inflight = true;
-                    }
-                }
-                RECV | SEND => {
-                    let Some(c) = conns.get_mut(i).and_then(Option::as_mut) else {
-                        continue;
-                    };
-                    c.inflight = None;
-                    if res <= 0 || stopping.is_some() {
-                        // End of stream, an error or a cancel: the
-                        // connection ends (the kernel holds nothing of it).
-                        conns[i] = None;
-                        continue;
-                    }
-                    let n = res as usize;
-                    if kind == RECV {
-                        c.len = n;
-                        c.sent = 0;
-                        push(ring, &send_entry(i, c))?;
-                    } else {
-                        c.sent += n;
-                        if c.sent < c.len {
-                            // A short send: send the rest.
-                            push(ring, &send_entry(i, c))?;
-                        } else {
-                            push(ring, &recv_entry(i, c))?;
-                        }
-                    }
-                }
-                _ => unreachable!("2-bit kind"),
-            }
-        }
-        if let Some(e) = failed {
-            break Err(e);
-        }
-    }
 }
 
 // ----- tokio ------------------------------------------------------------------

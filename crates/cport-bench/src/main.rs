@@ -32,6 +32,7 @@ mod scale;
 mod threads;
 mod trial;
 mod wake;
+mod yardstick;
 
 use std::fs::File;
 use std::io;
@@ -137,6 +138,10 @@ pub struct Args {
     /// (ADDR,CONNECTIONS,SIZE,MILLISECONDS,CPU|-), talking on stdin/stdout.
     #[arg(long, hide = true, value_name = "SPEC")]
     pub loadgen_child: Option<String>,
+    /// Internal: run one echo server on its own until stdin ends
+    /// (SERVER,ADDR,CPU|-), to be driven from outside.
+    #[arg(long, hide = true, value_name = "SPEC")]
+    pub serve: Option<String>,
 }
 
 fn parse_backend(s: &str) -> Result<Backend, String> {
@@ -282,6 +287,9 @@ fn run(a: Args) -> io::Result<()> {
     if let Some(spec) = &a.loadgen_child {
         return echo::loadgen_child(spec);
     }
+    if let Some(spec) = &a.serve {
+        return echo::serve(spec);
+    }
     let s = settings(&a)?;
     NO_DETECTION.store(a.no_detection, std::sync::atomic::Ordering::Relaxed);
     // Fail before minutes of work if the JSON file cannot be written.
@@ -319,12 +327,14 @@ fn run(a: Args) -> io::Result<()> {
         rows.push(nop::run(&s, backend, 32)?);
     }
     if matches!(a.workload, Workload::Echo | Workload::All) {
+        // The yardsticks first: the raw loops against each other.
+        rows.push(yardstick::run(&s)?);
         // Both backends, whatever --backend says: the epoll row is the
         // fallback's own target.
         rows.push(echo::run(&s, Backend::IoUring, echo::Server::RawEpoll)?);
         rows.push(echo::run(&s, Backend::Epoll, echo::Server::RawEpoll)?);
         // Our io_uring backend against the other peers.
-        rows.push(echo::run(&s, Backend::IoUring, echo::Server::RawUring)?);
+        rows.push(echo::run(&s, Backend::IoUring, echo::RAW_URING)?);
         rows.push(echo::run(&s, Backend::IoUring, echo::Server::Tokio)?);
         rows.push(echo::run(&s, Backend::IoUring, echo::Server::Compio(1))?);
     }

@@ -306,6 +306,9 @@ pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo
         for e in &r.extra {
             out.push_str(&format!("    {}: {:.1} {}\n", e.name, e.value, e.unit));
         }
+        if let Some(w) = super::yardstick::warning(r) {
+            out.push_str(&format!("    WARNING: {w}\n"));
+        }
         if r.ours.stalls() > 0 {
             out.push_str(&format!(
                 "    WARNING: ours stalled {} time(s), warm-up included (a packet queued, a free slot, no dequeue: a lost wake-up); each was rescued by a no-op after ~{} ms, which stays in the time\n",
@@ -313,6 +316,10 @@ pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo
                 super::queue::stall_ms(),
             ));
         }
+    }
+    for w in rows.iter().filter_map(super::yardstick::warning) {
+        out.push_str(&format!("\nWARNING: {w}\n"));
+        eprintln!("cport-bench: WARNING: {w}");
     }
     print!("{out}");
     let _ = io::stdout().flush();
@@ -386,6 +393,7 @@ fn row_json(r: &Row) -> Value {
             json!({ "max_ratio": q(t, "ours/peer"), "met": r.target_met() })
         }),
         "note": r.note,
+        "warning": super::yardstick::warning(r),
         "extra": r.extra.iter().map(|e| (e.name.to_string(), q(e.value, e.unit))).collect::<serde_json::Map<_, _>>(),
     })
 }

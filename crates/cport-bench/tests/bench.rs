@@ -73,6 +73,7 @@ fn bench_all_quick_writes_every_row() {
             "queue",
             "nop_batch_1",
             "nop_batch_32",
+            "echo_raw_peers",
             "echo_io_uring",
             "echo_epoll",
             "echo_vs_raw_uring",
@@ -117,25 +118,48 @@ fn bench_all_quick_writes_every_row() {
             }
         }
     }
-    assert_eq!(rows[0]["peer"]["name"], "crossbeam-channel");
-    assert_eq!(rows[1]["peer"]["name"], "raw io-uring");
-    assert!(rows[0]["target"]["met"].is_boolean());
-    assert!(rows[2]["target"]["met"].is_boolean());
-    assert_eq!(rows[3]["peer"]["name"], "raw epoll (1 thread)");
-    assert!(rows[4]["target"]["met"].is_boolean());
-    assert_eq!(rows[5]["peer"]["name"], "raw io_uring (1 thread)");
-    assert_eq!(rows[6]["peer"]["name"], "tokio (2 workers)");
-    assert!(rows[5]["target"]["met"].is_boolean());
-    assert!(rows[6]["target"]["met"].is_boolean());
-    assert_eq!(rows[7]["peer"]["name"], "compio (1 runtime)");
-    assert_eq!(rows[7]["target"]["min_ratio"]["value"], 1.1);
+    let row = |id: &str| {
+        rows.iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("no row {id}"))
+    };
+    assert_eq!(row("queue")["peer"]["name"], "crossbeam-channel");
+    assert_eq!(row("nop_batch_1")["peer"]["name"], "raw io-uring");
+    assert!(row("queue")["target"]["met"].is_boolean());
+    assert!(row("nop_batch_32")["target"]["met"].is_boolean());
+    // The peer check: the raw io_uring loop against the raw epoll loop.
+    let check = row("echo_raw_peers");
+    assert_eq!(check["ours"]["name"], "raw io_uring (1 thread)");
+    assert_eq!(check["peer"]["name"], "raw epoll (1 thread)");
+    assert!(check["target"]["met"].is_boolean());
+    // Its warning is there exactly when one loop is > 5 % below the other.
+    let ratio = number(&check["ratio"], "peer check");
+    let weak = !(0.95..=1.0 / 0.95).contains(&ratio);
+    assert_eq!(check["warning"].is_string(), weak, "{check}");
+    assert_eq!(
+        stdout.contains("a weak peer is a bug"),
+        weak,
+        "{}",
+        text(&out)
+    );
+    assert_eq!(row("echo_io_uring")["peer"]["name"], "raw epoll (1 thread)");
+    assert!(row("echo_epoll")["target"]["met"].is_boolean());
+    assert_eq!(
+        row("echo_vs_raw_uring")["peer"]["name"],
+        "raw io_uring (1 thread)"
+    );
+    assert_eq!(row("echo_vs_tokio")["peer"]["name"], "tokio (2 workers)");
+    assert!(row("echo_vs_raw_uring")["target"]["met"].is_boolean());
+    assert!(row("echo_vs_tokio")["target"]["met"].is_boolean());
+    assert_eq!(row("echo_vs_compio")["peer"]["name"], "compio (1 runtime)");
+    assert_eq!(row("echo_vs_compio")["target"]["min_ratio"]["value"], 1.1);
     // Latency rows: percentiles with units, ratio of latencies (lower is
     // better, so the target is a maximum).
-    for (i, peer, kind) in [
-        (8, "tokio (2 workers)", "ops/s"),
-        (9, "compio (2 runtimes)", "p99"),
+    for (id, peer, kind) in [
+        ("mixed_vs_tokio", "tokio (2 workers)", "ops/s"),
+        ("mixed_vs_compio", "compio (2 runtimes)", "p99"),
     ] {
-        let r = &rows[i];
+        let r = row(id);
         assert_eq!(r["peer"]["name"], peer);
         assert!(r["ratio"]["of"].as_str().unwrap().starts_with(kind), "{r}");
         for side in ["ours", "peer"] {
@@ -148,23 +172,24 @@ fn bench_all_quick_writes_every_row() {
             }
         }
     }
-    assert!(rows[9]["target"]["max_ratio"]["value"].is_number());
+    assert!(row("mixed_vs_compio")["target"]["max_ratio"]["value"].is_number());
     // scale: 100 connections at this scale, memory per connection in bytes.
-    let extra = rows[10]["extra"].as_object().expect("scale extra");
+    let extra = row("scale")["extra"].as_object().expect("scale extra");
     assert!(
         extra
             .values()
             .any(|v| v["unit"] == "bytes" && v["value"].is_number()),
         "{extra:?}"
     );
-    assert!(rows[10]["peer"]["name"]
+    assert!(row("scale")["peer"]["name"]
         .as_str()
         .unwrap()
         .contains("50 connections"));
     // wake: p50 ratio, lower is better.
-    assert_eq!(rows[12]["peer"]["name"], "Mutex+Condvar");
-    assert!(rows[12]["ratio"]["of"].as_str().unwrap().starts_with("p50"));
-    assert!(rows[12]["target"]["max_ratio"]["value"].is_number());
+    let wake = row("wake");
+    assert_eq!(wake["peer"]["name"], "Mutex+Condvar");
+    assert!(wake["ratio"]["of"].as_str().unwrap().starts_with("p50"));
+    assert!(wake["target"]["max_ratio"]["value"].is_number());
     assert!(stdout.contains("fio not found"), "{}", text(&out));
 }
 
@@ -283,4 +308,56 @@ fn bench_reports_an_unwritable_json_file_before_running() {
         "ran trials first:\n{}",
         text(&out)
     );
+}
+
+/// `--serve` runs one of the bench's echo servers on its own: each one
+/// echoes what a client sends, stops when stdin ends, and reports its
+/// threads' CPU use.
+#[test]
+fn serve_echoes_until_stdin_ends() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    for server in ["raw-uring", "raw-uring-plain", "raw-epoll", "ours-io_uring"] {
+        let mut child = bench()
+            .args(["--serve", &format!("{server},127.0.0.1:0,-")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run cport-bench --serve");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("{server}: {line:?}"))
+            .trim()
+            .to_string();
+        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        for round in 0..3u8 {
+            let msg = [round; 512];
+            conn.write_all(&msg).unwrap();
+            let mut echo = [0u8; 512];
+            conn.read_exact(&mut echo).unwrap();
+            assert_eq!(echo, msg, "{server}: round {round}");
+        }
+        drop(child.stdin.take()); // EOF: stop
+        let limit = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > limit {
+                let _ = child.kill();
+                panic!("{server}: still serving 30 s after stdin closed");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        assert!(status.success(), "{server}: {status:?}, {rest}");
+        assert!(rest.starts_with("cpu_ns "), "{server}: {rest:?}");
+    }
 }
