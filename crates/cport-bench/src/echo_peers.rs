@@ -2,8 +2,10 @@
 //! loop, a tokio multi-thread runtime with 2 workers and compio
 //! thread-per-core runtimes (the raw io_uring loop is `echo_raw_uring.rs`). All pin
 //! their threads to the server CPU and report their own threads' CPU use,
-//! like our server; tokio and compio burn the CPU a request asks for when
-//! `burn` is set (the `mixed` workload).
+//! like our server; tokio and compio do the work a request asks for when
+//! `costs` is set (the `mixed` and `handlers` workloads): spin inline, and
+//! make a blocking call inline (compio, tokio) or on tokio's blocking pool
+//! (`spawn_blocking`), as their users would write it.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use super::super::loadgen::{self, BurnParser};
+use super::super::loadgen::{self, CostParser};
 use super::super::{pin, thread_use, ThreadUse};
-use super::Running;
+use super::{Running, TokioBlocking};
 
 // ----- raw epoll --------------------------------------------------------------
 
@@ -122,7 +124,8 @@ pub(super) fn tokio(
     size: usize,
     stop: Arc<AtomicBool>,
     cpu: Option<usize>,
-    burn: bool,
+    costs: bool,
+    blocking: TokioBlocking,
 ) -> io::Result<Running> {
     listener.set_nonblocking(true)?;
     let used = Arc::new(Mutex::new(ThreadUse::default()));
@@ -141,7 +144,7 @@ pub(super) fn tokio(
         loop {
             let (s, _) = listener.accept().await?;
             s.set_nodelay(true)?;
-            tokio::spawn(tokio_conn(s, size, burn));
+            tokio::spawn(tokio_conn(s, size, costs, blocking));
         }
         #[allow(unreachable_code)]
         io::Result::Ok(())
@@ -163,16 +166,33 @@ pub(super) fn tokio(
     })
 }
 
-async fn tokio_conn(mut s: tokio::net::TcpStream, size: usize, burn: bool) {
+async fn tokio_conn(
+    mut s: tokio::net::TcpStream,
+    size: usize,
+    costs: bool,
+    blocking: TokioBlocking,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; size];
-    let mut parser = BurnParser::default();
+    let mut parser = CostParser::default();
     loop {
         match s.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if burn {
-                    loadgen::burn(parser.feed(&buf[..n], size));
+                if costs {
+                    let w = parser.feed(&buf[..n], size);
+                    loadgen::burn(w.spin_ns);
+                    if w.block_ns > 0 && blocking == TokioBlocking::SpawnBlocking {
+                        let ns = w.block_ns;
+                        if tokio::task::spawn_blocking(move || loadgen::block(ns))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    } else {
+                        loadgen::block(w.block_ns);
+                    }
                 }
                 if s.write_all(&buf[..n]).await.is_err() {
                     return;
@@ -194,7 +214,7 @@ pub(super) fn compio(
     stop: Arc<AtomicBool>,
     cpu: Option<usize>,
     runtimes: usize,
-    burn: bool,
+    costs: bool,
 ) -> io::Result<Running> {
     let mut threads = Vec::with_capacity(runtimes);
     for _ in 0..runtimes {
@@ -228,7 +248,7 @@ pub(super) fn compio(
                         if s.set_nodelay(true).is_err() {
                             continue;
                         }
-                        compio::runtime::spawn(compio_conn(s, size, burn)).detach();
+                        compio::runtime::spawn(compio_conn(s, size, costs)).detach();
                     }
                 })
                 .detach();
@@ -257,10 +277,10 @@ pub(super) fn compio(
     })
 }
 
-async fn compio_conn(mut s: compio::net::TcpStream, size: usize, burn: bool) {
+async fn compio_conn(mut s: compio::net::TcpStream, size: usize, costs: bool) {
     use compio::io::{AsyncRead, AsyncWriteExt};
     let mut buf: Vec<u8> = Vec::with_capacity(size);
-    let mut parser = BurnParser::default();
+    let mut parser = CostParser::default();
     loop {
         buf.clear();
         let compio::BufResult(r, b) = s.read(buf).await;
@@ -269,8 +289,8 @@ async fn compio_conn(mut s: compio::net::TcpStream, size: usize, burn: bool) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        if burn {
-            loadgen::burn(parser.feed(&buf, size));
+        if costs {
+            parser.feed(&buf, size).run_inline();
         }
         let compio::BufResult(r, b) = s.write_all(buf).await;
         buf = b;

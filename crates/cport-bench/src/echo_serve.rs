@@ -17,7 +17,7 @@ use std::sync::Arc;
 use completion_port::Backend;
 
 use super::raw_uring::Setup;
-use super::{start, Server, RAW_URING, SIZE};
+use super::{start, Server, RAW_URING, SIZE, TOKIO};
 
 /// The servers by name.
 const NAMES: [(&str, Server); 8] = [
@@ -27,7 +27,7 @@ const NAMES: [(&str, Server); 8] = [
     ("raw-uring", RAW_URING),
     ("raw-uring-coop", Server::RawUring(Setup::Coop)),
     ("raw-uring-plain", Server::RawUring(Setup::Plain)),
-    ("tokio", Server::Tokio),
+    ("tokio", TOKIO),
     ("compio", Server::Compio(1)),
 ];
 

@@ -11,7 +11,9 @@
 //! the operations it saw complete and fails unless they match its work.
 //!
 //! The workloads live one per file (`queue.rs`, `nop.rs`, `echo.rs`,
-//! `mixed.rs`, `scale.rs`, `file.rs`, `wake.rs`, `blocking.rs`); this file
+//! `mixed.rs`, `handlers.rs`, `scale.rs`, `file.rs`, `wake.rs`,
+//! `blocking.rs`; `yardstick.rs` checks the raw echo peers against each
+//! other); this file
 //! holds the command line, the run's settings and the dispatch to the
 //! workloads. `trial.rs` holds the trial loop and the rows it makes,
 //! `meter.rs` the meters and samples, `threads.rs` thread pinning and the
@@ -22,6 +24,7 @@
 mod blocking;
 mod echo;
 mod file;
+mod handlers;
 mod loadgen;
 mod meter;
 mod mixed;
@@ -77,6 +80,12 @@ pub enum Workload {
     /// detection on and off against a plain thread pool; plus the
     /// monitor's detection delay and CPU cost. Not part of `all`.
     Blocking,
+    /// The echo where 10 % of requests make the handler block 1 ms (a
+    /// synchronous call): ours (concurrency = CPUs, blocked-thread
+    /// detection, a pool of 8 workers per CPU) against tokio (blocking
+    /// inline, and with spawn_blocking) and compio, nothing pinned;
+    /// throughput and p99 latency.
+    Handlers,
     /// Every workload but `blocking`.
     All,
 }
@@ -85,9 +94,11 @@ pub enum Workload {
 ///
 /// Workloads: queue, nop, echo (vs raw epoll, raw io_uring, tokio,
 /// compio), mixed (heavy-tailed CPU per request: throughput and p50/p99
-/// latency vs tokio and compio), scale (10 000 vs 50 connections, memory
-/// per connection), file (O_DIRECT random reads vs fio), wake (post→wake
-/// latency vs Mutex+Condvar), all.
+/// latency vs tokio and compio), handlers (10 % of handlers block 1 ms:
+/// throughput and p99 vs tokio and compio), scale (10 000 vs 50
+/// connections, memory per connection), file (O_DIRECT random reads vs
+/// fio), wake (post→wake latency vs Mutex+Condvar), all; and blocking
+/// (the monitor's detection delay and cost; not part of all).
 #[derive(clap::Parser, Debug)]
 #[command(
     name = "cport-bench",
@@ -335,12 +346,15 @@ fn run(a: Args) -> io::Result<()> {
         rows.push(echo::run(&s, Backend::Epoll, echo::Server::RawEpoll)?);
         // Our io_uring backend against the other peers.
         rows.push(echo::run(&s, Backend::IoUring, echo::RAW_URING)?);
-        rows.push(echo::run(&s, Backend::IoUring, echo::Server::Tokio)?);
+        rows.push(echo::run(&s, Backend::IoUring, echo::TOKIO)?);
         rows.push(echo::run(&s, Backend::IoUring, echo::Server::Compio(1))?);
     }
     if matches!(a.workload, Workload::Mixed | Workload::All) {
         rows.push(mixed::run(&s, backend, mixed::Peer::Tokio)?);
         rows.push(mixed::run(&s, backend, mixed::Peer::Compio)?);
+    }
+    if matches!(a.workload, Workload::Handlers | Workload::All) {
+        rows.extend(handlers::run(&s, backend)?);
     }
     if matches!(a.workload, Workload::Scale | Workload::All) {
         rows.push(scale::run(&s, backend)?);

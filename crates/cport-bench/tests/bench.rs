@@ -81,6 +81,12 @@ fn bench_all_quick_writes_every_row() {
             "echo_vs_compio",
             "mixed_vs_tokio",
             "mixed_vs_compio",
+            "handlers_vs_tokio",
+            "handlers_vs_tokio_spawn_blocking",
+            "handlers_p99_vs_tokio_spawn_blocking",
+            "handlers_vs_compio",
+            "handlers_p99_vs_compio",
+            "handlers_scope_vs_tokio_spawn_blocking",
             "scale",
             "file",
             "wake"
@@ -105,7 +111,10 @@ fn bench_all_quick_writes_every_row() {
             let trials = s["trials"].as_array().expect("trials");
             assert_eq!(trials.len(), 3, "{id} {side}: trials");
             for t in trials {
-                if ["echo", "mixed", "scale"].iter().any(|p| id.starts_with(p)) {
+                if ["echo", "mixed", "handlers", "scale"]
+                    .iter()
+                    .any(|p| id.starts_with(p))
+                {
                     // Timed trials: every one served (and verified) requests.
                     assert!(number(&t["ops"], id) > 0.0, "{id} {side}: requests");
                 } else {
@@ -158,6 +167,31 @@ fn bench_all_quick_writes_every_row() {
     for (id, peer, kind) in [
         ("mixed_vs_tokio", "tokio (2 workers)", "ops/s"),
         ("mixed_vs_compio", "compio (2 runtimes)", "p99"),
+        (
+            "handlers_vs_tokio",
+            "tokio (2 workers), blocking inline",
+            "ops/s",
+        ),
+        (
+            "handlers_vs_tokio_spawn_blocking",
+            "tokio (2 workers) + spawn_blocking",
+            "ops/s",
+        ),
+        (
+            "handlers_p99_vs_tokio_spawn_blocking",
+            "tokio (2 workers) + spawn_blocking",
+            "p99",
+        ),
+        (
+            "handlers_p99_vs_compio",
+            "compio (2 runtimes), blocking inline",
+            "p99",
+        ),
+        (
+            "handlers_scope_vs_tokio_spawn_blocking",
+            "tokio (2 workers) + spawn_blocking",
+            "ops/s",
+        ),
     ] {
         let r = row(id);
         assert_eq!(r["peer"]["name"], peer);
@@ -173,6 +207,31 @@ fn bench_all_quick_writes_every_row() {
         }
     }
     assert!(row("mixed_vs_compio")["target"]["max_ratio"]["value"].is_number());
+    // handlers: ours with more workers than CPUs, concurrency = CPUs; the
+    // p99 rows are the same trials as their throughput rows.
+    let cpus = machine["nproc"].as_u64().unwrap();
+    assert_eq!(
+        row("handlers_vs_compio")["ours"]["name"],
+        format!(
+            "completion-port ({}, {} workers, concurrency {cpus})",
+            doc["settings"]["backend"].as_str().unwrap(),
+            16 * cpus
+        )
+    );
+    assert_eq!(
+        row("handlers_vs_compio")["target"]["min_ratio"]["value"],
+        1.5
+    );
+    assert_eq!(
+        row("handlers_vs_compio")["ours"]["trials"],
+        row("handlers_p99_vs_compio")["ours"]["trials"]
+    );
+    assert!(
+        row("handlers_scope_vs_tokio_spawn_blocking")["ours"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with(", port.blocking)")
+    );
     // scale: 100 connections at this scale, memory per connection in bytes.
     let extra = row("scale")["extra"].as_object().expect("scale extra");
     assert!(
