@@ -5,10 +5,13 @@
 //! - **raw epoll**: a hand-written single-thread level-triggered epoll loop
 //!   (`echo_peers.rs`);
 //! - **raw io_uring**: a hand-written single-thread io_uring loop
-//!   (`echo_peers.rs`);
+//!   (`echo_raw_uring.rs`);
 //! - **tokio**: a tokio multi-thread runtime with 2 workers (`echo_peers.rs`);
 //! - **compio**: compio's thread-per-core runtime, one runtime per thread,
 //!   each accepting on the same listener (`echo_peers.rs`).
+//!
+//! `echo_serve.rs` runs any of them on its own (`--serve`), to be driven
+//! from outside.
 //!
 //! Every server can also do the work each request asks for: spin (the
 //! `mixed` workload) or make a blocking call (`handlers`), see
@@ -71,9 +74,10 @@ pub enum Server {
 }
 
 /// The raw io_uring peer of the rows: `SINGLE_ISSUER | DEFER_TASKRUN`,
-/// the fastest setup of a single-thread loop (as fast as the same loop in
-/// C with liburing, and as the raw epoll loop; a plain ring is ~0.68× of
-/// that on Linux 6.18: BENCHMARKS.md, "The raw peers").
+/// the fastest setup of a single-thread loop (the same CPU per request as
+/// the same loop in C with liburing, and as the raw epoll loop; a plainly
+/// set-up ring needs ~50 % more on Linux 6.18: BENCHMARKS.md, "The raw
+/// peers").
 pub const RAW_URING: Server = Server::RawUring(raw_uring::Setup::Defer);
 
 /// How the tokio server makes a request's blocking call.

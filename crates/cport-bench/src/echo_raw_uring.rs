@@ -35,7 +35,8 @@ use super::Running;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Setup {
     /// `io_uring_queue_init(256, &ring, 0)`: completions are posted by task
-    /// work that interrupts the thread (an IPI when it runs).
+    /// work the kernel delivers by interrupting the thread; ~50 % more CPU
+    /// per request than the others in this echo on Linux 6.18.
     Plain,
     /// `COOP_TASKRUN | TASKRUN_FLAG` (5.19): task work waits until the
     /// thread enters the kernel anyway.
