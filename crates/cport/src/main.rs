@@ -9,7 +9,7 @@ mod server;
 use clap::{Parser, Subcommand};
 
 /// The Windows I/O completion port model on Linux: an echo server, a file
-/// copier, demos and benchmarks.
+/// copier, demos (and, through `cport-bench`, benchmarks).
 #[derive(Parser)]
 #[command(
     name = "cport",
@@ -38,18 +38,19 @@ enum Command {
   cport demo --threads 8 --connections 200 --seconds 10
   cport demo --backend epoll --message-size 4096      the epoll fallback, bigger messages")]
     Demo(demo::Args),
-    /// Benchmark the port side by side with its peers and print ratios.
+    /// Benchmark the port side by side with its peers and print ratios
     ///
-    /// Workloads: queue, nop, echo (vs raw epoll, raw io_uring, tokio,
-    /// compio), mixed (heavy-tailed CPU per request: throughput and
-    /// p50/p99 latency vs tokio and compio), scale (10 000 vs 50
-    /// connections, memory per connection), file (O_DIRECT random reads vs
-    /// fio), wake (post→wake latency vs Mutex+Condvar), all.
-    #[command(after_help = "Examples:
+    /// Runs the separate program `cport-bench` (next to `cport`) with the
+    /// same arguments: `cport bench --help` shows its options. Build it with
+    /// `cargo build --release -p cport-bench`.
+    #[command(
+        verbatim_doc_comment,
+        disable_help_flag = true,
+        after_help = "Examples:
   cport bench all --quick                        every workload in well under 2 minutes
   cport bench echo --json echo.json              echo vs raw epoll, raw io_uring, tokio, compio; JSON with units
-  cport bench file --dir /mnt/nvme               O_DIRECT reads on that filesystem vs fio (needs fio on PATH)
-  cport bench mixed --pairs 9 --no-pin           more pairs, threads not pinned")]
+  cport bench --help                             cport-bench's workloads and options"
+    )]
     Bench(bench::Args),
     /// Run a TCP echo server on one completion port until Ctrl-C or SIGTERM
     ///

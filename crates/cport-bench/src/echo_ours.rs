@@ -1,7 +1,9 @@
-//! Our echo server: one port, [`WORKERS`] worker threads (concurrency
-//! [`WORKERS`]), the seed's pattern: accept → associate → recv → send →
-//! recv …; each request's CPU cost is burned when asked (`mixed`), and the
-//! connections accepted and armed are counted (the `scale` memory probe).
+//! Our echo server: one port and a pool of worker threads ([`Pool`]: for
+//! the echo rows [`WORKERS`] threads, concurrency [`WORKERS`]), the seed's
+//! pattern: accept → associate → recv → send → recv …; each request's work
+//! is done when asked (`mixed`: spinning; `handlers`: a blocking call,
+//! unannounced or in a blocking scope), and the connections accepted and
+//! armed are counted (the `scale` memory probe).
 
 use std::io;
 use std::net::TcpListener;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use completion_port::{Backend, Buf, GetError, Handle, Port};
 
-use super::super::loadgen::{self, BurnParser};
+use super::super::loadgen::{self, CostParser};
 use super::super::{pin, thread_use};
 use super::{Running, WORKERS};
 
@@ -24,36 +26,67 @@ pub(super) const STOP: usize = usize::MAX;
 /// and where its byte stream is in the current message (for `mixed`).
 pub(super) enum Op {
     Accept,
-    Recv(Handle<Op>, BurnParser),
-    Send(Handle<Op>, BurnParser),
+    Recv(Handle<Op>, CostParser),
+    Send(Handle<Op>, CostParser),
     Stop,
+}
+
+/// The shape of our server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
+    pub backend: Backend,
+    /// Worker threads.
+    pub workers: usize,
+    /// The port's concurrency value.
+    pub concurrency: usize,
+    /// Make the blocking calls requests ask for inside `port.blocking`
+    /// (announced), rather than plainly (left to blocked-thread detection).
+    pub scope: bool,
+}
+
+impl Pool {
+    /// The echo rows' server: [`WORKERS`] workers, concurrency [`WORKERS`].
+    pub fn echo(backend: Backend) -> Pool {
+        Pool {
+            backend,
+            workers: WORKERS,
+            concurrency: WORKERS,
+            scope: false,
+        }
+    }
 }
 
 /// Starts our server on `listener`: the port and its workers, pinned to
 /// `cpu`; `accepted` counts the connections armed.
 pub(super) fn start(
     listener: TcpListener,
-    backend: Backend,
+    pool: Pool,
     size: usize,
     cpu: Option<usize>,
-    burn: bool,
+    costs: bool,
     accepted: Arc<AtomicUsize>,
 ) -> io::Result<Running> {
     let port = Port::<Op>::builder()
-        .backend(backend)
-        .concurrency(WORKERS)
-        .blocking_detection(crate::bench::detection())
+        .backend(pool.backend)
+        .concurrency(pool.concurrency)
+        .blocking_detection(crate::detection())
         .build()?;
     let listener = port.associate(listener, LISTENER)?;
     listener.accept(Op::Accept)?;
     let mut threads = Vec::new();
-    for _ in 0..WORKERS {
+    for _ in 0..pool.workers {
         let port = port.clone();
         let listener = listener.clone();
         let accepted = accepted.clone();
         threads.push(thread::spawn(move || {
             pin(cpu);
-            worker(&port, &listener, size, burn, &accepted)?;
+            worker(
+                &port,
+                &listener,
+                size,
+                costs.then_some(pool.scope),
+                &accepted,
+            )?;
             Ok(thread_use())
         }));
     }
@@ -67,7 +100,9 @@ fn worker(
     port: &Port<Op>,
     listener: &Handle<Op>,
     size: usize,
-    burn: bool,
+    // Whether requests carry costs, and if so whether blocking calls are
+    // made in a blocking scope.
+    costs: Option<bool>,
     accepted: &AtomicUsize,
 ) -> io::Result<()> {
     let mut next_key = 1usize;
@@ -86,7 +121,7 @@ fn worker(
                     let conn = port.associate(acc.socket, next_key)?;
                     conn.recv(
                         Buf::with_capacity(size),
-                        Op::Recv(conn.clone(), BurnParser::default()),
+                        Op::Recv(conn.clone(), CostParser::default()),
                     )?;
                     accepted.fetch_add(1, Ordering::Release);
                 }
@@ -95,8 +130,14 @@ fn worker(
             Op::Recv(conn, mut parser) => {
                 let buf = p.take_buf().expect("recv returns its buffer");
                 if matches!(p.result, Ok(n) if n > 0) {
-                    if burn {
-                        loadgen::burn(parser.feed(&buf, size));
+                    if let Some(scope) = costs {
+                        let w = parser.feed(&buf, size);
+                        loadgen::burn(w.spin_ns);
+                        if scope && w.block_ns > 0 {
+                            port.blocking(|| loadgen::block(w.block_ns));
+                        } else {
+                            loadgen::block(w.block_ns);
+                        }
                     }
                     conn.send(buf, Op::Send(conn.clone(), parser))?;
                 }

@@ -9,6 +9,7 @@ use std::io;
 use super::{report, Sample, Settings};
 
 /// One side of a comparison.
+#[derive(Clone)]
 pub(crate) struct Side {
     /// What ran, e.g. "completion-port (io_uring)" or "crossbeam-channel".
     pub name: String,

@@ -5,13 +5,17 @@
 //! - **raw epoll**: a hand-written single-thread level-triggered epoll loop
 //!   (`echo_peers.rs`);
 //! - **raw io_uring**: a hand-written single-thread io_uring loop
-//!   (`echo_peers.rs`);
+//!   (`echo_raw_uring.rs`);
 //! - **tokio**: a tokio multi-thread runtime with 2 workers (`echo_peers.rs`);
 //! - **compio**: compio's thread-per-core runtime, one runtime per thread,
 //!   each accepting on the same listener (`echo_peers.rs`).
 //!
-//! Every server can also burn the CPU each request asks for (the `mixed`
-//! workload, see `loadgen::BurnParser`), and ours counts the connections it
+//! `echo_serve.rs` runs any of them on its own (`--serve`), to be driven
+//! from outside.
+//!
+//! Every server can also do the work each request asks for: spin (the
+//! `mixed` workload) or make a blocking call (`handlers`), see
+//! `loadgen::CostParser`; and ours counts the connections it
 //! has accepted and armed (the `scale` workload's memory probe, whose
 //! load generator runs in a child process: `echo_child.rs`).
 //!
@@ -32,7 +36,7 @@ use std::time::Duration;
 
 use completion_port::{Backend, Port};
 
-use super::loadgen::{self, Load};
+use super::loadgen::{self, Cost, Load};
 use super::{pin, run_pairs, Contest, Lat, RatioKind, Row, Sample, Settings, Side, ThreadUse};
 
 #[path = "echo_child.rs"]
@@ -41,24 +45,52 @@ mod child;
 mod ours;
 #[path = "echo_peers.rs"]
 mod peers;
+#[path = "echo_raw_uring.rs"]
+mod raw_uring;
+#[path = "echo_serve.rs"]
+mod serve;
 
 pub(super) use child::{loadgen_child, raise_nofile};
+pub use ours::Pool;
 use ours::{Op, STOP};
+pub(super) use serve::serve;
 
 /// Which server a trial runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Server {
     /// Our port on this backend, with 2 workers.
     Ours(Backend),
+    /// Our port with a worker pool of its own shape (`handlers`).
+    OursPool(ours::Pool),
     /// The hand-written single-thread epoll loop.
     RawEpoll,
-    /// The hand-written single-thread io_uring loop.
-    RawUring,
-    /// A tokio multi-thread runtime with 2 workers.
-    Tokio,
+    /// The hand-written single-thread io_uring loop, its ring set up so.
+    RawUring(raw_uring::Setup),
+    /// A tokio multi-thread runtime with 2 workers; the blocking calls
+    /// requests ask for made inline, or with `spawn_blocking`.
+    Tokio(TokioBlocking),
     /// compio with this many thread-per-core runtimes.
     Compio(usize),
 }
+
+/// The raw io_uring peer of the rows: `SINGLE_ISSUER | DEFER_TASKRUN`,
+/// the fastest setup of a single-thread loop (the same CPU per request as
+/// the same loop in C with liburing, and as the raw epoll loop; a plainly
+/// set-up ring needs ~50 % more on Linux 6.18: BENCHMARKS.md, "The raw
+/// peers").
+pub const RAW_URING: Server = Server::RawUring(raw_uring::Setup::Defer);
+
+/// How the tokio server makes a request's blocking call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokioBlocking {
+    /// In the task, on the runtime's worker thread.
+    Inline,
+    /// `tokio::task::spawn_blocking(..).await`: on tokio's blocking pool.
+    SpawnBlocking,
+}
+
+/// The tokio peer of the plain rows.
+pub const TOKIO: Server = Server::Tokio(TokioBlocking::Inline);
 
 /// One trial's measurements.
 #[derive(Debug, Clone)]
@@ -79,8 +111,8 @@ pub struct Opts {
     pub duration: Duration,
     pub server_cpu: Option<usize>,
     pub client_cpu: Option<usize>,
-    /// Requests carry a CPU cost the server burns (`mixed`).
-    pub burn_seed: Option<u64>,
+    /// Requests carry a cost the server pays (`mixed`, `handlers`).
+    pub cost: Option<Cost>,
     /// Time every round trip.
     pub latency: bool,
     /// Run the load generator in a child process (this program, hidden
@@ -89,7 +121,7 @@ pub struct Opts {
     /// measured before and after they are established: ours only, as it
     /// waits until the server has armed every one. The child closes with
     /// a reset (no TIME_WAIT) and starts the clock after a first round
-    /// trip per connection (see `loadgen::Opts::ramp`). No latency, no burn.
+    /// trip per connection (see `loadgen::Opts::ramp`). No latency, no cost.
     pub measure_rss: bool,
 }
 
@@ -114,7 +146,7 @@ pub fn trial(
             duration,
             server_cpu,
             client_cpu,
-            burn_seed: None,
+            cost: None,
             latency: false,
             measure_rss: false,
         },
@@ -137,22 +169,22 @@ pub fn trial_with(server: Server, o: Opts) -> io::Result<EchoRun> {
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let accepted = Arc::new(AtomicUsize::new(0));
-    let burn = o.burn_seed.is_some();
+    let costs = o.cost.is_some();
     let size = o.size;
-    if o.measure_rss && !matches!(server, Server::Ours(_)) {
+    if o.measure_rss && !matches!(server, Server::Ours(_) | Server::OursPool(_)) {
         return Err(io::Error::other(
             "echo: the memory probe needs our server (it counts armed connections)",
         ));
     }
-    let running = match server {
-        Server::Ours(b) => ours::start(listener, b, size, o.server_cpu, burn, accepted.clone())?,
-        Server::RawEpoll => peers::raw_epoll(listener, size, stop.clone(), o.server_cpu)?,
-        Server::RawUring => peers::raw_uring(listener, size, stop.clone(), o.server_cpu)?,
-        Server::Tokio => peers::tokio(listener, size, stop.clone(), o.server_cpu, burn)?,
-        Server::Compio(n) => {
-            peers::compio(listener, size, stop.clone(), o.server_cpu, n.max(1), burn)?
-        }
-    };
+    let running = start(
+        server,
+        listener,
+        size,
+        &stop,
+        o.server_cpu,
+        costs,
+        &accepted,
+    )?;
     if o.measure_rss {
         let r = child::child_load(addr, o, &accepted);
         stop.store(true, Ordering::Release);
@@ -172,7 +204,7 @@ pub fn trial_with(server: Server, o: Opts) -> io::Result<EchoRun> {
             pin(o.client_cpu);
             let opts = loadgen::Opts {
                 latency: o.latency,
-                burn_seed: o.burn_seed,
+                cost: o.cost,
                 ..Default::default()
             };
             loadgen::run_with(addr, o.connections, size, o.duration, opts)
@@ -187,6 +219,31 @@ pub fn trial_with(server: Server, o: Opts) -> io::Result<EchoRun> {
         server,
         rss_per_conn: None,
     })
+}
+
+/// Starts `server` on `listener`: its threads pinned to `cpu`, doing the
+/// work requests ask for when `costs`, counting connections armed in
+/// `accepted` (ours only); the peers stop when `stop` is set.
+fn start(
+    server: Server,
+    listener: TcpListener,
+    size: usize,
+    stop: &Arc<AtomicBool>,
+    cpu: Option<usize>,
+    costs: bool,
+    accepted: &Arc<AtomicUsize>,
+) -> io::Result<Running> {
+    match server {
+        Server::Ours(b) => {
+            let pool = ours::Pool::echo(b);
+            ours::start(listener, pool, size, cpu, costs, accepted.clone())
+        }
+        Server::OursPool(pool) => ours::start(listener, pool, size, cpu, costs, accepted.clone()),
+        Server::RawEpoll => peers::raw_epoll(listener, size, stop.clone(), cpu),
+        Server::RawUring(setup) => raw_uring::raw_uring(listener, size, stop.clone(), cpu, setup),
+        Server::Tokio(blocking) => peers::tokio(listener, size, stop.clone(), cpu, costs, blocking),
+        Server::Compio(n) => peers::compio(listener, size, stop.clone(), cpu, n.max(1), costs),
+    }
 }
 
 /// A running server: how to stop it and collect its threads' CPU time.
@@ -239,9 +296,12 @@ pub(super) struct EchoContest<'a> {
     pub ours: (Server, usize),
     pub peer: (Server, usize),
     /// See [`Opts`].
-    pub burn_seed: Option<u64>,
+    pub cost: Option<Cost>,
     pub latency: bool,
     pub measure_rss: bool,
+    /// Leave the server's threads and the load generator unpinned, so
+    /// the server may use every CPU (`handlers`).
+    pub unpinned: bool,
 }
 
 impl<'a> EchoContest<'a> {
@@ -257,9 +317,10 @@ impl<'a> EchoContest<'a> {
             label,
             ours,
             peer,
-            burn_seed: None,
+            cost: None,
             latency: false,
             measure_rss: false,
+            unpinned: false,
         }
     }
 
@@ -276,9 +337,9 @@ impl<'a> EchoContest<'a> {
                 connections,
                 size: SIZE,
                 duration: Duration::from_millis(ms),
-                server_cpu: self.s.cpu_for(SERVER_SLOT),
-                client_cpu: self.s.cpu_for(CLIENT_SLOT),
-                burn_seed: self.burn_seed,
+                server_cpu: self.s.cpu_for(SERVER_SLOT).filter(|_| !self.unpinned),
+                client_cpu: self.s.cpu_for(CLIENT_SLOT).filter(|_| !self.unpinned),
+                cost: self.cost,
                 latency: self.latency,
                 measure_rss: self.measure_rss,
             },
@@ -328,19 +389,19 @@ pub(super) fn run(s: &Settings, backend: Backend, peer: Server) -> io::Result<Ro
     let (id, peer_name, target) = match (peer, backend) {
         (Server::RawEpoll, Backend::Epoll) => ("echo_epoll", "raw epoll (1 thread)", 0.9),
         (Server::RawEpoll, _) => ("echo_io_uring", "raw epoll (1 thread)", 1.0),
-        (Server::RawUring, _) => ("echo_vs_raw_uring", "raw io_uring (1 thread)", 0.98),
-        (Server::Tokio, _) => ("echo_vs_tokio", "tokio (2 workers)", 1.0),
+        (Server::RawUring(_), _) => ("echo_vs_raw_uring", "raw io_uring (1 thread)", 0.98),
+        (Server::Tokio(_), _) => ("echo_vs_tokio", "tokio (2 workers)", 1.0),
         (Server::Compio(1), _) => ("echo_vs_compio", "compio (1 runtime)", 1.1),
         (Server::Compio(_), _) => ("echo_vs_compio", "compio (2 runtimes)", 1.1),
-        (Server::Ours(_), _) => {
+        (Server::Ours(_) | Server::OursPool(_), _) => {
             return Err(io::Error::other("echo: our port is not a peer"));
         }
     };
     // The table adds "(peer: …)" to the label; the diagnostics do not, so
     // the rows against the other peers name theirs, shortly.
     let label = match peer {
-        Server::RawUring => format!("echo {CONNECTIONS}x{SIZE} B ({backend} vs raw io_uring)"),
-        Server::Tokio => format!("echo {CONNECTIONS}x{SIZE} B ({backend} vs tokio)"),
+        Server::RawUring(_) => format!("echo {CONNECTIONS}x{SIZE} B ({backend} vs raw io_uring)"),
+        Server::Tokio(_) => format!("echo {CONNECTIONS}x{SIZE} B ({backend} vs tokio)"),
         Server::Compio(_) => format!("echo {CONNECTIONS}x{SIZE} B ({backend} vs compio)"),
         _ => format!("echo {CONNECTIONS}x{SIZE} B ({backend})"),
     };
@@ -386,8 +447,11 @@ mod tests {
             Server::Ours(Backend::IoUring),
             Server::Ours(Backend::Epoll),
             Server::RawEpoll,
-            Server::RawUring,
-            Server::Tokio,
+            Server::RawUring(raw_uring::Setup::Plain),
+            Server::RawUring(raw_uring::Setup::Coop),
+            Server::RawUring(raw_uring::Setup::Defer),
+            TOKIO,
+            Server::Tokio(TokioBlocking::SpawnBlocking),
             Server::Compio(1),
             Server::Compio(2),
         ] {

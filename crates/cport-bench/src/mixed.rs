@@ -15,7 +15,8 @@ use std::io;
 
 use completion_port::Backend;
 
-use super::echo::{EchoContest, Server, CONNECTIONS, SIZE};
+use super::echo::{EchoContest, Server, CONNECTIONS, SIZE, TOKIO};
+use super::loadgen::{Cost, Profile};
 use super::{RatioKind, Row, Settings};
 
 /// The peer of a row.
@@ -41,7 +42,7 @@ pub(super) fn run(s: &Settings, backend: Backend, peer: Peer) -> io::Result<Row>
     let (id, server, peer_name, kind, target) = match peer {
         Peer::Tokio => (
             "mixed_vs_tokio",
-            Server::Tokio,
+            TOKIO,
             "tokio (2 workers)".to_string(),
             RatioKind::Rate,
             1.0,
@@ -55,7 +56,10 @@ pub(super) fn run(s: &Settings, backend: Backend, peer: Peer) -> io::Result<Row>
         ),
     };
     let mut c = EchoContest {
-        burn_seed: Some(SEED),
+        cost: Some(Cost {
+            seed: SEED,
+            profile: Profile::Mixed,
+        }),
         latency: true,
         ..EchoContest::new(
             s,

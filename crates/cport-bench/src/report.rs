@@ -205,7 +205,7 @@ pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo
     };
     let mut out = String::new();
     out.push_str(&format!(
-        "\ncport bench: {} pairs of trials per workload{}, ours = completion-port on {}, {}\n",
+        "\ncport-bench: {} pairs of trials per workload{}, ours = completion-port on {}, {}\n",
         s.pairs,
         if s.quick { " (--quick)" } else { "" },
         run.backend,
@@ -232,7 +232,7 @@ pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo
         out.push('\n');
     }
     out.push_str(
-        "\nours/peer: operations per second (median of trials); ratio: median of per-pair ratios of what \"ratio of\" names (for latency, lower is better: 0.7× means ours waits 30 % less); CPU/op: process CPU time per operation (median; echo, mixed and scale rows: the server's threads only, per request; file: the reading thread, or fio's usr+sys); p50/p99: latency percentiles (median of trials; mixed: request round trip; wake: post to wake-up)\n",
+        "\nours/peer: operations per second (median of trials); ratio: median of per-pair ratios of what \"ratio of\" names (for latency, lower is better: 0.7× means ours waits 30 % less); CPU/op: process CPU time per operation (median; echo, mixed, handlers and scale rows: the server's threads only, per request; file: the reading thread, or fio's usr+sys); p50/p99: latency percentiles (median of trials; mixed, handlers: request round trip; wake: post to wake-up)\n",
     );
     if run.backend != Backend::IoUring && rows.iter().any(|r| r.id.starts_with("nop")) {
         out.push_str(&format!(
@@ -266,7 +266,7 @@ pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo
         let (lo, hi) = min_max(&r.ratios());
         // Echo trials are timed and measured by the server's own threads,
         // per request; the others per operation, for the whole process.
-        let (scope, unit) = if ["echo", "mixed", "scale"]
+        let (scope, unit) = if ["echo", "mixed", "handlers", "scale"]
             .iter()
             .any(|p| r.id.starts_with(p))
         {
@@ -306,6 +306,9 @@ pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo
         for e in &r.extra {
             out.push_str(&format!("    {}: {:.1} {}\n", e.name, e.value, e.unit));
         }
+        if let Some(w) = super::yardstick::warning(r) {
+            out.push_str(&format!("    WARNING: {w}\n"));
+        }
         if r.ours.stalls() > 0 {
             out.push_str(&format!(
                 "    WARNING: ours stalled {} time(s), warm-up included (a packet queued, a free slot, no dequeue: a lost wake-up); each was rescued by a no-op after ~{} ms, which stays in the time\n",
@@ -313,6 +316,10 @@ pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo
                 super::queue::stall_ms(),
             ));
         }
+    }
+    for w in rows.iter().filter_map(super::yardstick::warning) {
+        out.push_str(&format!("\nWARNING: {w}\n"));
+        eprintln!("cport-bench: WARNING: {w}");
     }
     print!("{out}");
     let _ = io::stdout().flush();
@@ -386,6 +393,7 @@ fn row_json(r: &Row) -> Value {
             json!({ "max_ratio": q(t, "ours/peer"), "met": r.target_met() })
         }),
         "note": r.note,
+        "warning": super::yardstick::warning(r),
         "extra": r.extra.iter().map(|e| (e.name.to_string(), q(e.value, e.unit))).collect::<serde_json::Map<_, _>>(),
     })
 }
@@ -400,7 +408,7 @@ pub(crate) fn write_json(
     run: &RunInfo,
 ) -> io::Result<()> {
     let doc = json!({
-        "tool": "cport bench",
+        "tool": "cport-bench",
         "version": env!("CARGO_PKG_VERSION"),
         "command": run.command,
         "machine": {

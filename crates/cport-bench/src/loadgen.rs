@@ -6,9 +6,10 @@
 //! changes between trials is the server.
 //!
 //! Options: with `latency` every round trip is timed (first byte written
-//! to last byte of the echo read) into an `hdrhistogram`; with `burn_seed`
-//! the first 4 bytes of each message ask the server to burn CPU for that
-//! many nanoseconds (see [`burn_ns`], [`BurnParser`]); `zero_linger`
+//! to last byte of the echo read) into an `hdrhistogram`; with `cost`
+//! the first 4 bytes of each message ask the server to spin for so many
+//! nanoseconds, or to make a blocking call that long (see [`Cost`],
+//! [`CostParser`]); `zero_linger`
 //! closes with a reset (no TIME_WAIT: thousands of connections per trial
 //! would otherwise exhaust the ephemeral ports); with `ramp` the clock
 //! starts after a first round trip per connection (on average); the hook
@@ -36,7 +37,7 @@ pub struct Load {
 #[derive(Default)]
 pub struct Opts<'a> {
     pub latency: bool,
-    pub burn_seed: Option<u64>,
+    pub cost: Option<Cost>,
     pub zero_linger: bool,
     /// Start the clock only once as many round trips as there are
     /// connections have completed (the first burst of thousands of
@@ -45,47 +46,101 @@ pub struct Opts<'a> {
     pub after_connect: Option<&'a mut dyn FnMut() -> io::Result<()>>,
 }
 
-/// CPU time a request asks for, from the seed, the connection and the
-/// sequence number: 90 % 2 µs, 10 % 200 µs.
-pub fn burn_ns(seed: u64, conn: usize, seq: u64) -> u32 {
-    let mut x = seed
-        ^ (conn as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        ^ seq.wrapping_mul(0xd6e8_feb8_6659_fd93);
-    // splitmix64 finaliser
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^= x >> 31;
-    if x % 10 == 0 {
-        200_000
-    } else {
-        2_000
+/// Top bit of a request's cost header: the server makes a blocking call
+/// for the nanoseconds in the low 31 bits, instead of spinning for them.
+pub const BLOCK_FLAG: u32 = 1 << 31;
+
+/// What the requests of a run ask the server to do besides echoing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `mixed`: spin 2 µs (90 %) or 200 µs (10 %).
+    Mixed,
+    /// `handlers`: a 1 ms blocking call in 10 % of requests, nothing else.
+    Blocking,
+}
+
+/// The cost of every request: a profile and the seed of its sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cost {
+    pub seed: u64,
+    pub profile: Profile,
+}
+
+impl Cost {
+    /// The cost header of request `seq` of connection `conn` (the first 4
+    /// bytes of the message, little-endian; see [`CostParser`]).
+    pub fn header(self, conn: usize, seq: u64) -> u32 {
+        let mut x = self.seed
+            ^ (conn as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ seq.wrapping_mul(0xd6e8_feb8_6659_fd93);
+        // splitmix64 finaliser
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        let tail = x % 10 == 0;
+        match (self.profile, tail) {
+            (Profile::Mixed, true) => 200_000,
+            (Profile::Mixed, false) => 2_000,
+            (Profile::Blocking, true) => BLOCK_FLAG | 1_000_000,
+            (Profile::Blocking, false) => 0,
+        }
     }
 }
 
-/// Reads the burn requests out of a connection's byte stream of
+/// What received requests ask for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    /// CPU to spend, spinning.
+    pub spin_ns: u64,
+    /// Time to spend in a blocking call.
+    pub block_ns: u64,
+}
+
+impl Work {
+    /// Does the work on this thread: spins, then blocks.
+    pub fn run_inline(self) {
+        burn(self.spin_ns);
+        block(self.block_ns);
+    }
+}
+
+/// Reads the cost headers out of a connection's byte stream of
 /// `size`-byte messages, whatever way it is cut into reads.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct BurnParser {
+pub struct CostParser {
     /// Position in the current message.
     pos: u32,
     hdr: [u8; 4],
 }
 
-impl BurnParser {
-    /// Feeds received bytes; returns the nanoseconds of CPU they ask for.
-    pub fn feed(&mut self, data: &[u8], size: usize) -> u64 {
-        let mut total = 0u64;
+impl CostParser {
+    /// Feeds received bytes; returns the work they ask for.
+    pub fn feed(&mut self, data: &[u8], size: usize) -> Work {
+        let mut w = Work::default();
         for &b in data {
             let pos = self.pos as usize;
             if pos < 4 {
                 self.hdr[pos] = b;
                 if pos == 3 {
-                    total += u64::from(u32::from_le_bytes(self.hdr));
+                    let h = u32::from_le_bytes(self.hdr);
+                    if h & BLOCK_FLAG != 0 {
+                        w.block_ns += u64::from(h & !BLOCK_FLAG);
+                    } else {
+                        w.spin_ns += u64::from(h);
+                    }
                 }
             }
             self.pos = if pos + 1 >= size { 0 } else { self.pos + 1 };
         }
-        total
+        w
+    }
+}
+
+/// A blocking call of `ns` nanoseconds: the thread sleeps in the kernel,
+/// as one waiting for a database's answer does.
+pub fn block(ns: u64) {
+    if ns > 0 {
+        std::thread::sleep(Duration::from_nanos(ns));
     }
 }
 
@@ -116,7 +171,7 @@ struct Conn {
     t0: Option<Instant>,
 }
 
-fn fill(msg: &mut [u8], conn: usize, seq: u64, burn_seed: Option<u64>) {
+fn fill(msg: &mut [u8], conn: usize, seq: u64, cost: Option<Cost>) {
     let mut x =
         (conn as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seq.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     for b in msg.iter_mut() {
@@ -125,9 +180,9 @@ fn fill(msg: &mut [u8], conn: usize, seq: u64, burn_seed: Option<u64>) {
         x ^= x << 17;
         *b = x as u8;
     }
-    if let Some(seed) = burn_seed {
+    if let Some(cost) = cost {
         if msg.len() >= 4 {
-            msg[..4].copy_from_slice(&burn_ns(seed, conn, seq).to_le_bytes());
+            msg[..4].copy_from_slice(&cost.header(conn, seq).to_le_bytes());
         }
     }
 }
@@ -160,7 +215,7 @@ pub fn run_with(
     let mut bufs = Vec::with_capacity(connections);
     for i in 0..connections {
         let mut msg = vec![0u8; size];
-        fill(&mut msg, i, 0, opts.burn_seed);
+        fill(&mut msg, i, 0, opts.cost);
         bufs.push((msg, vec![0u8; size]));
     }
     let mut conns = Vec::with_capacity(connections);
@@ -205,7 +260,7 @@ pub fn run_with(
         &mut conns,
         size,
         duration,
-        opts.burn_seed,
+        opts.cost,
         latency.as_mut(),
         opts.ramp,
     );
@@ -224,7 +279,7 @@ fn drive(
     conns: &mut [Conn],
     size: usize,
     duration: Duration,
-    burn_seed: Option<u64>,
+    cost: Option<Cost>,
     mut latency: Option<&mut Histogram<u64>>,
     ramp: bool,
 ) -> io::Result<(u64, Duration)> {
@@ -314,7 +369,7 @@ fn drive(
                     h.saturating_record(t0.elapsed().as_nanos().max(1) as u64);
                 }
                 c.seq += 1;
-                fill(&mut c.msg, i, c.seq, burn_seed);
+                fill(&mut c.msg, i, c.seq, cost);
                 c.sent = 0;
                 c.got = 0;
             }
@@ -337,4 +392,71 @@ fn drive(
         }
     }
     Ok((requests, start.elapsed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages of `requests` round trips of connection 3.
+    fn stream(cost: Cost, requests: u64, size: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for seq in 0..requests {
+            let mut msg = vec![0u8; size];
+            fill(&mut msg, 3, seq, Some(cost));
+            out.extend_from_slice(&msg);
+        }
+        out
+    }
+
+    #[test]
+    fn the_blocking_profile_blocks_one_request_in_ten_for_1_ms() {
+        let cost = Cost {
+            seed: 7,
+            profile: Profile::Blocking,
+        };
+        let n = 10_000;
+        let data = stream(cost, n, 64);
+        let w = CostParser::default().feed(&data, 64);
+        assert_eq!(w.spin_ns, 0);
+        assert_eq!(w.block_ns % 1_000_000, 0);
+        let blocks = w.block_ns / 1_000_000;
+        assert!((800..=1200).contains(&blocks), "{blocks} blocks in {n}");
+        // The same seed gives every side the same sequence.
+        assert_eq!(stream(cost, 100, 64), stream(cost, 100, 64));
+    }
+
+    #[test]
+    fn the_parser_finds_every_header_however_the_stream_is_cut() {
+        for profile in [Profile::Mixed, Profile::Blocking] {
+            let cost = Cost { seed: 1, profile };
+            let size = 16;
+            let data = stream(cost, 200, size);
+            let whole = CostParser::default().feed(&data, size);
+            assert!(whole.spin_ns + whole.block_ns > 0, "{profile:?}");
+            // Cut into reads of 1, 3, 5 and 7 bytes, headers split too.
+            for cut in [1, 3, 5, 7] {
+                let mut p = CostParser::default();
+                let mut sum = Work::default();
+                for chunk in data.chunks(cut) {
+                    let w = p.feed(chunk, size);
+                    sum.spin_ns += w.spin_ns;
+                    sum.block_ns += w.block_ns;
+                }
+                assert_eq!(sum, whole, "{profile:?}, reads of {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn mixed_requests_spin_2_or_200_us() {
+        let cost = Cost {
+            seed: 9,
+            profile: Profile::Mixed,
+        };
+        for seq in 0..1000 {
+            let h = cost.header(0, seq);
+            assert!(h == 2_000 || h == 200_000, "{h}");
+        }
+    }
 }

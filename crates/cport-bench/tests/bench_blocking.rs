@@ -1,4 +1,4 @@
-//! `cport bench blocking` end to end, on a tiny amount of work: it prints
+//! `cport-bench blocking` end to end, on a tiny amount of work: it prints
 //! the monitor's measurements and both rows, and exits 0. No speed is
 //! asserted.
 
@@ -6,11 +6,11 @@ use std::process::Command;
 
 #[test]
 fn bench_blocking_quick_prints_every_line() {
-    let out = Command::new(env!("CARGO_BIN_EXE_cport"))
-        .args(["bench", "blocking", "--quick"])
+    let out = Command::new(env!("CARGO_BIN_EXE_cport-bench"))
+        .args(["blocking", "--quick"])
         .env("CPORT_BENCH_SCALE", "0.01")
         .output()
-        .expect("run cport");
+        .expect("run cport-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

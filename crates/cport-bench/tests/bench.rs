@@ -1,4 +1,4 @@
-//! `cport bench` end to end: the built binary runs every workload on a
+//! `cport-bench` end to end: the built binary runs every workload on a
 //! tiny amount of work and writes its JSON. No test here asserts a speed.
 
 use std::path::PathBuf;
@@ -6,8 +6,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn cport() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cport"))
+fn bench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cport-bench"))
 }
 
 fn tmp_json(name: &str) -> PathBuf {
@@ -32,14 +32,14 @@ fn number(v: &Value, what: &str) -> f64 {
 #[test]
 fn bench_all_quick_writes_every_row() {
     let path = tmp_json("all");
-    let out = cport()
-        .args(["bench", "all", "--quick", "--json"])
+    let out = bench()
+        .args(["all", "--quick", "--json"])
         .arg(&path)
         .env("CPORT_BENCH_SCALE", "0.01")
         // Deterministic whatever is installed: the file row without fio.
         .env("CPORT_BENCH_FIO", "/nonexistent/fio")
         .output()
-        .expect("run cport");
+        .expect("run cport-bench");
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     for needle in [
@@ -73,6 +73,7 @@ fn bench_all_quick_writes_every_row() {
             "queue",
             "nop_batch_1",
             "nop_batch_32",
+            "echo_raw_peers",
             "echo_io_uring",
             "echo_epoll",
             "echo_vs_raw_uring",
@@ -80,6 +81,12 @@ fn bench_all_quick_writes_every_row() {
             "echo_vs_compio",
             "mixed_vs_tokio",
             "mixed_vs_compio",
+            "handlers_vs_tokio",
+            "handlers_vs_tokio_spawn_blocking",
+            "handlers_p99_vs_tokio_spawn_blocking",
+            "handlers_vs_compio",
+            "handlers_p99_vs_compio",
+            "handlers_scope_vs_tokio_spawn_blocking",
             "scale",
             "file",
             "wake"
@@ -104,7 +111,10 @@ fn bench_all_quick_writes_every_row() {
             let trials = s["trials"].as_array().expect("trials");
             assert_eq!(trials.len(), 3, "{id} {side}: trials");
             for t in trials {
-                if ["echo", "mixed", "scale"].iter().any(|p| id.starts_with(p)) {
+                if ["echo", "mixed", "handlers", "scale"]
+                    .iter()
+                    .any(|p| id.starts_with(p))
+                {
                     // Timed trials: every one served (and verified) requests.
                     assert!(number(&t["ops"], id) > 0.0, "{id} {side}: requests");
                 } else {
@@ -117,25 +127,73 @@ fn bench_all_quick_writes_every_row() {
             }
         }
     }
-    assert_eq!(rows[0]["peer"]["name"], "crossbeam-channel");
-    assert_eq!(rows[1]["peer"]["name"], "raw io-uring");
-    assert!(rows[0]["target"]["met"].is_boolean());
-    assert!(rows[2]["target"]["met"].is_boolean());
-    assert_eq!(rows[3]["peer"]["name"], "raw epoll (1 thread)");
-    assert!(rows[4]["target"]["met"].is_boolean());
-    assert_eq!(rows[5]["peer"]["name"], "raw io_uring (1 thread)");
-    assert_eq!(rows[6]["peer"]["name"], "tokio (2 workers)");
-    assert!(rows[5]["target"]["met"].is_boolean());
-    assert!(rows[6]["target"]["met"].is_boolean());
-    assert_eq!(rows[7]["peer"]["name"], "compio (1 runtime)");
-    assert_eq!(rows[7]["target"]["min_ratio"]["value"], 1.1);
+    let row = |id: &str| {
+        rows.iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("no row {id}"))
+    };
+    assert_eq!(row("queue")["peer"]["name"], "crossbeam-channel");
+    assert_eq!(row("nop_batch_1")["peer"]["name"], "raw io-uring");
+    assert!(row("queue")["target"]["met"].is_boolean());
+    assert!(row("nop_batch_32")["target"]["met"].is_boolean());
+    // The peer check: the raw io_uring loop against the raw epoll loop.
+    let check = row("echo_raw_peers");
+    assert_eq!(check["ours"]["name"], "raw io_uring (1 thread)");
+    assert_eq!(check["peer"]["name"], "raw epoll (1 thread)");
+    assert!(check["target"]["met"].is_boolean());
+    // Its warning is there exactly when one loop is > 5 % below the other.
+    let ratio = number(&check["ratio"], "peer check");
+    let weak = !(0.95..=1.0 / 0.95).contains(&ratio);
+    assert_eq!(check["warning"].is_string(), weak, "{check}");
+    assert_eq!(
+        stdout.contains("a weak peer is a bug"),
+        weak,
+        "{}",
+        text(&out)
+    );
+    assert_eq!(row("echo_io_uring")["peer"]["name"], "raw epoll (1 thread)");
+    assert!(row("echo_epoll")["target"]["met"].is_boolean());
+    assert_eq!(
+        row("echo_vs_raw_uring")["peer"]["name"],
+        "raw io_uring (1 thread)"
+    );
+    assert_eq!(row("echo_vs_tokio")["peer"]["name"], "tokio (2 workers)");
+    assert!(row("echo_vs_raw_uring")["target"]["met"].is_boolean());
+    assert!(row("echo_vs_tokio")["target"]["met"].is_boolean());
+    assert_eq!(row("echo_vs_compio")["peer"]["name"], "compio (1 runtime)");
+    assert_eq!(row("echo_vs_compio")["target"]["min_ratio"]["value"], 1.1);
     // Latency rows: percentiles with units, ratio of latencies (lower is
     // better, so the target is a maximum).
-    for (i, peer, kind) in [
-        (8, "tokio (2 workers)", "ops/s"),
-        (9, "compio (2 runtimes)", "p99"),
+    for (id, peer, kind) in [
+        ("mixed_vs_tokio", "tokio (2 workers)", "ops/s"),
+        ("mixed_vs_compio", "compio (2 runtimes)", "p99"),
+        (
+            "handlers_vs_tokio",
+            "tokio (2 workers), blocking inline",
+            "ops/s",
+        ),
+        (
+            "handlers_vs_tokio_spawn_blocking",
+            "tokio (2 workers) + spawn_blocking",
+            "ops/s",
+        ),
+        (
+            "handlers_p99_vs_tokio_spawn_blocking",
+            "tokio (2 workers) + spawn_blocking",
+            "p99",
+        ),
+        (
+            "handlers_p99_vs_compio",
+            "compio (2 runtimes), blocking inline",
+            "p99",
+        ),
+        (
+            "handlers_scope_vs_tokio_spawn_blocking",
+            "tokio (2 workers) + spawn_blocking",
+            "ops/s",
+        ),
     ] {
-        let r = &rows[i];
+        let r = row(id);
         assert_eq!(r["peer"]["name"], peer);
         assert!(r["ratio"]["of"].as_str().unwrap().starts_with(kind), "{r}");
         for side in ["ours", "peer"] {
@@ -148,23 +206,49 @@ fn bench_all_quick_writes_every_row() {
             }
         }
     }
-    assert!(rows[9]["target"]["max_ratio"]["value"].is_number());
+    assert!(row("mixed_vs_compio")["target"]["max_ratio"]["value"].is_number());
+    // handlers: ours with more workers than CPUs, concurrency = CPUs; the
+    // p99 rows are the same trials as their throughput rows.
+    let cpus = machine["nproc"].as_u64().unwrap();
+    assert_eq!(
+        row("handlers_vs_compio")["ours"]["name"],
+        format!(
+            "completion-port ({}, {} workers, concurrency {cpus})",
+            doc["settings"]["backend"].as_str().unwrap(),
+            16 * cpus
+        )
+    );
+    assert_eq!(
+        row("handlers_vs_compio")["target"]["min_ratio"]["value"],
+        1.5
+    );
+    assert_eq!(
+        row("handlers_vs_compio")["ours"]["trials"],
+        row("handlers_p99_vs_compio")["ours"]["trials"]
+    );
+    assert!(
+        row("handlers_scope_vs_tokio_spawn_blocking")["ours"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with(", port.blocking)")
+    );
     // scale: 100 connections at this scale, memory per connection in bytes.
-    let extra = rows[10]["extra"].as_object().expect("scale extra");
+    let extra = row("scale")["extra"].as_object().expect("scale extra");
     assert!(
         extra
             .values()
             .any(|v| v["unit"] == "bytes" && v["value"].is_number()),
         "{extra:?}"
     );
-    assert!(rows[10]["peer"]["name"]
+    assert!(row("scale")["peer"]["name"]
         .as_str()
         .unwrap()
         .contains("50 connections"));
     // wake: p50 ratio, lower is better.
-    assert_eq!(rows[12]["peer"]["name"], "Mutex+Condvar");
-    assert!(rows[12]["ratio"]["of"].as_str().unwrap().starts_with("p50"));
-    assert!(rows[12]["target"]["max_ratio"]["value"].is_number());
+    let wake = row("wake");
+    assert_eq!(wake["peer"]["name"], "Mutex+Condvar");
+    assert!(wake["ratio"]["of"].as_str().unwrap().starts_with("p50"));
+    assert!(wake["target"]["max_ratio"]["value"].is_number());
     assert!(stdout.contains("fio not found"), "{}", text(&out));
 }
 
@@ -204,13 +288,13 @@ fn bench_file_against_fio_when_installed() {
         return;
     }
     let path = tmp_json("file");
-    let out = cport()
-        .args(["bench", "file", "--quick", "--json"])
+    let out = bench()
+        .args(["file", "--quick", "--json"])
         .arg(&path)
         .env("CPORT_BENCH_SCALE", "0.01")
         .env_remove("CPORT_BENCH_FIO")
         .output()
-        .expect("run cport");
+        .expect("run cport-bench");
     assert!(out.status.success(), "{}", text(&out));
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read JSON"))
         .expect("the JSON parses");
@@ -222,60 +306,38 @@ fn bench_file_against_fio_when_installed() {
 
 #[test]
 fn help_teaches_by_example() {
-    for args in [
-        &["--help"][..],
-        &["demo", "--help"],
-        &["echo", "--help"],
-        &["copy", "--help"],
-        &["bench", "--help"],
-    ] {
-        let out = cport().args(args).output().expect("run cport");
-        assert!(out.status.success(), "{args:?}: {}", text(&out));
-        let help = String::from_utf8_lossy(&out.stdout);
-        let examples = help.split("Examples:").nth(1).unwrap_or("");
-        let n = examples
-            .lines()
-            .filter(|l| l.trim_start().starts_with("cport "))
-            .count();
-        assert!((2..=4).contains(&n), "{args:?}: {n} examples in:\n{help}");
-    }
+    let out = bench().arg("--help").output().expect("run cport-bench");
+    assert!(out.status.success(), "{}", text(&out));
+    let help = String::from_utf8_lossy(&out.stdout);
+    let examples = help.split("Examples:").nth(1).unwrap_or("");
+    let n = examples
+        .lines()
+        .filter(|l| l.trim_start().starts_with("cport-bench "))
+        .count();
+    assert!((2..=4).contains(&n), "{n} examples in:\n{help}");
 }
 
 #[test]
 fn bench_rejects_bad_input_without_panicking() {
     let cases: [(&[&str], Option<&str>, &str); 6] = [
-        (&["bench", "sideways"], None, "invalid value"),
+        (&["sideways"], None, "invalid value"),
+        (&["queue", "--backend", "kqueue"], None, "unknown backend"),
+        (&["queue", "--pairs", "0"], None, "--pairs"),
+        (&["queue", "--quick"], Some("abc"), "CPORT_BENCH_SCALE"),
+        (&["queue", "--scale=0"], None, "out of range"),
         (
-            &["bench", "queue", "--backend", "kqueue"],
-            None,
-            "unknown backend",
-        ),
-        (&["bench", "queue", "--pairs", "0"], None, "--pairs"),
-        (
-            &["bench", "queue", "--quick"],
-            Some("abc"),
-            "CPORT_BENCH_SCALE",
-        ),
-        (&["bench", "queue", "--scale=0"], None, "out of range"),
-        (
-            &[
-                "bench",
-                "file",
-                "--dir",
-                "/nonexistent-dir/x",
-                "--scale=0.01",
-            ],
+            &["file", "--dir", "/nonexistent-dir/x", "--scale=0.01"],
             None,
             "/nonexistent-dir/x",
         ),
     ];
     for (args, scale, needle) in cases {
-        let mut cmd = cport();
+        let mut cmd = bench();
         cmd.args(args);
         if let Some(s) = scale {
             cmd.env("CPORT_BENCH_SCALE", s);
         }
-        let out = cmd.output().expect("run cport");
+        let out = cmd.output().expect("run cport-bench");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded:\n{}", text(&out));
         assert!(
@@ -293,10 +355,10 @@ fn bench_rejects_bad_input_without_panicking() {
 
 #[test]
 fn bench_reports_an_unwritable_json_file_before_running() {
-    let out = cport()
-        .args(["bench", "nop", "--json", "/nonexistent-dir/x.json"])
+    let out = bench()
+        .args(["nop", "--json", "/nonexistent-dir/x.json"])
         .output()
-        .expect("run cport");
+        .expect("run cport-bench");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent-dir/x.json"), "{}", text(&out));
@@ -305,4 +367,56 @@ fn bench_reports_an_unwritable_json_file_before_running() {
         "ran trials first:\n{}",
         text(&out)
     );
+}
+
+/// `--serve` runs one of the bench's echo servers on its own: each one
+/// echoes what a client sends, stops when stdin ends, and reports its
+/// threads' CPU use.
+#[test]
+fn serve_echoes_until_stdin_ends() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    for server in ["raw-uring", "raw-uring-plain", "raw-epoll", "ours-io_uring"] {
+        let mut child = bench()
+            .args(["--serve", &format!("{server},127.0.0.1:0,-")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run cport-bench --serve");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("{server}: {line:?}"))
+            .trim()
+            .to_string();
+        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        for round in 0..3u8 {
+            let msg = [round; 512];
+            conn.write_all(&msg).unwrap();
+            let mut echo = [0u8; 512];
+            conn.read_exact(&mut echo).unwrap();
+            assert_eq!(echo, msg, "{server}: round {round}");
+        }
+        drop(child.stdin.take()); // EOF: stop
+        let limit = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > limit {
+                let _ = child.kill();
+                panic!("{server}: still serving 30 s after stdin closed");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        assert!(status.success(), "{server}: {status:?}, {rest}");
+        assert!(rest.starts_with("cpu_ns "), "{server}: {rest:?}");
+    }
 }

@@ -57,7 +57,7 @@ pub(super) fn child_load(
     trim_heap();
     let before = vm_rss()?;
     let mut child = Command::new(exe)
-        .args(["bench", "--loadgen-child", &spec])
+        .args(["--loadgen-child", &spec])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -141,7 +141,7 @@ pub(super) fn child_load(
     Ok(r)
 }
 
-/// The hidden `cport bench --loadgen-child SPEC`: connects, says
+/// The hidden `cport-bench --loadgen-child SPEC`: connects, says
 /// "connected", waits for "go" on stdin, drives the server, prints
 /// "REQUESTS NANOSECONDS".
 pub(crate) fn loadgen_child(spec: &str) -> io::Result<()> {

@@ -1,4 +1,6 @@
-//! `cport bench`: the port side by side with its peers, in one run.
+//! `cport-bench`: the port side by side with its peers, in one run (also
+//! reachable as `cport bench …`, which hands its arguments to this
+//! program).
 //!
 //! Each workload runs as interleaved *pairs* of trials (ours, peer, ours,
 //! peer, …); each trial does a fixed amount of work, timed with `Instant`,
@@ -9,7 +11,9 @@
 //! the operations it saw complete and fails unless they match its work.
 //!
 //! The workloads live one per file (`queue.rs`, `nop.rs`, `echo.rs`,
-//! `mixed.rs`, `scale.rs`, `file.rs`, `wake.rs`, `blocking.rs`); this file
+//! `mixed.rs`, `handlers.rs`, `scale.rs`, `file.rs`, `wake.rs`,
+//! `blocking.rs`; `yardstick.rs` checks the raw echo peers against each
+//! other); this file
 //! holds the command line, the run's settings and the dispatch to the
 //! workloads. `trial.rs` holds the trial loop and the rows it makes,
 //! `meter.rs` the meters and samples, `threads.rs` thread pinning and the
@@ -20,6 +24,7 @@
 mod blocking;
 mod echo;
 mod file;
+mod handlers;
 mod loadgen;
 mod meter;
 mod mixed;
@@ -30,6 +35,7 @@ mod scale;
 mod threads;
 mod trial;
 mod wake;
+mod yardstick;
 
 use std::fs::File;
 use std::io;
@@ -74,12 +80,36 @@ pub enum Workload {
     /// detection on and off against a plain thread pool; plus the
     /// monitor's detection delay and CPU cost. Not part of `all`.
     Blocking,
+    /// The echo where 10 % of requests make the handler block 1 ms (a
+    /// synchronous call): ours (concurrency = CPUs, blocked-thread
+    /// detection, a pool of 8 workers per CPU) against tokio (blocking
+    /// inline, and with spawn_blocking) and compio, nothing pinned;
+    /// throughput and p99 latency.
+    Handlers,
     /// Every workload but `blocking`.
     All,
 }
 
 /// Benchmark the port side by side with its peers and print ratios.
-#[derive(clap::Args, Debug)]
+///
+/// Workloads: queue, nop, echo (vs raw epoll, raw io_uring, tokio,
+/// compio), mixed (heavy-tailed CPU per request: throughput and p50/p99
+/// latency vs tokio and compio), handlers (10 % of handlers block 1 ms:
+/// throughput and p99 vs tokio and compio), scale (10 000 vs 50
+/// connections, memory per connection), file (O_DIRECT random reads vs
+/// fio), wake (post→wake latency vs Mutex+Condvar), all; and blocking
+/// (the monitor's detection delay and cost; not part of all).
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "cport-bench",
+    version,
+    about,
+    after_help = "Examples:
+  cport-bench all --quick                        every workload in well under 2 minutes
+  cport-bench echo --json echo.json              echo vs raw epoll, raw io_uring, tokio, compio; JSON with units
+  cport-bench file --dir /mnt/nvme               O_DIRECT reads on that filesystem vs fio (needs fio on PATH)
+  cport-bench mixed --pairs 9 --no-pin           more pairs, threads not pinned"
+)]
 pub struct Args {
     /// Workload to run.
     #[arg(value_enum, default_value_t = Workload::All)]
@@ -119,6 +149,10 @@ pub struct Args {
     /// (ADDR,CONNECTIONS,SIZE,MILLISECONDS,CPU|-), talking on stdin/stdout.
     #[arg(long, hide = true, value_name = "SPEC")]
     pub loadgen_child: Option<String>,
+    /// Internal: run one echo server on its own until stdin ends
+    /// (SERVER,ADDR,CPU|-), to be driven from outside.
+    #[arg(long, hide = true, value_name = "SPEC")]
+    pub serve: Option<String>,
 }
 
 fn parse_backend(s: &str) -> Result<Backend, String> {
@@ -236,7 +270,7 @@ fn settings(a: &Args) -> io::Result<Settings> {
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("probe thread panicked")));
         if let Err(e) = ok {
-            eprintln!("cport bench: cannot pin threads to CPUs ({e}); running unpinned");
+            eprintln!("cport-bench: cannot pin threads to CPUs ({e}); running unpinned");
             pin = false;
         }
     }
@@ -251,10 +285,21 @@ fn settings(a: &Args) -> io::Result<Settings> {
     })
 }
 
-/// `cport bench`.
-pub fn run(a: Args) -> io::Result<()> {
+fn main() {
+    let args = <Args as clap::Parser>::parse();
+    if let Err(e) = run(args) {
+        eprintln!("cport-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Runs the workloads `a` asks for and prints (and writes) the results.
+fn run(a: Args) -> io::Result<()> {
     if let Some(spec) = &a.loadgen_child {
         return echo::loadgen_child(spec);
+    }
+    if let Some(spec) = &a.serve {
+        return echo::serve(spec);
     }
     let s = settings(&a)?;
     NO_DETECTION.store(a.no_detection, std::sync::atomic::Ordering::Relaxed);
@@ -272,7 +317,7 @@ pub fn run(a: Args) -> io::Result<()> {
     let backend = s.port::<()>(1)?.backend();
     let machine = report::Machine::describe(&s);
     eprintln!(
-        "cport bench: {} pairs per workload{}, backend {backend}, {} {}, {}",
+        "cport-bench: {} pairs per workload{}, backend {backend}, {} {}, {}",
         s.pairs,
         if s.quick { " (quick)" } else { "" },
         machine.cpu_model,
@@ -293,18 +338,23 @@ pub fn run(a: Args) -> io::Result<()> {
         rows.push(nop::run(&s, backend, 32)?);
     }
     if matches!(a.workload, Workload::Echo | Workload::All) {
+        // The yardsticks first: the raw loops against each other.
+        rows.push(yardstick::run(&s)?);
         // Both backends, whatever --backend says: the epoll row is the
         // fallback's own target.
         rows.push(echo::run(&s, Backend::IoUring, echo::Server::RawEpoll)?);
         rows.push(echo::run(&s, Backend::Epoll, echo::Server::RawEpoll)?);
         // Our io_uring backend against the other peers.
-        rows.push(echo::run(&s, Backend::IoUring, echo::Server::RawUring)?);
-        rows.push(echo::run(&s, Backend::IoUring, echo::Server::Tokio)?);
+        rows.push(echo::run(&s, Backend::IoUring, echo::RAW_URING)?);
+        rows.push(echo::run(&s, Backend::IoUring, echo::TOKIO)?);
         rows.push(echo::run(&s, Backend::IoUring, echo::Server::Compio(1))?);
     }
     if matches!(a.workload, Workload::Mixed | Workload::All) {
         rows.push(mixed::run(&s, backend, mixed::Peer::Tokio)?);
         rows.push(mixed::run(&s, backend, mixed::Peer::Compio)?);
+    }
+    if matches!(a.workload, Workload::Handlers | Workload::All) {
+        rows.extend(handlers::run(&s, backend)?);
     }
     if matches!(a.workload, Workload::Scale | Workload::All) {
         rows.push(scale::run(&s, backend)?);
@@ -328,7 +378,7 @@ pub fn run(a: Args) -> io::Result<()> {
     report::print_table(&rows, &s, &machine, &run);
     if let Some((path, file)) = json_file {
         report::write_json(file, &path, &rows, &s, &machine, &run)?;
-        eprintln!("cport bench: wrote {}", path.display());
+        eprintln!("cport-bench: wrote {}", path.display());
     }
     Ok(())
 }
