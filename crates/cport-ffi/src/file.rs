@@ -1,4 +1,4 @@
-//! Files and handles: `CreateFileA`, `ReadFile`, `WriteFile`,
+//! Files and handles: `ReadFile`, `WriteFile`,
 //! `GetOverlappedResult`, `CancelIo`, `CancelIoEx`,
 //! `SetFileCompletionNotificationModes`, `CloseHandle`, `GetLastError`,
 //! `SetLastError`, `Sleep`.
@@ -10,8 +10,7 @@
 //! synchronously in the call (Windows would signal an event for the
 //! unassociated overlapped case; events are not supported).
 
-use std::ffi::CStr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,110 +18,10 @@ use completion_port::Buf;
 
 use crate::error::{errno, fail, set_last_error, win32_from_io, win32_from_ntstatus};
 use crate::issue::{finish_bool, start};
-use crate::object::{self, FdKind, Io, Object, Target};
+use crate::object::{self, FdKind, Io, Object};
 use crate::overlapped::{self, thread_id, FfiOp, Stage, REGISTRY, RESULTS_CHANGED};
 use crate::port::deliver;
 use crate::types::*;
-
-/// Opens a file (enough of Windows' `CreateFileA` for overlapped files).
-///
-/// - access: `GENERIC_READ`, `GENERIC_WRITE` or both;
-/// - share mode and security attributes: ignored (no mandatory sharing on
-///   Linux); `hTemplateFile` must be `NULL`;
-/// - disposition: `CREATE_NEW`, `CREATE_ALWAYS`, `OPEN_EXISTING`,
-///   `OPEN_ALWAYS`, `TRUNCATE_EXISTING`; the `_ALWAYS` ones set
-///   `ERROR_ALREADY_EXISTS` on success when the file existed;
-/// - flags: `FILE_FLAG_OVERLAPPED`, `FILE_FLAG_NO_BUFFERING` (`O_DIRECT`),
-///   `FILE_FLAG_WRITE_THROUGH` (`O_DSYNC`); attributes are ignored.
-///
-/// Returns a tagged handle, or `INVALID_HANDLE_VALUE` with the error
-/// (`ERROR_FILE_NOT_FOUND`, `ERROR_FILE_EXISTS`, `ERROR_ACCESS_DENIED`,
-/// `ERROR_INVALID_PARAMETER`, …).
-///
-/// # Safety
-/// `lpFileName` must be a NUL-terminated string (or null).
-#[no_mangle]
-pub unsafe extern "C" fn CreateFileA(
-    lpFileName: LPCSTR,
-    dwDesiredAccess: DWORD,
-    _dwShareMode: DWORD,
-    _lpSecurityAttributes: LPVOID,
-    dwCreationDisposition: DWORD,
-    dwFlagsAndAttributes: DWORD,
-    hTemplateFile: HANDLE,
-) -> HANDLE {
-    let bad = |e| {
-        set_last_error(e);
-        INVALID_HANDLE_VALUE
-    };
-    if lpFileName.is_null() || !hTemplateFile.is_null() {
-        return bad(ERROR_INVALID_PARAMETER);
-    }
-    let mut flags = libc::O_CLOEXEC;
-    flags |= match (
-        dwDesiredAccess & GENERIC_READ != 0,
-        dwDesiredAccess & GENERIC_WRITE != 0,
-    ) {
-        (true, true) => libc::O_RDWR,
-        (false, true) => libc::O_WRONLY,
-        _ => libc::O_RDONLY,
-    };
-    let may_exist = match dwCreationDisposition {
-        CREATE_NEW => {
-            flags |= libc::O_CREAT | libc::O_EXCL;
-            false
-        }
-        CREATE_ALWAYS => {
-            flags |= libc::O_CREAT | libc::O_TRUNC;
-            true
-        }
-        OPEN_EXISTING => false,
-        OPEN_ALWAYS => {
-            flags |= libc::O_CREAT;
-            true
-        }
-        TRUNCATE_EXISTING if dwDesiredAccess & GENERIC_WRITE != 0 => {
-            flags |= libc::O_TRUNC;
-            false
-        }
-        _ => return bad(ERROR_INVALID_PARAMETER),
-    };
-    if dwFlagsAndAttributes & FILE_FLAG_NO_BUFFERING != 0 {
-        flags |= libc::O_DIRECT;
-    }
-    if dwFlagsAndAttributes & FILE_FLAG_WRITE_THROUGH != 0 {
-        flags |= libc::O_DSYNC;
-    }
-    // SAFETY: NUL-terminated (caller).
-    let path = unsafe { CStr::from_ptr(lpFileName) };
-    // Whether it existed, for ERROR_ALREADY_EXISTS (a race with another
-    // creator only changes that hint).
-    // SAFETY: `path` is NUL-terminated; F_OK only checks existence.
-    let existed = may_exist && unsafe { libc::access(path.as_ptr(), libc::F_OK) } == 0;
-    // SAFETY: as above; the mode is passed for O_CREAT.
-    let fd = unsafe { libc::open(path.as_ptr(), flags, 0o666 as libc::c_uint) };
-    if fd < 0 {
-        return bad(win32_from_io(&errno()));
-    }
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let overlapped = dwFlagsAndAttributes & FILE_FLAG_OVERLAPPED != 0;
-    let target = match Target::new(owned.as_raw_fd(), Some(owned), overlapped) {
-        Ok(t) => Arc::new(t),
-        Err(e) => return bad(win32_from_io(&e)),
-    };
-    match object::insert(Object::File(target)) {
-        Some(h) => {
-            set_last_error(if existed {
-                ERROR_ALREADY_EXISTS
-            } else {
-                ERROR_SUCCESS
-            });
-            h
-        }
-        None => bad(ERROR_TOO_MANY_OPEN_FILES),
-    }
-}
 
 /// Direction of a transfer.
 #[derive(Clone, Copy, PartialEq, Eq)]

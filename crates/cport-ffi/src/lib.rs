@@ -20,8 +20,12 @@
 //!   caller sees;
 //! - [`file`]: `CreateFileA`, `ReadFile`, `WriteFile`, `GetOverlappedResult`,
 //!   `CancelIo(Ex)`, `CloseHandle`, …;
+//! - [`fileinfo`]: `CreateFileA`, `GetFileSize(Ex)`, `SetFilePointer(Ex)`,
+//!   `SetEndOfFile`, `FlushFileBuffers`, `GetFileType`, `DeleteFileA`,
+//!   `cport_fd`;
 //! - [`socket`]: the Winsock calls;
-//! - [`extension`]: `AcceptEx`, `GetAcceptExSockaddrs`, `ConnectEx`.
+//! - [`extension`]: `AcceptEx`, `GetAcceptExSockaddrs`, `ConnectEx`;
+//! - [`names`]: the Win32/Winsock types and constants of those calls.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(non_snake_case)]
@@ -29,7 +33,9 @@
 pub mod error;
 pub mod extension;
 pub mod file;
+pub mod fileinfo;
 mod issue;
+pub mod names;
 mod object;
 mod overlapped;
 pub mod port;
@@ -38,6 +44,8 @@ pub mod types;
 
 pub use extension::*;
 pub use file::*;
+pub use fileinfo::*;
+pub use names::*;
 pub use port::*;
 pub use socket::*;
 pub use types::*;
