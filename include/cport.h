@@ -17,9 +17,12 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
-/* ---- Winsock and file names (socket and file modules) ----
+/* ---- Winsock and file names (socket, BSD-wrapper and file modules) ----
  * The system's socket types under Windows' names, the unsuffixed macros,
- * LARGE_INTEGER with Windows' anonymous member. */
+ * LARGE_INTEGER with Windows' anonymous member, and the macros routing the
+ * BSD socket calls through cport's wrappers, which set WSAGetLastError()
+ * (define CPORT_NO_BSD_WRAPPERS before including cport.h to call the
+ * system's functions directly). */
 #include <netdb.h>
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
@@ -50,6 +53,23 @@ typedef union _ULARGE_INTEGER {
 #define WSASocket WSASocketA
 #define CreateFile CreateFileA
 #define DeleteFile DeleteFileA
+#ifndef CPORT_NO_BSD_WRAPPERS
+#define socket(...) cport_socket(__VA_ARGS__)
+#define bind(...) cport_bind(__VA_ARGS__)
+#define listen(...) cport_listen(__VA_ARGS__)
+#define connect(...) cport_connect(__VA_ARGS__)
+#define accept(...) cport_accept(__VA_ARGS__)
+#define send(...) cport_send(__VA_ARGS__)
+#define recv(...) cport_recv(__VA_ARGS__)
+#define sendto(...) cport_sendto(__VA_ARGS__)
+#define recvfrom(...) cport_recvfrom(__VA_ARGS__)
+#define getsockopt(...) cport_getsockopt(__VA_ARGS__)
+#define setsockopt(...) cport_setsockopt(__VA_ARGS__)
+#define shutdown(...) cport_shutdown(__VA_ARGS__)
+#define getsockname(...) cport_getsockname(__VA_ARGS__)
+#define getpeername(...) cport_getpeername(__VA_ARGS__)
+#define getaddrinfo(...) cport_getaddrinfo(__VA_ARGS__)
+#endif
 
 /* The per-operation structure, laid out as on 64-bit Windows (32 bytes),
  * with its anonymous union: ov.Offset, ov.OffsetHigh, ov.Pointer. */
@@ -101,11 +121,17 @@ typedef struct _OVERLAPPED {
 // The same, after `ConnectEx`.
 #define SO_UPDATE_CONNECT_CONTEXT 28688
 
-// Win32 `BOOL`: `TRUE` (1) or `FALSE` (0).
-typedef int32_t BOOL;
-
 // A socket: the Linux fd, as an unsigned pointer-sized integer.
 typedef uintptr_t SOCKET;
+
+// `WSAAccept`'s condition function. Only `NULL` is supported.
+typedef void *LPCONDITIONPROC;
+
+// Pointer-sized unsigned integer (completion keys).
+typedef uintptr_t ULONG_PTR;
+
+// Win32 `BOOL`: `TRUE` (1) or `FALSE` (0).
+typedef int32_t BOOL;
 
 // Untyped pointer.
 typedef void *LPVOID;
@@ -137,9 +163,6 @@ typedef int32_t LONG;
 
 // Pointer to a `LONG` (`SetFilePointer`'s high part).
 typedef LONG *PLONG;
-
-// Pointer-sized unsigned integer (completion keys).
-typedef uintptr_t ULONG_PTR;
 
 // Pointer to a completion key.
 typedef ULONG_PTR *PULONG_PTR;
@@ -576,6 +599,129 @@ typedef void (*LPFN_GETACCEPTEXSOCKADDRS)(LPVOID,
 extern "C" {
 #endif // __cplusplus
 
+// `socket`: a close-on-exec socket, or `INVALID_SOCKET` with the Winsock
+// error.
+SOCKET cport_socket(int af, int type, int protocol);
+
+// `bind`, with Winsock errors (`WSAEADDRINUSE`, …).
+//
+// # Safety
+// `name` must hold `namelen` bytes.
+int cport_bind(SOCKET s, const struct sockaddr *name, int namelen);
+
+// `listen`, with Winsock errors.
+int cport_listen(SOCKET s, int backlog);
+
+// `connect`, with Winsock errors; `WSAEINTR` when the socket is closed
+// while it waits.
+//
+// # Safety
+// `name` must hold `namelen` bytes.
+int cport_connect(SOCKET s, const struct sockaddr *name, int namelen);
+
+// `accept` (close-on-exec), with Winsock errors; `INVALID_SOCKET` with
+// `WSAEINTR` when the listener is closed while it waits. `addrlen` points
+// to an `int` or a `socklen_t`.
+//
+// # Safety
+// `addr`, when not null, must be writable for `*addrlen` bytes.
+SOCKET cport_accept(SOCKET s, struct sockaddr *addr, void *addrlen);
+
+// `WSAAccept` with no condition function: `accept`. A condition function
+// (deferring or rejecting connections) is not supported: `WSAEOPNOTSUPP`.
+//
+// # Safety
+// As [`cport_accept`].
+SOCKET WSAAccept(SOCKET s,
+                 struct sockaddr *addr,
+                 int *addrlen,
+                 LPCONDITIONPROC lpfnCondition,
+                 ULONG_PTR dwCallbackData);
+
+// `send` (never `SIGPIPE`), with Winsock errors; `WSAEINTR` when the
+// socket is closed while it waits.
+//
+// # Safety
+// `buf` must hold `len` bytes.
+int cport_send(SOCKET s, const void *buf, int len, int flags);
+
+// `recv`, with Winsock errors; `WSAEINTR` when the socket is closed while
+// it waits (0 still means the peer closed).
+//
+// # Safety
+// `buf` must be writable for `len` bytes.
+int cport_recv(SOCKET s, void *buf, int len, int flags);
+
+// `sendto` (never `SIGPIPE`), with Winsock errors.
+//
+// # Safety
+// `buf` must hold `len` bytes; `to`, when not null, `tolen` bytes.
+int cport_sendto(SOCKET s,
+                 const void *buf,
+                 int len,
+                 int flags,
+                 const struct sockaddr *to,
+                 int tolen);
+
+// `recvfrom`, with Winsock errors. `fromlen` points to an `int` or a
+// `socklen_t`.
+//
+// # Safety
+// `buf` must be writable for `len` bytes; `from`, when not null, for
+// `*fromlen` bytes.
+int cport_recvfrom(SOCKET s, void *buf, int len, int flags, struct sockaddr *from, void *fromlen);
+
+// `getsockopt`, with Winsock errors. `optlen` points to an `int` or a
+// `socklen_t`.
+//
+// # Safety
+// `optval` must be writable for `*optlen` bytes.
+int cport_getsockopt(SOCKET s, int level, int optname, void *optval, void *optlen);
+
+// `setsockopt`, with Winsock errors; `SO_UPDATE_ACCEPT_CONTEXT` and
+// `SO_UPDATE_CONNECT_CONTEXT` as Windows has them (see
+// [`crate::sockopt`]).
+//
+// # Safety
+// `optval` must hold `optlen` bytes.
+int cport_setsockopt(SOCKET s, int level, int optname, const void *optval, int optlen);
+
+// `shutdown` (`SD_RECEIVE`, `SD_SEND`, `SD_BOTH`), with Winsock errors.
+int cport_shutdown(SOCKET s, int how);
+
+// `getsockname`, with Winsock errors. `namelen` points to an `int` or a
+// `socklen_t`.
+//
+// # Safety
+// `name` must be writable for `*namelen` bytes.
+int cport_getsockname(SOCKET s, struct sockaddr *name, void *namelen);
+
+// `getpeername`, with Winsock errors; as [`cport_getsockname`].
+//
+// # Safety
+// As [`cport_getsockname`].
+int cport_getpeername(SOCKET s, struct sockaddr *name, void *namelen);
+
+// `getaddrinfo`: returns what the system returns (0, or an `EAI_*` value
+// of `<netdb.h>`, so `gai_strerror` and `EAI_*` comparisons work) and, on
+// failure, sets `WSAGetLastError()` to Winsock's code (`WSAHOST_NOT_FOUND`
+// for `EAI_NONAME`, …).
+//
+// # Safety
+// As the system's `getaddrinfo`.
+int cport_getaddrinfo(const char *node,
+                      const char *service,
+                      const struct addrinfo *hints,
+                      struct addrinfo **res);
+
+// `ioctlsocket`: `FIONBIO` (non-blocking mode from `*argp`), `FIONREAD`
+// (bytes ready to read into `*argp`), `SIOCATMARK`. Any other command:
+// `WSAEINVAL`.
+//
+// # Safety
+// `argp` must be valid for a read and a write.
+int ioctlsocket(SOCKET s, long cmd, unsigned long *argp);
+
 // Accepts a connection into the pre-created socket `sAcceptSocket`
 // (spec §7.28): the packet arrives on the **listening** socket's port and
 // key. When the connection arrives, it replaces `sAcceptSocket`'s socket
@@ -585,10 +731,15 @@ extern "C" {
 // data is received before the packet is queued (its bytes are the
 // packet's). The accepted socket is not associated with any port.
 //
-// Needs the listening socket associated with a port, an unassociated
-// accept socket, and address lengths of at least the family's largest
-// address + 16 (`WSAEINVAL` otherwise). Returns `FALSE` with
-// `ERROR_IO_PENDING`.
+// Needs a **listening** socket associated with a port, an unassociated
+// accept socket that no other `AcceptEx` in flight uses, and address
+// lengths of at least the family's largest address + 16 (`WSAEINVAL`
+// otherwise, queuing nothing); a null output buffer is `WSAEFAULT`.
+// Returns `FALSE` with `ERROR_IO_PENDING`. Options set on the accept
+// socket before the call are those of the accepted connection
+// (`sockopt.rs`); closing the listener or the accept socket, or
+// cancelling on the listener, ends the operation in either stage
+// (`accept_live.rs`).
 //
 // # Safety
 // `lpOutputBuffer` must hold `dwReceiveDataLength +
@@ -981,8 +1132,11 @@ SOCKET WSASocketA(int32_t af,
                   DWORD dwFlags);
 
 // Closes a socket: cancels its operations in flight (each queues its
-// packet with `ERROR_OPERATION_ABORTED`, spec §5.22), ends its
-// association, closes the fd. 0, or `SOCKET_ERROR` with `WSAENOTSOCK`.
+// packet with `ERROR_OPERATION_ABORTED`, spec §5.22) and ends the
+// `AcceptEx` operations it is the listener or accept socket of, ends its
+// association, wakes the threads blocked on it in `accept`, `recv`,
+// `send`, … (they fail with `WSAEINTR` through the header's wrappers; see
+// `bsd.rs`), closes the fd. 0, or `SOCKET_ERROR` with `WSAENOTSOCK`.
 int32_t closesocket(SOCKET s);
 
 // Receives into one or more buffers (spec §7.30–31). Overlapped (an

@@ -18,7 +18,7 @@ use completion_port::Buf;
 
 use crate::error::{errno, fail, set_last_error, win32_from_io, win32_from_ntstatus};
 use crate::issue::{finish_bool, start};
-use crate::object::{self, FdKind, Io, Object};
+use crate::object::{self, FdKind, Io, Object, Target};
 use crate::overlapped::{self, thread_id, FfiOp, Stage, REGISTRY, RESULTS_CHANGED};
 use crate::port::deliver;
 use crate::types::*;
@@ -128,6 +128,12 @@ unsafe fn transfer(
         // SAFETY: forwarded.
         _ => return unsafe { transfer_sync(dir, target.fd, target.kind, buf, n, done, ov) },
     };
+    if n == 0 && target.kind != FdKind::Socket {
+        // SAFETY: forwarded.
+        if let Some(r) = unsafe { zero_length_inline(&target, ov, done) } {
+            return r;
+        }
+    }
     let zero = zero_means(target.kind, dir, n);
     let started = start(
         &target,
@@ -163,6 +169,39 @@ unsafe fn transfer(
     );
     // SAFETY: `done` is null or writable (caller).
     unsafe { finish_bool(started, done) }
+}
+
+/// A zero-length read or write on a file or pipe completes in its call.
+/// When no packet may be queued for it (`hEvent`'s low bit, or
+/// skip-on-success mode), it ends here: `TRUE`, 0 bytes, its OVERLAPPED
+/// written, nothing queued. `None`: it queues a packet (the caller posts
+/// one).
+///
+/// # Safety
+/// `ov` null or valid; `done` null or writable.
+unsafe fn zero_length_inline(target: &Target, ov: LPOVERLAPPED, done: LPDWORD) -> Option<BOOL> {
+    if let Err(e) = crate::issue::check_overlapped(ov) {
+        return Some(fail(e));
+    }
+    // SAFETY: usable (checked) and valid (caller).
+    let no_packet = unsafe { overlapped::wants_no_packet(ov) };
+    let skip = target
+        .skip_on_success
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if !no_packet && !skip {
+        return None;
+    }
+    if REGISTRY.with(ov as usize, |_| ()).is_some() {
+        return Some(fail(ERROR_INVALID_PARAMETER)); // in flight: reused
+    }
+    // SAFETY: usable, not used by any operation of ours (checked).
+    unsafe { overlapped::mark_done(ov, 0, 0) };
+    if !done.is_null() {
+        // SAFETY: writable (caller).
+        unsafe { *done = 0 };
+    }
+    set_last_error(ERROR_SUCCESS);
+    Some(TRUE)
 }
 
 /// The synchronous path: the transfer happens in the call.
@@ -270,6 +309,9 @@ pub unsafe extern "C" fn GetOverlappedResult(
         }
         let Some(token) = token else {
             // Its issue call is still returning, in another thread.
+            if bWait == FALSE {
+                return fail(ERROR_IO_INCOMPLETE);
+            }
             std::thread::yield_now();
             continue;
         };
@@ -310,11 +352,11 @@ pub unsafe extern "C" fn GetOverlappedResult(
 /// Nothing is dereferenced (`lpOverlapped` is only compared).
 #[no_mangle]
 pub unsafe extern "C" fn CancelIoEx(hFile: HANDLE, lpOverlapped: LPOVERLAPPED) -> BOOL {
-    let target = match object::io_target(hFile) {
-        Ok(Io::Known(t)) => t,
-        Ok(Io::Plain(_)) => return fail(ERROR_NOT_FOUND),
+    let target = match known_target(hFile) {
+        Ok(t) => t,
         Err(e) => return fail(e),
     };
+    let accepts = crate::accept_live::cancel(&target, lpOverlapped, None);
     let found = if lpOverlapped.is_null() {
         REGISTRY.select(|p| Arc::ptr_eq(&p.target, &target))
     } else {
@@ -327,7 +369,17 @@ pub unsafe extern "C" fn CancelIoEx(hFile: HANDLE, lpOverlapped: LPOVERLAPPED) -
             .and_then(|(h, t)| t.map(|t| vec![(h, t)]))
             .unwrap_or_default()
     };
-    cancel(found)
+    cancel(found, accepts)
+}
+
+/// The target a cancel names; `ERROR_NOT_FOUND` for an open fd no port
+/// knows (nothing can be in flight on it), `ERROR_INVALID_HANDLE` for a
+/// closed, stale or made-up handle.
+fn known_target(h: HANDLE) -> Result<Arc<Target>, DWORD> {
+    match object::io_target(h)? {
+        Io::Known(t) => Ok(t),
+        Io::Plain(fd) => Err(object::kind_of(fd).map_or(ERROR_INVALID_HANDLE, |_| ERROR_NOT_FOUND)),
+    }
 }
 
 /// Cancels the operations the calling thread issued on the handle
@@ -337,20 +389,29 @@ pub unsafe extern "C" fn CancelIoEx(hFile: HANDLE, lpOverlapped: LPOVERLAPPED) -
 /// Nothing is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn CancelIo(hFile: HANDLE) -> BOOL {
-    let target = match object::io_target(hFile) {
-        Ok(Io::Known(t)) => t,
-        Ok(Io::Plain(_)) => return fail(ERROR_NOT_FOUND),
+    let target = match known_target(hFile) {
+        Ok(t) => t,
         Err(e) => return fail(e),
     };
     let me = thread_id();
-    cancel(REGISTRY.select(|p| Arc::ptr_eq(&p.target, &target) && p.thread == me))
+    let accepts = crate::accept_live::cancel(&target, std::ptr::null_mut(), Some(me));
+    cancel(
+        REGISTRY.select(|p| Arc::ptr_eq(&p.target, &target) && p.thread == me),
+        accepts,
+    )
 }
 
-fn cancel(ops: Vec<(completion_port::Handle<FfiOp>, completion_port::Token)>) -> BOOL {
-    let hits = ops
-        .into_iter()
-        .filter(|(h, t)| h.cancel(*t).is_ok())
-        .count();
+/// Cancels `ops`; `TRUE` when they, or the `accepts` `AcceptEx`
+/// operations ended by the caller, were anything.
+fn cancel(
+    ops: Vec<(completion_port::Handle<FfiOp>, completion_port::Token)>,
+    accepts: usize,
+) -> BOOL {
+    let hits = accepts
+        + ops
+            .into_iter()
+            .filter(|(h, t)| h.cancel(*t).is_ok())
+            .count();
     if hits == 0 {
         return fail(ERROR_NOT_FOUND);
     }

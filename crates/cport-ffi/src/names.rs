@@ -5,7 +5,7 @@
 //! The C-only names (`SOCKADDR`, `SOCKADDR_IN`, `SOCKADDR_STORAGE`,
 //! `PSOCKADDR`, `LINGER`, `DWORD_PTR`, `SD_BOTH`, the unsuffixed
 //! `WSASocket` / `CreateFile` / `DeleteFile` macros, and the macros that
-//! route the BSD calls through the wrappers) are typedefs and macros of
+//! route the BSD calls through [`crate::bsd`]) are typedefs and macros of
 //! the header's prelude (`cbindgen.toml`): they name the system's own types.
 //! `LARGE_INTEGER` and `ULARGE_INTEGER` are written there too, with
 //! Windows' anonymous member (`li.LowPart`); the Rust twins below have the
