@@ -1136,7 +1136,7 @@ SOCKET WSASocketA(int32_t af,
 // `AcceptEx` operations it is the listener or accept socket of, ends its
 // association, wakes the threads blocked on it in `accept`, `recv`,
 // `send`, … (they fail with `WSAEINTR` through the header's wrappers; see
-// `bsd.rs`), closes the fd. 0, or `SOCKET_ERROR` with `WSAENOTSOCK`.
+// `blocked.rs`), closes the fd. 0, or `SOCKET_ERROR` with `WSAENOTSOCK`.
 int32_t closesocket(SOCKET s);
 
 // Receives into one or more buffers (spec §7.30–31). Overlapped (an

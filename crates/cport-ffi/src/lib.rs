@@ -25,7 +25,8 @@
 //!   `cport_fd`;
 //! - [`socket`]: the Winsock calls;
 //! - [`bsd`]: the BSD socket calls with Winsock errors (the header routes
-//!   `bind`, `recv`, … there), `closesocket` waking blocked calls;
+//!   `bind`, `recv`, … there); `blocked`: `closesocket` waking the calls
+//!   blocked on its socket;
 //! - [`extension`]: `AcceptEx`, `GetAcceptExSockaddrs`, `ConnectEx`;
 //!   `accept_live`: closing and cancelling an `AcceptEx` in either stage;
 //!   `sockopt`: socket options across `AcceptEx`, `SO_UPDATE_*_CONTEXT`;
@@ -35,6 +36,7 @@
 #![allow(non_snake_case)]
 
 mod accept_live;
+mod blocked;
 pub mod bsd;
 pub mod error;
 pub mod extension;

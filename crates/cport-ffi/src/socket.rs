@@ -118,7 +118,7 @@ pub unsafe extern "C" fn WSASocketA(
 /// `AcceptEx` operations it is the listener or accept socket of, ends its
 /// association, wakes the threads blocked on it in `accept`, `recv`,
 /// `send`, … (they fail with `WSAEINTR` through the header's wrappers; see
-/// `bsd.rs`), closes the fd. 0, or `SOCKET_ERROR` with `WSAENOTSOCK`.
+/// `blocked.rs`), closes the fd. 0, or `SOCKET_ERROR` with `WSAENOTSOCK`.
 #[no_mangle]
 pub extern "C" fn closesocket(s: SOCKET) -> i32 {
     if s > i32::MAX as usize || !close_fd(s as RawFd) {
@@ -132,7 +132,7 @@ pub extern "C" fn closesocket(s: SOCKET) -> i32 {
 pub(crate) fn close_fd(fd: RawFd) -> bool {
     crate::accept_live::closing(fd);
     object::forget_fd(fd);
-    crate::bsd::wake_blocked(fd);
+    crate::blocked::wake_blocked(fd);
     // SAFETY: closing an fd number the caller gave us to close.
     unsafe { libc::close(fd) == 0 }
 }
