@@ -17,6 +17,60 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+/* ---- Winsock and file names (socket, BSD-wrapper and file modules) ----
+ * The system's socket types under Windows' names, the unsuffixed macros,
+ * LARGE_INTEGER with Windows' anonymous member, and the macros routing the
+ * BSD socket calls through cport's wrappers, which set WSAGetLastError()
+ * (define CPORT_NO_BSD_WRAPPERS before including cport.h to call the
+ * system's functions directly). */
+#include <netdb.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
+typedef struct sockaddr SOCKADDR, *PSOCKADDR, *LPSOCKADDR;
+typedef struct sockaddr_in SOCKADDR_IN, *PSOCKADDR_IN, *LPSOCKADDR_IN;
+typedef struct sockaddr_in6 SOCKADDR_IN6, *PSOCKADDR_IN6, *LPSOCKADDR_IN6;
+typedef struct sockaddr_storage SOCKADDR_STORAGE, *PSOCKADDR_STORAGE, *LPSOCKADDR_STORAGE;
+typedef struct in_addr IN_ADDR, *PIN_ADDR;
+typedef struct linger LINGER, *PLINGER, *LPLINGER;
+typedef struct addrinfo ADDRINFOA, *PADDRINFOA;
+typedef struct timeval TIMEVAL;
+typedef uintptr_t DWORD_PTR, *PDWORD_PTR;
+typedef int64_t LONGLONG;
+typedef uint64_t ULONGLONG;
+typedef union _LARGE_INTEGER {
+    struct { uint32_t LowPart; int32_t HighPart; };
+    struct { uint32_t LowPart; int32_t HighPart; } u;
+    int64_t QuadPart;
+} LARGE_INTEGER;
+typedef union _ULARGE_INTEGER {
+    struct { uint32_t LowPart; uint32_t HighPart; };
+    struct { uint32_t LowPart; uint32_t HighPart; } u;
+    uint64_t QuadPart;
+} ULARGE_INTEGER, *PULARGE_INTEGER;
+#define SD_RECEIVE SHUT_RD
+#define SD_SEND SHUT_WR
+#define SD_BOTH SHUT_RDWR
+#define WSASocket WSASocketA
+#define CreateFile CreateFileA
+#define DeleteFile DeleteFileA
+#ifndef CPORT_NO_BSD_WRAPPERS
+#define socket(...) cport_socket(__VA_ARGS__)
+#define bind(...) cport_bind(__VA_ARGS__)
+#define listen(...) cport_listen(__VA_ARGS__)
+#define connect(...) cport_connect(__VA_ARGS__)
+#define accept(...) cport_accept(__VA_ARGS__)
+#define send(...) cport_send(__VA_ARGS__)
+#define recv(...) cport_recv(__VA_ARGS__)
+#define sendto(...) cport_sendto(__VA_ARGS__)
+#define recvfrom(...) cport_recvfrom(__VA_ARGS__)
+#define getsockopt(...) cport_getsockopt(__VA_ARGS__)
+#define setsockopt(...) cport_setsockopt(__VA_ARGS__)
+#define shutdown(...) cport_shutdown(__VA_ARGS__)
+#define getsockname(...) cport_getsockname(__VA_ARGS__)
+#define getpeername(...) cport_getpeername(__VA_ARGS__)
+#define getaddrinfo(...) cport_getaddrinfo(__VA_ARGS__)
+#endif
+
 /* The per-operation structure, laid out as on 64-bit Windows (32 bytes),
  * with its anonymous union: ov.Offset, ov.OffsetHigh, ov.Pointer. */
 typedef struct _OVERLAPPED {
@@ -67,11 +121,17 @@ typedef struct _OVERLAPPED {
 // The same, after `ConnectEx`.
 #define SO_UPDATE_CONNECT_CONTEXT 28688
 
-// Win32 `BOOL`: `TRUE` (1) or `FALSE` (0).
-typedef int32_t BOOL;
-
 // A socket: the Linux fd, as an unsigned pointer-sized integer.
 typedef uintptr_t SOCKET;
+
+// `WSAAccept`'s condition function. Only `NULL` is supported.
+typedef void *LPCONDITIONPROC;
+
+// Pointer-sized unsigned integer (completion keys).
+typedef uintptr_t ULONG_PTR;
+
+// Win32 `BOOL`: `TRUE` (1) or `FALSE` (0).
+typedef int32_t BOOL;
 
 // Untyped pointer.
 typedef void *LPVOID;
@@ -89,14 +149,20 @@ typedef void *LPWSAOVERLAPPED_COMPLETION_ROUTINE;
 // a plain Linux fd cast to `HANDLE`, as Windows code casts a `SOCKET`.
 typedef void *HANDLE;
 
-// Pointer to a NUL-terminated narrow string.
-typedef const char *LPCSTR;
-
 // Untyped pointer to constant data.
 typedef const void *LPCVOID;
 
-// Pointer-sized unsigned integer (completion keys).
-typedef uintptr_t ULONG_PTR;
+// Pointer to a NUL-terminated narrow string.
+typedef const char *LPCSTR;
+
+// Pointer to a [`LARGE_INTEGER`].
+typedef LARGE_INTEGER *PLARGE_INTEGER;
+
+// Win32 `LONG`: 32 bits.
+typedef int32_t LONG;
+
+// Pointer to a `LONG` (`SetFilePointer`'s high part).
+typedef LONG *PLONG;
 
 // Pointer to a completion key.
 typedef ULONG_PTR *PULONG_PTR;
@@ -188,6 +254,60 @@ typedef void (*LPFN_GETACCEPTEXSOCKADDRS)(LPVOID,
                                           int32_t*,
                                           struct sockaddr**,
                                           int32_t*);
+
+// Same value as `ERROR_SUCCESS`.
+#define NO_ERROR 0
+
+// The handle does not support the call (e.g. the size of a pipe).
+#define ERROR_INVALID_FUNCTION 1
+
+// `SetFilePointer(Ex)` to a position before the start of the file.
+#define ERROR_NEGATIVE_SEEK 131
+
+// `getaddrinfo`: `EAI_NONAME`.
+#define WSAHOST_NOT_FOUND 11001
+
+// `getaddrinfo`: `EAI_AGAIN`.
+#define WSATRY_AGAIN 11002
+
+// `getaddrinfo`: `EAI_FAIL`.
+#define WSANO_RECOVERY 11003
+
+// `getaddrinfo`: `EAI_NODATA`.
+#define WSANO_DATA 11004
+
+// `getaddrinfo`: `EAI_SERVICE`.
+#define WSATYPE_NOT_FOUND 10109
+
+// `getaddrinfo`: `EAI_MEMORY` (same value as `ERROR_NOT_ENOUGH_MEMORY`).
+#define WSA_NOT_ENOUGH_MEMORY 8
+
+// `GetFileSize` failed (check `GetLastError`: the size may be this value).
+#define INVALID_FILE_SIZE 4294967295
+
+// `SetFilePointer` failed (check `GetLastError`, as for sizes).
+#define INVALID_SET_FILE_POINTER 4294967295
+
+// Move relative to the start of the file.
+#define FILE_BEGIN 0
+
+// Move relative to the current file pointer.
+#define FILE_CURRENT 1
+
+// Move relative to the end of the file.
+#define FILE_END 2
+
+// Unknown, or the call failed (`GetLastError` says which).
+#define FILE_TYPE_UNKNOWN 0
+
+// A regular file or block device.
+#define FILE_TYPE_DISK 1
+
+// A character device (terminal, `/dev/null`).
+#define FILE_TYPE_CHAR 2
+
+// A pipe, FIFO or socket (Windows reports sockets as pipes).
+#define FILE_TYPE_PIPE 3
 
 // Win32 `TRUE`.
 #define TRUE 1
@@ -479,6 +599,129 @@ typedef void (*LPFN_GETACCEPTEXSOCKADDRS)(LPVOID,
 extern "C" {
 #endif // __cplusplus
 
+// `socket`: a close-on-exec socket, or `INVALID_SOCKET` with the Winsock
+// error.
+SOCKET cport_socket(int af, int type, int protocol);
+
+// `bind`, with Winsock errors (`WSAEADDRINUSE`, …).
+//
+// # Safety
+// `name` must hold `namelen` bytes.
+int cport_bind(SOCKET s, const struct sockaddr *name, int namelen);
+
+// `listen`, with Winsock errors.
+int cport_listen(SOCKET s, int backlog);
+
+// `connect`, with Winsock errors; `WSAEINTR` when the socket is closed
+// while it waits.
+//
+// # Safety
+// `name` must hold `namelen` bytes.
+int cport_connect(SOCKET s, const struct sockaddr *name, int namelen);
+
+// `accept` (close-on-exec), with Winsock errors; `INVALID_SOCKET` with
+// `WSAEINTR` when the listener is closed while it waits. `addrlen` points
+// to an `int` or a `socklen_t`.
+//
+// # Safety
+// `addr`, when not null, must be writable for `*addrlen` bytes.
+SOCKET cport_accept(SOCKET s, struct sockaddr *addr, void *addrlen);
+
+// `WSAAccept` with no condition function: `accept`. A condition function
+// (deferring or rejecting connections) is not supported: `WSAEOPNOTSUPP`.
+//
+// # Safety
+// As [`cport_accept`].
+SOCKET WSAAccept(SOCKET s,
+                 struct sockaddr *addr,
+                 int *addrlen,
+                 LPCONDITIONPROC lpfnCondition,
+                 ULONG_PTR dwCallbackData);
+
+// `send` (never `SIGPIPE`), with Winsock errors; `WSAEINTR` when the
+// socket is closed while it waits.
+//
+// # Safety
+// `buf` must hold `len` bytes.
+int cport_send(SOCKET s, const void *buf, int len, int flags);
+
+// `recv`, with Winsock errors; `WSAEINTR` when the socket is closed while
+// it waits (0 still means the peer closed).
+//
+// # Safety
+// `buf` must be writable for `len` bytes.
+int cport_recv(SOCKET s, void *buf, int len, int flags);
+
+// `sendto` (never `SIGPIPE`), with Winsock errors.
+//
+// # Safety
+// `buf` must hold `len` bytes; `to`, when not null, `tolen` bytes.
+int cport_sendto(SOCKET s,
+                 const void *buf,
+                 int len,
+                 int flags,
+                 const struct sockaddr *to,
+                 int tolen);
+
+// `recvfrom`, with Winsock errors. `fromlen` points to an `int` or a
+// `socklen_t`.
+//
+// # Safety
+// `buf` must be writable for `len` bytes; `from`, when not null, for
+// `*fromlen` bytes.
+int cport_recvfrom(SOCKET s, void *buf, int len, int flags, struct sockaddr *from, void *fromlen);
+
+// `getsockopt`, with Winsock errors. `optlen` points to an `int` or a
+// `socklen_t`.
+//
+// # Safety
+// `optval` must be writable for `*optlen` bytes.
+int cport_getsockopt(SOCKET s, int level, int optname, void *optval, void *optlen);
+
+// `setsockopt`, with Winsock errors; `SO_UPDATE_ACCEPT_CONTEXT` and
+// `SO_UPDATE_CONNECT_CONTEXT` as Windows has them (see
+// [`crate::sockopt`]).
+//
+// # Safety
+// `optval` must hold `optlen` bytes.
+int cport_setsockopt(SOCKET s, int level, int optname, const void *optval, int optlen);
+
+// `shutdown` (`SD_RECEIVE`, `SD_SEND`, `SD_BOTH`), with Winsock errors.
+int cport_shutdown(SOCKET s, int how);
+
+// `getsockname`, with Winsock errors. `namelen` points to an `int` or a
+// `socklen_t`.
+//
+// # Safety
+// `name` must be writable for `*namelen` bytes.
+int cport_getsockname(SOCKET s, struct sockaddr *name, void *namelen);
+
+// `getpeername`, with Winsock errors; as [`cport_getsockname`].
+//
+// # Safety
+// As [`cport_getsockname`].
+int cport_getpeername(SOCKET s, struct sockaddr *name, void *namelen);
+
+// `getaddrinfo`: returns what the system returns (0, or an `EAI_*` value
+// of `<netdb.h>`, so `gai_strerror` and `EAI_*` comparisons work) and, on
+// failure, sets `WSAGetLastError()` to Winsock's code (`WSAHOST_NOT_FOUND`
+// for `EAI_NONAME`, …).
+//
+// # Safety
+// As the system's `getaddrinfo`.
+int cport_getaddrinfo(const char *node,
+                      const char *service,
+                      const struct addrinfo *hints,
+                      struct addrinfo **res);
+
+// `ioctlsocket`: `FIONBIO` (non-blocking mode from `*argp`), `FIONREAD`
+// (bytes ready to read into `*argp`), `SIOCATMARK`. Any other command:
+// `WSAEINVAL`.
+//
+// # Safety
+// `argp` must be valid for a read and a write.
+int ioctlsocket(SOCKET s, long cmd, unsigned long *argp);
+
 // Accepts a connection into the pre-created socket `sAcceptSocket`
 // (spec §7.28): the packet arrives on the **listening** socket's port and
 // key. When the connection arrives, it replaces `sAcceptSocket`'s socket
@@ -488,10 +731,15 @@ extern "C" {
 // data is received before the packet is queued (its bytes are the
 // packet's). The accepted socket is not associated with any port.
 //
-// Needs the listening socket associated with a port, an unassociated
-// accept socket, and address lengths of at least the family's largest
-// address + 16 (`WSAEINVAL` otherwise). Returns `FALSE` with
-// `ERROR_IO_PENDING`.
+// Needs a **listening** socket associated with a port, an unassociated
+// accept socket that no other `AcceptEx` in flight uses, and address
+// lengths of at least the family's largest address + 16 (`WSAEINVAL`
+// otherwise, queuing nothing); a null output buffer is `WSAEFAULT`.
+// Returns `FALSE` with `ERROR_IO_PENDING`. Options set on the accept
+// socket before the call are those of the accepted connection
+// (`sockopt.rs`); closing the listener or the accept socket, or
+// cancelling on the listener, ends the operation in either stage
+// (`accept_live.rs`).
 //
 // # Safety
 // `lpOutputBuffer` must hold `dwReceiveDataLength +
@@ -563,31 +811,6 @@ int32_t WSAIoctl(SOCKET s,
                  LPDWORD lpcbBytesReturned,
                  LPWSAOVERLAPPED lpOverlapped,
                  LPWSAOVERLAPPED_COMPLETION_ROUTINE lpCompletionRoutine);
-
-// Opens a file (enough of Windows' `CreateFileA` for overlapped files).
-//
-// - access: `GENERIC_READ`, `GENERIC_WRITE` or both;
-// - share mode and security attributes: ignored (no mandatory sharing on
-//   Linux); `hTemplateFile` must be `NULL`;
-// - disposition: `CREATE_NEW`, `CREATE_ALWAYS`, `OPEN_EXISTING`,
-//   `OPEN_ALWAYS`, `TRUNCATE_EXISTING`; the `_ALWAYS` ones set
-//   `ERROR_ALREADY_EXISTS` on success when the file existed;
-// - flags: `FILE_FLAG_OVERLAPPED`, `FILE_FLAG_NO_BUFFERING` (`O_DIRECT`),
-//   `FILE_FLAG_WRITE_THROUGH` (`O_DSYNC`); attributes are ignored.
-//
-// Returns a tagged handle, or `INVALID_HANDLE_VALUE` with the error
-// (`ERROR_FILE_NOT_FOUND`, `ERROR_FILE_EXISTS`, `ERROR_ACCESS_DENIED`,
-// `ERROR_INVALID_PARAMETER`, …).
-//
-// # Safety
-// `lpFileName` must be a NUL-terminated string (or null).
-HANDLE CreateFileA(LPCSTR lpFileName,
-                   DWORD dwDesiredAccess,
-                   DWORD _dwShareMode,
-                   LPVOID _lpSecurityAttributes,
-                   DWORD dwCreationDisposition,
-                   DWORD dwFlagsAndAttributes,
-                   HANDLE hTemplateFile);
 
 // Reads from a file, pipe or socket (spec §3.11, §5.24): at the
 // OVERLAPPED's offset for files. Overlapped: `FALSE` with
@@ -691,6 +914,114 @@ void SetLastError(DWORD dwErrCode);
 // while it runs a completion is a blocked thread for its port's
 // concurrency accounting.
 void Sleep(DWORD dwMilliseconds);
+
+// Opens a file (enough of Windows' `CreateFileA` for overlapped files).
+//
+// - access: `GENERIC_READ`, `GENERIC_WRITE` or both;
+// - share mode and security attributes: ignored (no mandatory sharing on
+//   Linux);
+// - `hTemplateFile`: ignored when opening an existing file, as on Windows;
+//   when the call may create one, it must be `NULL` or an open file
+//   (`ERROR_INVALID_HANDLE` otherwise), whose attributes Windows would
+//   copy — Linux files have none to copy, so it is only checked;
+// - disposition: `CREATE_NEW`, `CREATE_ALWAYS`, `OPEN_EXISTING`,
+//   `OPEN_ALWAYS`, `TRUNCATE_EXISTING`; the `_ALWAYS` ones set
+//   `ERROR_ALREADY_EXISTS` on success when the file existed;
+// - flags: `FILE_FLAG_OVERLAPPED`, `FILE_FLAG_NO_BUFFERING` (`O_DIRECT`),
+//   `FILE_FLAG_WRITE_THROUGH` (`O_DSYNC`); attributes are ignored.
+//
+// Returns a tagged handle, or `INVALID_HANDLE_VALUE` with the error
+// (`ERROR_FILE_NOT_FOUND`, `ERROR_FILE_EXISTS`, `ERROR_ACCESS_DENIED`,
+// `ERROR_INVALID_PARAMETER`, …).
+//
+// # Safety
+// `lpFileName` must be a NUL-terminated string (or null).
+HANDLE CreateFileA(LPCSTR lpFileName,
+                   DWORD dwDesiredAccess,
+                   DWORD _dwShareMode,
+                   LPVOID _lpSecurityAttributes,
+                   DWORD dwCreationDisposition,
+                   DWORD dwFlagsAndAttributes,
+                   HANDLE hTemplateFile);
+
+// The size of a file (regular file or block device): the low 32 bits,
+// the high ones in `*lpFileSizeHigh` when it is not null. Failure:
+// `INVALID_FILE_SIZE` with `ERROR_INVALID_HANDLE`, or
+// `ERROR_INVALID_FUNCTION` for pipes, sockets and character devices.
+// Success sets `NO_ERROR`, so a size whose low half is `0xFFFFFFFF` can be
+// told apart.
+//
+// # Safety
+// `lpFileSizeHigh` null or writable.
+DWORD GetFileSize(HANDLE hFile, LPDWORD lpFileSizeHigh);
+
+// The size of a file as a 64-bit value; errors as [`GetFileSize`].
+//
+// # Safety
+// `lpFileSize` writable.
+BOOL GetFileSizeEx(HANDLE hFile, PLARGE_INTEGER lpFileSize);
+
+// Moves the file pointer (`FILE_BEGIN`, `FILE_CURRENT`, `FILE_END`) by
+// `lDistanceToMove`, a signed 32-bit distance, or — when
+// `lpDistanceToMoveHigh` is not null — the signed 64-bit distance
+// `*lpDistanceToMoveHigh:lDistanceToMove`. Returns the low 32 bits of the
+// new position (the high ones in `*lpDistanceToMoveHigh`), with
+// `NO_ERROR`. Failure: `INVALID_SET_FILE_POINTER` with
+// `ERROR_NEGATIVE_SEEK` (before the start), `ERROR_INVALID_PARAMETER` (a
+// bad method, or a position past 4 GiB without a high part),
+// `ERROR_INVALID_FUNCTION` (not a seekable file), `ERROR_INVALID_HANDLE`;
+// the pointer does not move.
+//
+// # Safety
+// `lpDistanceToMoveHigh` null or valid for a read and a write.
+DWORD SetFilePointer(HANDLE hFile,
+                     LONG lDistanceToMove,
+                     PLONG lpDistanceToMoveHigh,
+                     DWORD dwMoveMethod);
+
+// Moves the file pointer by a 64-bit distance; the new position in
+// `*lpNewFilePointer` when it is not null. Errors as [`SetFilePointer`].
+//
+// # Safety
+// `lpNewFilePointer` null or writable.
+BOOL SetFilePointerEx(HANDLE hFile,
+                      LARGE_INTEGER liDistanceToMove,
+                      PLARGE_INTEGER lpNewFilePointer,
+                      DWORD dwMoveMethod);
+
+// Sets the end of the file at the file pointer (truncating or extending
+// it). `ERROR_ACCESS_DENIED` without write access.
+BOOL SetEndOfFile(HANDLE hFile);
+
+// Writes the file's data and metadata to its device (`fsync`).
+// `ERROR_ACCESS_DENIED` without write access, as on Windows. On pipes and
+// sockets it returns `TRUE` at once (Windows waits until the reader has
+// read everything; Linux cannot tell).
+BOOL FlushFileBuffers(HANDLE hFile);
+
+// What a handle names: `FILE_TYPE_DISK` (regular file, block device,
+// directory), `FILE_TYPE_CHAR` (terminal, `/dev/null`), `FILE_TYPE_PIPE`
+// (pipe, FIFO, socket — Windows reports sockets as pipes), with
+// `NO_ERROR`; `FILE_TYPE_UNKNOWN` with `ERROR_INVALID_HANDLE` for a port
+// or a closed, stale or made-up handle.
+DWORD GetFileType(HANDLE hFile);
+
+// Deletes a file (`unlink`). `ERROR_FILE_NOT_FOUND`,
+// `ERROR_PATH_NOT_FOUND`, `ERROR_ACCESS_DENIED` (also for a directory),
+// `ERROR_INVALID_PARAMETER` for a null name. A file still open elsewhere
+// is deleted at once (its name goes; open handles keep working), where
+// Windows refuses unless it was opened with `FILE_SHARE_DELETE`.
+//
+// # Safety
+// `lpFileName` null or a NUL-terminated string.
+BOOL DeleteFileA(LPCSTR lpFileName);
+
+// The Linux fd behind a handle, for code that must reach it (`fstat`,
+// `posix_fadvise`, `sendfile`, …): the fd a `CreateFileA` handle owns, or
+// the fd a plain handle is. -1 with `ERROR_INVALID_HANDLE` for a port or
+// a closed, stale or made-up handle. The fd stays the handle's: do not
+// close it (close the handle), and do not use it after `CloseHandle`.
+int cport_fd(HANDLE h);
 
 // Creates a port (`FileHandle == INVALID_HANDLE_VALUE`) or associates a
 // file, socket or pipe with one (spec §1.1, §2.6–8).
@@ -801,8 +1132,11 @@ SOCKET WSASocketA(int32_t af,
                   DWORD dwFlags);
 
 // Closes a socket: cancels its operations in flight (each queues its
-// packet with `ERROR_OPERATION_ABORTED`, spec §5.22), ends its
-// association, closes the fd. 0, or `SOCKET_ERROR` with `WSAENOTSOCK`.
+// packet with `ERROR_OPERATION_ABORTED`, spec §5.22) and ends the
+// `AcceptEx` operations it is the listener or accept socket of, ends its
+// association, wakes the threads blocked on it in `accept`, `recv`,
+// `send`, … (they fail with `WSAEINTR` through the header's wrappers; see
+// `blocked.rs`), closes the fd. 0, or `SOCKET_ERROR` with `WSAENOTSOCK`.
 int32_t closesocket(SOCKET s);
 
 // Receives into one or more buffers (spec §7.30–31). Overlapped (an

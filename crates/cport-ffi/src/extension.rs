@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use completion_port::{Buf, Packet};
 
+use crate::accept_live::{self, Ticket};
 use crate::error::{errno, fail, fail_wsa, win32_from_io, wsa_from_io};
 use crate::issue::{check_overlapped, finish_bool, next_stage, start};
 use crate::object::{Io, Target};
@@ -18,6 +19,9 @@ use crate::types::*;
 
 /// What an `AcceptEx` needs when its connection arrives.
 pub(crate) struct AcceptState {
+    /// Its entry among the `AcceptEx` operations in flight (moves to the
+    /// receive stage).
+    ticket: Option<Ticket>,
     accept_fd: RawFd,
     out: usize,
     recv_len: DWORD,
@@ -46,10 +50,15 @@ fn addr_room(family: i32) -> usize {
 /// data is received before the packet is queued (its bytes are the
 /// packet's). The accepted socket is not associated with any port.
 ///
-/// Needs the listening socket associated with a port, an unassociated
-/// accept socket, and address lengths of at least the family's largest
-/// address + 16 (`WSAEINVAL` otherwise). Returns `FALSE` with
-/// `ERROR_IO_PENDING`.
+/// Needs a **listening** socket associated with a port, an unassociated
+/// accept socket that no other `AcceptEx` in flight uses, and address
+/// lengths of at least the family's largest address + 16 (`WSAEINVAL`
+/// otherwise, queuing nothing); a null output buffer is `WSAEFAULT`.
+/// Returns `FALSE` with `ERROR_IO_PENDING`. Options set on the accept
+/// socket before the call are those of the accepted connection
+/// (`sockopt.rs`); closing the listener or the accept socket, or
+/// cancelling on the listener, ends the operation in either stage
+/// (`accept_live.rs`).
 ///
 /// # Safety
 /// `lpOutputBuffer` must hold `dwReceiveDataLength +
@@ -80,20 +89,34 @@ pub unsafe extern "C" fn AcceptEx(
     if sAcceptSocket == sListenSocket {
         return fail(WSAEINVAL);
     }
-    let room = match socket2::SockRef::from(&Fd(listener.fd)).local_addr() {
+    let borrowed = Fd(listener.fd);
+    let sock = socket2::SockRef::from(&borrowed);
+    // Not listening: refused at the call, as Windows does (the backends
+    // would fail it in a packet).
+    match sock.is_listener() {
+        Ok(true) => {}
+        Ok(false) => return fail(WSAEINVAL),
+        Err(e) => return fail(wsa_from_io(&e)),
+    }
+    if lpOutputBuffer.is_null() {
+        return fail(WSAEFAULT);
+    }
+    let room = match sock.local_addr() {
         Ok(a) => addr_room(a.family() as i32),
         Err(e) => return fail(wsa_from_io(&e)),
     };
-    if (dwLocalAddressLength as usize) < room
-        || (dwRemoteAddressLength as usize) < room
-        || lpOutputBuffer.is_null()
-    {
+    if (dwLocalAddressLength as usize) < room || (dwRemoteAddressLength as usize) < room {
         return fail(WSAEINVAL);
     }
     if let Err(e) = check_overlapped(lpOverlapped) {
         return fail(e);
     }
+    let ticket = match accept_live::register(lpOverlapped, &listener, sAcceptSocket as RawFd) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
     let state = AcceptState {
+        ticket: Some(ticket),
         accept_fd: sAcceptSocket as RawFd,
         out: lpOutputBuffer as usize,
         recv_len: dwReceiveDataLength,
@@ -131,45 +154,52 @@ unsafe fn put_addr(at: *mut u8, room: usize, addr: &socket2::SockAddr) -> bool {
     true
 }
 
-/// The first stage of an `AcceptEx` ended: installs the connection in the
-/// accept socket and writes the addresses; issues the receive when data
-/// was asked for (`None`: the packet is not the caller's yet).
+/// The first stage of an `AcceptEx` ended: carries the accept socket's
+/// options over, installs the connection in the accept socket and writes
+/// the addresses; issues the receive when data was asked for (`None`: the
+/// packet is not the caller's yet).
 pub(crate) fn accepted(packet: &mut Packet<FfiOp>) -> Option<(DWORD, DWORD)> {
+    let Stage::Accept(st) = &mut packet.context.stage else {
+        unreachable!("accepted() is only called for Stage::Accept")
+    };
+    let Some(ticket) = st.ticket.take() else {
+        return Some((ERROR_INVALID_PARAMETER, 0));
+    };
+    let (out, recv_len, accept_fd) = (st.out as *mut u8, st.recv_len, st.accept_fd);
+    let (local_len, remote_len, listener) = (st.local_len, st.remote_len, st.listener.clone());
     if let Err(e) = &packet.result {
         return Some((win32_from_io(e), 0));
     }
     let Some(conn) = packet.take_accepted() else {
         return Some((ERROR_INVALID_PARAMETER, 0));
     };
-    let Stage::Accept(st) = &packet.context.stage else {
-        unreachable!("accepted() is only called for Stage::Accept")
+    crate::sockopt::carry_over(accept_fd, conn.socket.as_raw_fd());
+    let go_on = match accept_live::install(&ticket, conn.socket.as_raw_fd(), accept_fd) {
+        Ok(go_on) => go_on,
+        Err(e) => return Some((e, 0)),
     };
-    // SAFETY: both fds are open; `dup3` replaces the accept socket's
-    // socket with the connection under the same number.
-    if unsafe { libc::dup3(conn.socket.as_raw_fd(), st.accept_fd, libc::O_CLOEXEC) } < 0 {
-        return Some((win32_from_io(&errno()), 0));
-    }
     drop(conn.socket);
-    let out = st.out as *mut u8;
-    let local = socket2::SockRef::from(&Fd(st.accept_fd)).local_addr();
+    let local = socket2::SockRef::from(&Fd(accept_fd)).local_addr();
     // SAFETY: the caller lent `recv_len + local_len + remote_len` bytes at
     // `out` until the packet is dequeued (AcceptEx's contract).
     let fits = unsafe {
-        let at_local = out.add(st.recv_len as usize);
-        let at_remote = at_local.add(st.local_len as usize);
-        local.is_ok_and(|a| put_addr(at_local, st.local_len as usize, &a))
-            && put_addr(at_remote, st.remote_len as usize, &conn.peer)
+        let at_local = out.add(recv_len as usize);
+        let at_remote = at_local.add(local_len as usize);
+        local.is_ok_and(|a| put_addr(at_local, local_len as usize, &a))
+            && put_addr(at_remote, remote_len as usize, &conn.peer)
     };
     if !fits {
         return Some((ERROR_INVALID_PARAMETER, 0));
     }
-    if st.recv_len == 0 {
+    if recv_len == 0 {
         return Some((0, 0));
+    }
+    if !go_on {
+        return Some((ERROR_OPERATION_ABORTED, 0));
     }
     // Second stage: receive the first data on a duplicate of the accepted
     // socket, associated with the listener's port under its key.
     let ov = packet.context.ov;
-    let (recv_len, accept_fd, listener) = (st.recv_len, st.accept_fd, st.listener.clone());
     let Some(assoc) = listener.assoc.get() else {
         return Some((ERROR_INVALID_HANDLE, 0));
     };
@@ -190,12 +220,26 @@ pub(crate) fn accepted(packet: &mut Packet<FfiOp>) -> Option<(DWORD, DWORD)> {
     } else {
         handle
     };
-    next_stage(packet, &handle, Stage::AcceptRecv, true, |h, ctx| {
-        // SAFETY: the receive area is the first `recv_len` bytes at `out`,
-        // lent as above.
-        let buf = unsafe { Buf::from_raw_parts(out, 0, recv_len as usize) };
-        h.recv(buf, ctx)
-    })
+    if !accept_live::set_recv(&ticket, &handle) {
+        return Some((ERROR_OPERATION_ABORTED, 0));
+    }
+    let issued = next_stage(
+        packet,
+        &handle,
+        Stage::AcceptRecv(ticket),
+        true,
+        |h, ctx| {
+            // SAFETY: the receive area is the first `recv_len` bytes at
+            // `out`, lent as above.
+            let buf = unsafe { Buf::from_raw_parts(out, 0, recv_len as usize) };
+            h.recv(buf, ctx)
+        },
+    );
+    match issued {
+        // Closed by a close or cancel that raced with the issue.
+        Some(_) if handle.is_closed() => Some((ERROR_OPERATION_ABORTED, 0)),
+        issued => issued,
+    }
 }
 
 /// Finds the addresses `AcceptEx` wrote (spec §7.28). Each pointer points

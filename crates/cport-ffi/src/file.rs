@@ -1,4 +1,4 @@
-//! Files and handles: `CreateFileA`, `ReadFile`, `WriteFile`,
+//! Files and handles: `ReadFile`, `WriteFile`,
 //! `GetOverlappedResult`, `CancelIo`, `CancelIoEx`,
 //! `SetFileCompletionNotificationModes`, `CloseHandle`, `GetLastError`,
 //! `SetLastError`, `Sleep`.
@@ -10,8 +10,7 @@
 //! synchronously in the call (Windows would signal an event for the
 //! unassociated overlapped case; events are not supported).
 
-use std::ffi::CStr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,106 +22,6 @@ use crate::object::{self, FdKind, Io, Object, Target};
 use crate::overlapped::{self, thread_id, FfiOp, Stage, REGISTRY, RESULTS_CHANGED};
 use crate::port::deliver;
 use crate::types::*;
-
-/// Opens a file (enough of Windows' `CreateFileA` for overlapped files).
-///
-/// - access: `GENERIC_READ`, `GENERIC_WRITE` or both;
-/// - share mode and security attributes: ignored (no mandatory sharing on
-///   Linux); `hTemplateFile` must be `NULL`;
-/// - disposition: `CREATE_NEW`, `CREATE_ALWAYS`, `OPEN_EXISTING`,
-///   `OPEN_ALWAYS`, `TRUNCATE_EXISTING`; the `_ALWAYS` ones set
-///   `ERROR_ALREADY_EXISTS` on success when the file existed;
-/// - flags: `FILE_FLAG_OVERLAPPED`, `FILE_FLAG_NO_BUFFERING` (`O_DIRECT`),
-///   `FILE_FLAG_WRITE_THROUGH` (`O_DSYNC`); attributes are ignored.
-///
-/// Returns a tagged handle, or `INVALID_HANDLE_VALUE` with the error
-/// (`ERROR_FILE_NOT_FOUND`, `ERROR_FILE_EXISTS`, `ERROR_ACCESS_DENIED`,
-/// `ERROR_INVALID_PARAMETER`, …).
-///
-/// # Safety
-/// `lpFileName` must be a NUL-terminated string (or null).
-#[no_mangle]
-pub unsafe extern "C" fn CreateFileA(
-    lpFileName: LPCSTR,
-    dwDesiredAccess: DWORD,
-    _dwShareMode: DWORD,
-    _lpSecurityAttributes: LPVOID,
-    dwCreationDisposition: DWORD,
-    dwFlagsAndAttributes: DWORD,
-    hTemplateFile: HANDLE,
-) -> HANDLE {
-    let bad = |e| {
-        set_last_error(e);
-        INVALID_HANDLE_VALUE
-    };
-    if lpFileName.is_null() || !hTemplateFile.is_null() {
-        return bad(ERROR_INVALID_PARAMETER);
-    }
-    let mut flags = libc::O_CLOEXEC;
-    flags |= match (
-        dwDesiredAccess & GENERIC_READ != 0,
-        dwDesiredAccess & GENERIC_WRITE != 0,
-    ) {
-        (true, true) => libc::O_RDWR,
-        (false, true) => libc::O_WRONLY,
-        _ => libc::O_RDONLY,
-    };
-    let may_exist = match dwCreationDisposition {
-        CREATE_NEW => {
-            flags |= libc::O_CREAT | libc::O_EXCL;
-            false
-        }
-        CREATE_ALWAYS => {
-            flags |= libc::O_CREAT | libc::O_TRUNC;
-            true
-        }
-        OPEN_EXISTING => false,
-        OPEN_ALWAYS => {
-            flags |= libc::O_CREAT;
-            true
-        }
-        TRUNCATE_EXISTING if dwDesiredAccess & GENERIC_WRITE != 0 => {
-            flags |= libc::O_TRUNC;
-            false
-        }
-        _ => return bad(ERROR_INVALID_PARAMETER),
-    };
-    if dwFlagsAndAttributes & FILE_FLAG_NO_BUFFERING != 0 {
-        flags |= libc::O_DIRECT;
-    }
-    if dwFlagsAndAttributes & FILE_FLAG_WRITE_THROUGH != 0 {
-        flags |= libc::O_DSYNC;
-    }
-    // SAFETY: NUL-terminated (caller).
-    let path = unsafe { CStr::from_ptr(lpFileName) };
-    // Whether it existed, for ERROR_ALREADY_EXISTS (a race with another
-    // creator only changes that hint).
-    // SAFETY: `path` is NUL-terminated; F_OK only checks existence.
-    let existed = may_exist && unsafe { libc::access(path.as_ptr(), libc::F_OK) } == 0;
-    // SAFETY: as above; the mode is passed for O_CREAT.
-    let fd = unsafe { libc::open(path.as_ptr(), flags, 0o666 as libc::c_uint) };
-    if fd < 0 {
-        return bad(win32_from_io(&errno()));
-    }
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let overlapped = dwFlagsAndAttributes & FILE_FLAG_OVERLAPPED != 0;
-    let target = match Target::new(owned.as_raw_fd(), Some(owned), overlapped) {
-        Ok(t) => Arc::new(t),
-        Err(e) => return bad(win32_from_io(&e)),
-    };
-    match object::insert(Object::File(target)) {
-        Some(h) => {
-            set_last_error(if existed {
-                ERROR_ALREADY_EXISTS
-            } else {
-                ERROR_SUCCESS
-            });
-            h
-        }
-        None => bad(ERROR_TOO_MANY_OPEN_FILES),
-    }
-}
 
 /// Direction of a transfer.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -229,6 +128,12 @@ unsafe fn transfer(
         // SAFETY: forwarded.
         _ => return unsafe { transfer_sync(dir, target.fd, target.kind, buf, n, done, ov) },
     };
+    if n == 0 && target.kind != FdKind::Socket {
+        // SAFETY: forwarded.
+        if let Some(r) = unsafe { zero_length_inline(&target, ov, done) } {
+            return r;
+        }
+    }
     let zero = zero_means(target.kind, dir, n);
     let started = start(
         &target,
@@ -264,6 +169,39 @@ unsafe fn transfer(
     );
     // SAFETY: `done` is null or writable (caller).
     unsafe { finish_bool(started, done) }
+}
+
+/// A zero-length read or write on a file or pipe completes in its call.
+/// When no packet may be queued for it (`hEvent`'s low bit, or
+/// skip-on-success mode), it ends here: `TRUE`, 0 bytes, its OVERLAPPED
+/// written, nothing queued. `None`: it queues a packet (the caller posts
+/// one).
+///
+/// # Safety
+/// `ov` null or valid; `done` null or writable.
+unsafe fn zero_length_inline(target: &Target, ov: LPOVERLAPPED, done: LPDWORD) -> Option<BOOL> {
+    if let Err(e) = crate::issue::check_overlapped(ov) {
+        return Some(fail(e));
+    }
+    // SAFETY: usable (checked) and valid (caller).
+    let no_packet = unsafe { overlapped::wants_no_packet(ov) };
+    let skip = target
+        .skip_on_success
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if !no_packet && !skip {
+        return None;
+    }
+    if REGISTRY.with(ov as usize, |_| ()).is_some() {
+        return Some(fail(ERROR_INVALID_PARAMETER)); // in flight: reused
+    }
+    // SAFETY: usable, not used by any operation of ours (checked).
+    unsafe { overlapped::mark_done(ov, 0, 0) };
+    if !done.is_null() {
+        // SAFETY: writable (caller).
+        unsafe { *done = 0 };
+    }
+    set_last_error(ERROR_SUCCESS);
+    Some(TRUE)
 }
 
 /// The synchronous path: the transfer happens in the call.
@@ -371,6 +309,9 @@ pub unsafe extern "C" fn GetOverlappedResult(
         }
         let Some(token) = token else {
             // Its issue call is still returning, in another thread.
+            if bWait == FALSE {
+                return fail(ERROR_IO_INCOMPLETE);
+            }
             std::thread::yield_now();
             continue;
         };
@@ -411,11 +352,11 @@ pub unsafe extern "C" fn GetOverlappedResult(
 /// Nothing is dereferenced (`lpOverlapped` is only compared).
 #[no_mangle]
 pub unsafe extern "C" fn CancelIoEx(hFile: HANDLE, lpOverlapped: LPOVERLAPPED) -> BOOL {
-    let target = match object::io_target(hFile) {
-        Ok(Io::Known(t)) => t,
-        Ok(Io::Plain(_)) => return fail(ERROR_NOT_FOUND),
+    let target = match known_target(hFile) {
+        Ok(t) => t,
         Err(e) => return fail(e),
     };
+    let accepts = crate::accept_live::cancel(&target, lpOverlapped, None);
     let found = if lpOverlapped.is_null() {
         REGISTRY.select(|p| Arc::ptr_eq(&p.target, &target))
     } else {
@@ -428,7 +369,17 @@ pub unsafe extern "C" fn CancelIoEx(hFile: HANDLE, lpOverlapped: LPOVERLAPPED) -
             .and_then(|(h, t)| t.map(|t| vec![(h, t)]))
             .unwrap_or_default()
     };
-    cancel(found)
+    cancel(found, accepts)
+}
+
+/// The target a cancel names; `ERROR_NOT_FOUND` for an open fd no port
+/// knows (nothing can be in flight on it), `ERROR_INVALID_HANDLE` for a
+/// closed, stale or made-up handle.
+fn known_target(h: HANDLE) -> Result<Arc<Target>, DWORD> {
+    match object::io_target(h)? {
+        Io::Known(t) => Ok(t),
+        Io::Plain(fd) => Err(object::kind_of(fd).map_or(ERROR_INVALID_HANDLE, |_| ERROR_NOT_FOUND)),
+    }
 }
 
 /// Cancels the operations the calling thread issued on the handle
@@ -438,20 +389,29 @@ pub unsafe extern "C" fn CancelIoEx(hFile: HANDLE, lpOverlapped: LPOVERLAPPED) -
 /// Nothing is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn CancelIo(hFile: HANDLE) -> BOOL {
-    let target = match object::io_target(hFile) {
-        Ok(Io::Known(t)) => t,
-        Ok(Io::Plain(_)) => return fail(ERROR_NOT_FOUND),
+    let target = match known_target(hFile) {
+        Ok(t) => t,
         Err(e) => return fail(e),
     };
     let me = thread_id();
-    cancel(REGISTRY.select(|p| Arc::ptr_eq(&p.target, &target) && p.thread == me))
+    let accepts = crate::accept_live::cancel(&target, std::ptr::null_mut(), Some(me));
+    cancel(
+        REGISTRY.select(|p| Arc::ptr_eq(&p.target, &target) && p.thread == me),
+        accepts,
+    )
 }
 
-fn cancel(ops: Vec<(completion_port::Handle<FfiOp>, completion_port::Token)>) -> BOOL {
-    let hits = ops
-        .into_iter()
-        .filter(|(h, t)| h.cancel(*t).is_ok())
-        .count();
+/// Cancels `ops`; `TRUE` when they, or the `accepts` `AcceptEx`
+/// operations ended by the caller, were anything.
+fn cancel(
+    ops: Vec<(completion_port::Handle<FfiOp>, completion_port::Token)>,
+    accepts: usize,
+) -> BOOL {
+    let hits = accepts
+        + ops
+            .into_iter()
+            .filter(|(h, t)| h.cancel(*t).is_ok())
+            .count();
     if hits == 0 {
         return fail(ERROR_NOT_FOUND);
     }

@@ -18,26 +18,44 @@
 //! - [`port`]: `CreateIoCompletionPort`, `GetQueuedCompletionStatus(Ex)`,
 //!   `PostQueuedCompletionStatus` — where a packet becomes what a Windows
 //!   caller sees;
-//! - [`file`]: `CreateFileA`, `ReadFile`, `WriteFile`, `GetOverlappedResult`,
+//! - [`file`]: `ReadFile`, `WriteFile`, `GetOverlappedResult`,
 //!   `CancelIo(Ex)`, `CloseHandle`, …;
+//! - [`fileinfo`]: `CreateFileA`, `GetFileSize(Ex)`, `SetFilePointer(Ex)`,
+//!   `SetEndOfFile`, `FlushFileBuffers`, `GetFileType`, `DeleteFileA`,
+//!   `cport_fd`;
 //! - [`socket`]: the Winsock calls;
-//! - [`extension`]: `AcceptEx`, `GetAcceptExSockaddrs`, `ConnectEx`.
+//! - [`bsd`]: the BSD socket calls with Winsock errors (the header routes
+//!   `bind`, `recv`, … there); `blocked`: `closesocket` waking the calls
+//!   blocked on its socket;
+//! - [`extension`]: `AcceptEx`, `GetAcceptExSockaddrs`, `ConnectEx`;
+//!   `accept_live`: closing and cancelling an `AcceptEx` in either stage;
+//!   `sockopt`: socket options across `AcceptEx`, `SO_UPDATE_*_CONTEXT`;
+//! - [`names`]: the Win32/Winsock types and constants of those calls.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(non_snake_case)]
 
+mod accept_live;
+mod blocked;
+pub mod bsd;
 pub mod error;
 pub mod extension;
 pub mod file;
+pub mod fileinfo;
 mod issue;
+pub mod names;
 mod object;
 mod overlapped;
 pub mod port;
 pub mod socket;
+mod sockopt;
 pub mod types;
 
+pub use bsd::*;
 pub use extension::*;
 pub use file::*;
+pub use fileinfo::*;
+pub use names::*;
 pub use port::*;
 pub use socket::*;
 pub use types::*;

@@ -210,7 +210,7 @@ impl Target {
     }
 }
 
-fn kind_from_mode(mode: libc::mode_t) -> FdKind {
+pub(crate) fn kind_from_mode(mode: libc::mode_t) -> FdKind {
     match mode & libc::S_IFMT {
         libc::S_IFREG | libc::S_IFBLK => FdKind::Seekable,
         libc::S_IFSOCK => FdKind::Socket,

@@ -60,7 +60,7 @@ pub(crate) enum Stage {
     /// `AcceptEx` with receive data, waiting for the first bytes; the
     /// association of the accepted socket's duplicate lives in the
     /// registry entry until then.
-    AcceptRecv,
+    AcceptRecv(crate::accept_live::Ticket),
     /// `ConnectEx` with send data, waiting for the connection.
     Connect(Box<crate::extension::ConnectSend>),
 }

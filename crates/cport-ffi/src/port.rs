@@ -308,29 +308,12 @@ pub(crate) fn outcome(result: &std::io::Result<usize>, zero: Option<DWORD>) -> (
 }
 
 /// Turns a dequeued packet into what the caller sees, writing the result
-/// into its OVERLAPPED; `None` when the packet only ended the first stage
-/// of a chained operation (the next stage is issued).
+/// into its OVERLAPPED ([`complete`]); `None` when the packet only ended
+/// the first stage of a chained operation (the next stage is issued).
 pub(crate) fn deliver(mut packet: Packet<FfiOp>) -> Option<Delivered> {
     let key = packet.key;
-    let (error, bytes) = match &packet.context.stage {
-        Stage::Posted => {
-            let bytes = *packet.result.as_ref().unwrap_or(&0) as DWORD;
-            return Some(Delivered {
-                key,
-                ov: packet.context.ov(),
-                bytes,
-                error: 0,
-            });
-        }
-        Stage::Io { zero } => outcome(&packet.result, *zero),
-        Stage::AcceptRecv => outcome(&packet.result, None),
-        Stage::Accept(_) => crate::extension::accepted(&mut packet)?,
-        Stage::Connect(_) => crate::extension::connected(&mut packet)?,
-    };
+    let (error, bytes) = complete(&mut packet)?;
     let ov = packet.context.ov();
-    // SAFETY: `ov` was registered at issue (live, aligned: checked there)
-    // and stays the system's until this packet is handed to the caller.
-    unsafe { mark_done(ov, error, bytes) };
     // Dropping the context (with the packet) unregisters the OVERLAPPED.
     drop(packet);
     Some(Delivered {
@@ -339,4 +322,29 @@ pub(crate) fn deliver(mut packet: Packet<FfiOp>) -> Option<Delivered> {
         bytes,
         error,
     })
+}
+
+/// What a completed operation reports, `(Windows error, bytes)`, written
+/// into its OVERLAPPED (`Internal`/`InternalHigh`): the one place where an
+/// operation's completion state is decided and written. `None`: the packet
+/// only ended the first stage of a chained operation (`AcceptEx` with
+/// receive data, `ConnectEx` with send data), whose next stage is now
+/// issued; nothing is written. Posts are passed through untouched (their
+/// "OVERLAPPED" is any value).
+pub(crate) fn complete(packet: &mut Packet<FfiOp>) -> Option<(DWORD, DWORD)> {
+    let (error, bytes) = match &packet.context.stage {
+        Stage::Posted => return Some((0, *packet.result.as_ref().unwrap_or(&0) as DWORD)),
+        Stage::Io { zero } => outcome(&packet.result, *zero),
+        Stage::AcceptRecv(ticket) => {
+            let (error, bytes) = outcome(&packet.result, None);
+            crate::accept_live::recv_result(ticket, error, bytes)
+        }
+        Stage::Accept(_) => crate::extension::accepted(packet)?,
+        Stage::Connect(_) => crate::extension::connected(packet)?,
+    };
+    // SAFETY: the OVERLAPPED was registered at issue (live, aligned:
+    // checked there) and stays the system's until this packet is handed to
+    // the caller.
+    unsafe { mark_done(packet.context.ov(), error, bytes) };
+    Some((error, bytes))
 }

@@ -114,8 +114,11 @@ pub unsafe extern "C" fn WSASocketA(
 }
 
 /// Closes a socket: cancels its operations in flight (each queues its
-/// packet with `ERROR_OPERATION_ABORTED`, spec §5.22), ends its
-/// association, closes the fd. 0, or `SOCKET_ERROR` with `WSAENOTSOCK`.
+/// packet with `ERROR_OPERATION_ABORTED`, spec §5.22) and ends the
+/// `AcceptEx` operations it is the listener or accept socket of, ends its
+/// association, wakes the threads blocked on it in `accept`, `recv`,
+/// `send`, … (they fail with `WSAEINTR` through the header's wrappers; see
+/// `blocked.rs`), closes the fd. 0, or `SOCKET_ERROR` with `WSAENOTSOCK`.
 #[no_mangle]
 pub extern "C" fn closesocket(s: SOCKET) -> i32 {
     if s > i32::MAX as usize || !close_fd(s as RawFd) {
@@ -124,9 +127,12 @@ pub extern "C" fn closesocket(s: SOCKET) -> i32 {
     0
 }
 
-/// Forgets and closes plain fd `fd`; false when it was not open.
+/// Forgets and closes plain fd `fd` (`closesocket`, `CloseHandle`); false
+/// when it was not open.
 pub(crate) fn close_fd(fd: RawFd) -> bool {
+    crate::accept_live::closing(fd);
     object::forget_fd(fd);
+    crate::blocked::wake_blocked(fd);
     // SAFETY: closing an fd number the caller gave us to close.
     unsafe { libc::close(fd) == 0 }
 }

@@ -129,3 +129,24 @@ pub fn run(bin: &Path, args: &[&str], backend: &str) -> Output {
         .unwrap();
     wait_bounded(child, &format!("{} ({backend})", bin.display()))
 }
+
+/// Builds the C test program `src` (relative to the repository) against
+/// the library and runs it on both backends: it must end with "N passed,
+/// 0 failed" and N >= `min_passed`.
+pub fn c_tests_pass(src: &str, min_passed: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("c_tests");
+    compile(&repo().join(src), &bin, &direct_flags());
+    for backend in BACKENDS {
+        let o = run(&bin, &[], backend);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let last = stdout.lines().last().unwrap_or("");
+        assert!(
+            o.status.success() && last.ends_with(" 0 failed"),
+            "{src} on {backend}: {last}\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let passed: usize = last.split(' ').next().unwrap().parse().unwrap();
+        assert!(passed >= min_passed, "{src} ran only {passed} tests");
+    }
+}
