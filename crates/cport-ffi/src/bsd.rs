@@ -217,10 +217,10 @@ pub unsafe extern "C" fn cport_send(
     let Ok((fd, n)) = args::<usize>(s, len, WSAEINVAL) else {
         return SOCKET_ERROR;
     };
-    // SAFETY: forwarded (caller).
     let sent_all = |r: isize| r >= 0 && r as usize == n;
-    watched_int(watched(fd, sent_all, || unsafe {
-        libc::send(fd, buf, n, flags | libc::MSG_NOSIGNAL)
+    watched_int(watched(fd, sent_all, || {
+        // SAFETY: forwarded (caller): `buf` is readable for `len` bytes.
+        unsafe { libc::send(fd, buf, n, flags | libc::MSG_NOSIGNAL) }
     }))
 }
 
@@ -267,10 +267,11 @@ pub unsafe extern "C" fn cport_sendto(
         return fail_wsa(WSAEFAULT);
     };
     let flags = flags | libc::MSG_NOSIGNAL;
-    // SAFETY: forwarded (caller).
     let sent_all = |r: isize| r >= 0 && r as usize == n;
-    watched_int(watched(fd, sent_all, || unsafe {
-        libc::sendto(fd, buf, n, flags, to.cast(), tl)
+    watched_int(watched(fd, sent_all, || {
+        // SAFETY: forwarded (caller): `buf` is readable for `len` bytes
+        // and `to` for `tolen`.
+        unsafe { libc::sendto(fd, buf, n, flags, to.cast(), tl) }
     }))
 }
 
