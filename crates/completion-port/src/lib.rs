@@ -77,7 +77,7 @@ pub use error::{is_aborted, is_port_closed, GetError, Rejected};
 pub use handle::{AssociateError, Handle};
 pub use op::net::MAX_IOVECS;
 pub use op::{Accepted, PacketKind, Token};
-pub use port::{BlockingDetection, BlockingGuard, Packet, Port, PortBuilder, PortStats};
+pub use port::{BlockingDetection, BlockingGuard, Delivery, Packet, Port, PortBuilder, PortStats};
 
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

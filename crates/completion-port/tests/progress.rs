@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use completion_port::{Backend, Buf, PacketKind, Port};
+use completion_port::{Backend, Buf, Delivery, Packet, PacketKind, Port};
 
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
@@ -149,14 +149,16 @@ fn hook_runs_when_operations_end(backend: Backend) {
     let seen: Arc<[AtomicUsize; 4]> = Arc::new(Default::default());
     let port: Port<Op> = Port::builder()
         .backend(backend)
-        .on_completion(|op: &mut Op, r: &std::io::Result<usize>| {
+        .on_completion(|p: &mut Packet<Op>| {
             // Ended: 1 + bytes, or 100 for a cancel.
-            let v = match r {
+            let v = match &p.result {
                 Ok(n) => 1 + n,
                 Err(e) if completion_port::is_aborted(e) => 100,
                 Err(_) => 200,
             };
+            let op = &p.context;
             assert_eq!(op.seen[op.id].swap(v, SeqCst), 0, "hook ran twice");
+            Delivery::Deliver
         })
         .build()
         .unwrap();
@@ -195,7 +197,39 @@ fn hook_runs_when_operations_end(backend: Backend) {
     assert_eq!(port.wait_result(t, Some(WAIT)).unwrap().bytes(), 2);
 }
 
+/// A hook that discards a packet: none comes, and the operation is over
+/// (nothing in flight); the next operation's packet comes as usual.
+fn hook_discards(backend: Backend) {
+    let port: Port<u32> = Port::builder()
+        .backend(backend)
+        .on_completion(|p: &mut Packet<u32>| {
+            if p.context == 0 {
+                Delivery::Discard
+            } else {
+                Delivery::Deliver
+            }
+        })
+        .build()
+        .unwrap();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let a = port.associate(a, 1).unwrap();
+    a.recv(Buf::with_capacity(16), 0).unwrap();
+    b.write_all(b"x").unwrap();
+    wait_until("the discarded operation is over", || {
+        port.stats().in_flight == 0
+    });
+    a.recv(Buf::with_capacity(16), 1).unwrap();
+    b.write_all(b"y").unwrap();
+    let p = port.get(Some(WAIT)).unwrap();
+    assert_eq!(p.context, 1);
+    assert!(
+        port.get(Some(Duration::ZERO)).is_err(),
+        "a discarded packet came"
+    );
+}
+
 per_backend!(
+    hook_discards,
     hook_runs_when_operations_end,
     issue_then_wait_elsewhere_detection_off,
     issue_then_wait_elsewhere_detection_on,

@@ -165,7 +165,19 @@ pub(crate) struct Core<C> {
 }
 
 /// A port's completion hook (see [`Core::complete`]).
-pub(crate) type CompletionHook<C> = Box<dyn Fn(&mut C, &std::io::Result<usize>) + Send + Sync>;
+pub(crate) type CompletionHook<C> = Box<dyn Fn(&mut Packet<C>) -> Delivery + Send + Sync>;
+
+/// What becomes of an operation's packet once the completion hook
+/// ([`PortBuilder::on_completion`](crate::PortBuilder::on_completion)) ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued (or its result kept by token), as without a hook.
+    Deliver,
+    /// Dropped by the port instead: no packet will come for this
+    /// operation. For a hook that started a follow-up operation whose
+    /// packet stands for this one, or that handed the result over itself.
+    Discard,
+}
 
 /// The atomics a post reads (see the module docs).
 struct Hot {

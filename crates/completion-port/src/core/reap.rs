@@ -20,7 +20,7 @@ use std::time::Instant;
 use std::sync::Arc;
 
 use super::record::{Notify, OpRecord};
-use super::{AfterUnlock, Core, State};
+use super::{AfterUnlock, Core, Delivery, State};
 use crate::core::Packet;
 use crate::driver::{Completion, Engine};
 use crate::sync::{fence, MutexGuard, Ordering};
@@ -168,7 +168,9 @@ impl<C: Send + 'static> Core<C> {
         while !done.is_empty() {
             for c in done.drain(..) {
                 n += 1;
-                let p = self.complete(c, &mut more);
+                let Some(p) = self.complete(c, &mut more) else {
+                    continue;
+                };
                 if p.notify() == Notify::Result {
                     let token = p.token().expect("an operation's packet has a token");
                     kept |= self.results.store(token.0, p).is_ok();
@@ -200,8 +202,8 @@ impl<C: Send + 'static> Core<C> {
     /// back and out of its fd's in-flight registry (so no cancel can reach
     /// it any more), the next operation of its lane submitted (`lanes.rs`;
     /// ones that end at once go to `more`), then the completion hook run on
-    /// its context and result.
-    pub(super) fn complete(&self, c: Completion, more: &mut Vec<Completion>) -> Packet<C> {
+    /// the packet; `None` when the hook discarded it (it is dropped here).
+    pub(super) fn complete(&self, c: Completion, more: &mut Vec<Completion>) -> Option<Packet<C>> {
         // SAFETY: every op this port's driver reports was submitted by
         // `Core::<C>::submit` (so it is an `OpRecord<C>`), and the driver
         // reports each exactly once.
@@ -214,10 +216,10 @@ impl<C: Send + 'static> Core<C> {
             }
         }
         let mut p = Packet::completed(rec, c.res);
-        if let Some(hook) = &self.hook {
-            hook(&mut p.context, &p.result);
+        match &self.hook {
+            Some(hook) if hook(&mut p) == Delivery::Discard => None,
+            _ => Some(p),
         }
-        p
     }
 
     /// A leader waiting in the kernel for a result may have had it reaped

@@ -99,9 +99,10 @@ impl<C: Send + 'static> Core<C> {
                 if notify == Notify::SkipOnSuccess && res >= 0 {
                     // Succeeded during this call: no packet, the result is
                     // kept for `take_result`.
-                    let p = self.complete(Completion { op, res }, &mut spill);
-                    // A refusal (the port closed meanwhile) drops it here.
-                    let _ = self.results.store(token.0, p);
+                    if let Some(p) = self.complete(Completion { op, res }, &mut spill) {
+                        // A refusal (the port closed meanwhile) drops it here.
+                        let _ = self.results.store(token.0, p);
+                    }
                     self.in_flight.fetch_sub(1, Ordering::AcqRel);
                 } else {
                     // Queued like any completion (below).

@@ -79,7 +79,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::core::{BlockingDetection, BlockingGuard, Packet, PortStats};
+pub use crate::core::{BlockingDetection, BlockingGuard, Delivery, Packet, PortStats};
 
 use crate::core::{monitor, running, CompletionHook, Core, Token};
 use crate::driver::{Backend, Config, Driver};
@@ -427,22 +427,23 @@ impl<C: Send + 'static> PortBuilder<C> {
         self
     }
 
-    /// Runs `hook` on every operation's context and result at the moment
-    /// its completion is collected — before its packet is queued (or its
-    /// result kept by token) — on whichever thread collects it: a thread
-    /// waiting in [`get`](Port::get), the issuing thread, or the port's
-    /// monitor, which keeps collecting while no thread waits (so the hook
-    /// runs within a few milliseconds of the I/O ending even if nobody
-    /// dequeues). Once per operation, whatever its outcome; never for
-    /// posted packets.
+    /// Runs `hook` on every operation's packet at the moment its completion
+    /// is collected — before the packet is queued (or its result kept by
+    /// token) — on whichever thread collects it: a thread waiting in
+    /// [`get`](Port::get), the issuing thread, or the port's monitor, which
+    /// keeps collecting while no thread waits (so the hook runs within a
+    /// few milliseconds of the I/O ending even if nobody dequeues). Once
+    /// per operation, whatever its outcome; never for posted packets. The
+    /// hook may look at the result and context, take the buffers, and say
+    /// whether the packet is still delivered ([`Delivery`]).
     ///
     /// This is the moment Windows' I/O manager writes an `OVERLAPPED`'s
-    /// status and signals its event; the C ABI uses it for exactly that.
+    /// status and signals its event; the C ABI does exactly that here.
     /// Keep it short and non-blocking: it runs on the port's completion
     /// path. It may post, issue or cancel, but must not wait on the port.
     ///
     /// ```
-    /// use completion_port::{Buf, Port};
+    /// use completion_port::{Buf, Delivery, Packet, Port};
     /// use std::sync::atomic::{AtomicUsize, Ordering};
     /// use std::sync::Arc;
     ///
@@ -450,8 +451,9 @@ impl<C: Send + 'static> PortBuilder<C> {
     /// // Each operation's context records its outcome as soon as it ends.
     /// struct Op { done: Arc<AtomicUsize> }
     /// let port = Port::<Op>::builder()
-    ///     .on_completion(|op: &mut Op, result: &std::io::Result<usize>| {
-    ///         op.done.store(*result.as_ref().unwrap_or(&0) + 1, Ordering::Release);
+    ///     .on_completion(|p: &mut Packet<Op>| {
+    ///         p.context.done.store(p.bytes() + 1, Ordering::Release);
+    ///         Delivery::Deliver
     ///     })
     ///     .build()?;
     /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
@@ -468,7 +470,7 @@ impl<C: Send + 'static> PortBuilder<C> {
     /// ```
     pub fn on_completion(
         mut self,
-        hook: impl Fn(&mut C, &io::Result<usize>) + Send + Sync + 'static,
+        hook: impl Fn(&mut Packet<C>) -> Delivery + Send + Sync + 'static,
     ) -> Self {
         self.on_completion = Some(Box::new(hook));
         self
