@@ -91,6 +91,18 @@ pub fn is_aborted(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ECANCELED)
 }
 
+/// The error of a cancel that found nothing to cancel (kind `NotFound`;
+/// Windows' `ERROR_NOT_FOUND`), naming what was looked for.
+pub(crate) fn nothing_to_cancel(token: Option<u64>) -> io::Error {
+    let msg = match token {
+        Some(t) => format!(
+            "nothing to cancel: operation {t} is not in flight on this handle (it already completed, or was issued on another handle)"
+        ),
+        None => "nothing to cancel: no operation is in flight on this handle".to_string(),
+    };
+    io::Error::new(io::ErrorKind::NotFound, msg)
+}
+
 /// The error for an operation issued on a closed handle: `EBADF`.
 pub(crate) fn handle_closed() -> io::Error {
     io::Error::from_raw_os_error(libc::EBADF)

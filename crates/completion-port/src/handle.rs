@@ -135,8 +135,8 @@ impl<C: Send + 'static> Handle<C> {
     /// The operation still yields exactly one packet: with `ECANCELED`
     /// (kind `Other`, see [`is_aborted`](crate::is_aborted)) and its buffers,
     /// or with its real result if it finished first. Fails with `NotFound`
-    /// (`ENOENT`) when no such operation is in flight on this handle (it
-    /// already completed, or belongs to another handle).
+    /// ("nothing to cancel: …") when no such operation is in flight on this
+    /// handle (it already completed, or belongs to another handle).
     pub fn cancel(&self, token: Token) -> io::Result<()> {
         self.inner
             .core

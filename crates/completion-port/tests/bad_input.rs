@@ -465,10 +465,8 @@ fn ops_on_closed_handle_are_refused(backend: Backend) {
     for c in &clones {
         assert_eq!(c.close(), 0, "closing twice");
         let e = c.cancel_all().unwrap_err();
-        assert_eq!(
-            (e.kind(), e.raw_os_error()),
-            (ErrorKind::NotFound, Some(libc::ENOENT))
-        );
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert!(e.to_string().starts_with("nothing to cancel"), "{e}");
     }
     // Closed handle on a closed port: still EBADF (the handle is checked
     // first).
@@ -606,7 +604,8 @@ fn ring_entries_are_clamped(backend: Backend) {
 
 /// `cancel` of a token that is not in flight on this handle (completed,
 /// or in flight on another handle or port) and `cancel_all` with nothing
-/// in flight fail with `NotFound` (`ENOENT`) and touch nothing.
+/// in flight fail with `NotFound` ("nothing to cancel: …") and touch
+/// nothing.
 fn cancel_without_target(backend: Backend) {
     let port = port::<u32>(backend, 1);
     let other_port = common::port::<u32>(backend, 1);
@@ -618,10 +617,8 @@ fn cancel_without_target(backend: Backend) {
     let hc = other_port.associate(c, 3).unwrap();
     let not_found = |r: io::Result<()>| {
         let e = r.unwrap_err();
-        assert_eq!(
-            (e.kind(), e.raw_os_error()),
-            (ErrorKind::NotFound, Some(libc::ENOENT))
-        );
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert!(e.to_string().starts_with("nothing to cancel"), "{e}");
     };
     not_found(ha.cancel_all().map(drop));
     // Completed and dequeued.

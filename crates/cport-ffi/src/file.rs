@@ -156,13 +156,17 @@ unsafe fn transfer(
             };
             // SAFETY: `ov` was checked usable by `start` before `op` runs.
             let offset = unsafe { overlapped::offset(ctx.ov()) };
+            // Writes complete whole, as on Windows (the port writes the
+            // rest of a short write itself); a zero-length read of a socket
+            // is the zero-byte receive.
             match (dir, target.kind) {
                 (Dir::Read, FdKind::Seekable) => handle.read_at(b, offset, ctx),
-                (Dir::Write, FdKind::Seekable) => handle.write_at(b, offset, ctx),
+                (Dir::Write, FdKind::Seekable) => handle.write_all_at(b, offset, ctx),
                 (Dir::Read, FdKind::Stream) => handle.read(b, ctx),
-                (Dir::Write, FdKind::Stream) => handle.write(b, ctx),
+                (Dir::Write, FdKind::Stream) => handle.write_all(b, ctx),
+                (Dir::Read, FdKind::Socket) if n == 0 => handle.wait_readable(ctx),
                 (Dir::Read, FdKind::Socket) => handle.recv(b, ctx),
-                (Dir::Write, FdKind::Socket) => handle.send(b, ctx),
+                (Dir::Write, FdKind::Socket) => handle.send_all(b, ctx),
             }
             .map(Some)
         },

@@ -281,11 +281,16 @@ unsafe fn wsa_transfer(
                     }
                 })
                 .collect();
+            let room: usize = v.iter().map(Buf::spare_capacity).sum();
+            // A stream send completes whole, as on Windows: the port sends
+            // the rest of a short send itself, in order with later sends.
             let r = match (dir, v.len()) {
+                // The zero-byte receive: completes once data is there.
+                (Dir::Read, _) if room == 0 => handle.wait_readable(ctx),
                 (Dir::Read, 1) => handle.recv(v.pop().expect("one buffer"), ctx),
-                (Dir::Write, 1) => handle.send(v.pop().expect("one buffer"), ctx),
+                (Dir::Write, 1) => handle.send_all(v.pop().expect("one buffer"), ctx),
                 (Dir::Read, _) => handle.recv_vectored(v, ctx),
-                (Dir::Write, _) => handle.send_vectored(v, ctx),
+                (Dir::Write, _) => handle.send_all_vectored(v, ctx),
             };
             r.map(Some)
         },

@@ -47,7 +47,8 @@ impl Lane {
         match kind {
             OpKind::Send | OpKind::SendVectored | OpKind::Write => Some(Lane::Send),
             OpKind::Recv | OpKind::RecvVectored | OpKind::Read => Some(Lane::Recv),
-            OpKind::Nop | OpKind::Accept | OpKind::Connect => None,
+            // Waiting for readability consumes nothing: no order to keep.
+            OpKind::Nop | OpKind::Accept | OpKind::Connect | OpKind::Readable => None,
         }
     }
 }

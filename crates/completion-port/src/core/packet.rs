@@ -28,6 +28,8 @@ pub enum PacketKind {
     Write,
     /// `recv` / `recv_vectored`.
     Recv,
+    /// `wait_readable`.
+    Readable,
     /// `send` / `send_vectored`.
     Send,
     /// `accept`: see [`Packet::take_accepted`].
@@ -43,6 +45,7 @@ impl PacketKind {
             OpKind::Read => PacketKind::Read,
             OpKind::Write => PacketKind::Write,
             OpKind::Recv | OpKind::RecvVectored => PacketKind::Recv,
+            OpKind::Readable => PacketKind::Readable,
             OpKind::Send | OpKind::SendVectored => PacketKind::Send,
             OpKind::Accept => PacketKind::Accept,
             OpKind::Connect => PacketKind::Connect,

@@ -134,7 +134,7 @@ impl<C: Send + 'static> Core<C> {
             let mut reg = owner.inflight();
             let n = self.cancel_locked(owner, &mut reg, token, &mut spill)?;
             if n == 0 {
-                return Err(io::Error::from_raw_os_error(libc::ENOENT));
+                return Err(crate::error::nothing_to_cancel(token.map(|t| t.0)));
             }
             n
         };

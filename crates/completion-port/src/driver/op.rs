@@ -28,9 +28,11 @@ pub(crate) enum OpKind {
     Read,
     /// Write the filled bytes at `offset`.
     Write,
-    /// Receive into the spare capacity (a buffer with none: wait until
-    /// readable, then complete with 0).
+    /// Receive into the spare capacity (never empty: refused at issue).
     Recv,
+    /// Complete with 0 once the fd is readable (the zero-byte receive of
+    /// IOCP servers: wait for data without lending a buffer).
+    Readable,
     /// Send the filled bytes.
     Send,
     /// Receive into the spare capacity of several buffers, in order.
@@ -334,7 +336,7 @@ impl OpIo {
                 self.accepted = Some(unsafe { OwnedFd::from_raw_fd(res) });
                 return Ok(0);
             }
-            OpKind::Connect | OpKind::Nop => return Ok(0),
+            OpKind::Connect | OpKind::Nop | OpKind::Readable => return Ok(0),
             // Earlier submissions of a whole transfer count too.
             OpKind::Write | OpKind::Send | OpKind::SendVectored => return Ok(self.done + n),
         }

@@ -12,6 +12,17 @@ use crate::Handle;
 /// Most buffers one vectored call takes (the kernel's `UIO_MAXIOV`).
 pub const MAX_IOVECS: usize = 1024;
 
+/// A receive into no spare capacity would complete with 0 bytes, which reads
+/// as the peer closing: refused at the call.
+fn check_recv_room(spare: usize) -> Option<String> {
+    (spare == 0).then(|| {
+        "a receive needs spare capacity in its buffer (its length equals its capacity): it would \
+         complete with 0 bytes, which looks like the peer closing; use Buf::with_capacity, clear() \
+         the buffer, or wait_readable to wait for data without a buffer"
+            .to_string()
+    })
+}
+
 fn check_vectored(bufs: &Buffers, measure: impl Fn(&Buf) -> usize) -> Option<String> {
     let Buffers::Many(v) = bufs else { return None };
     if v.is_empty() {
@@ -29,15 +40,43 @@ fn check_vectored(bufs: &Buffers, measure: impl Fn(&Buf) -> usize) -> Option<Str
 
 impl<C: Send + 'static> Handle<C> {
     /// Receives into `buf`'s spare capacity. The packet's result is the
-    /// number of bytes received; `Ok(0)` when the peer closed gracefully
-    /// (or, with no spare capacity, when data became available: the
-    /// zero-byte receive idiom of spec §7.30).
+    /// number of bytes received; `Ok(0)` only when the peer closed
+    /// gracefully. A reset by the peer arrives as `ECONNRESET` (kind
+    /// `ConnectionReset`).
     ///
-    /// A reset by the peer arrives as `ECONNRESET` (kind `ConnectionReset`).
+    /// Refused at once (no packet) with `InvalidInput` when the buffer has
+    /// no spare capacity — a receive into nothing would complete with 0
+    /// bytes, which reads as the peer closing. To wait for data without
+    /// lending a buffer (the zero-byte receive of IOCP servers), use
+    /// [`wait_readable`](Self::wait_readable).
     pub fn recv(&self, buf: Buf, context: C) -> Result<Token, Rejected<C>> {
         self.issue_checked(OpKind::Recv, 0, Buffers::One(buf), context, |b| {
-            check_len("receive", spare(b))
+            check_recv_room(spare(b)).or_else(|| check_len("receive", spare(b)))
         })
+    }
+
+    /// Completes with `Ok(0)` once the socket (or pipe) has data to read, or
+    /// the peer closed, without reading anything: the zero-byte receive of
+    /// IOCP servers, which keeps no buffer lent to idle connections.
+    /// Receives issued after it still come in order.
+    ///
+    /// ```
+    /// use completion_port::{Buf, PacketKind, Port};
+    /// # fn main() -> std::io::Result<()> {
+    /// let port = Port::<()>::new(0)?;
+    /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+    /// let a = port.associate(a, 0)?;
+    /// a.wait_readable(())?;
+    /// std::io::Write::write_all(&mut b, b"ping")?;
+    /// let p = port.get(None)?;
+    /// assert_eq!((p.kind(), p.bytes()), (PacketKind::Readable, 0));
+    /// // Now lend a buffer: the data is there.
+    /// a.recv(Buf::with_capacity(16), ())?;
+    /// assert_eq!(port.get(None)?.bytes(), 4);
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_readable(&self, context: C) -> Result<Token, Rejected<C>> {
+        self.issue(OpKind::Readable, 0, Buffers::None, context)
     }
 
     /// Sends `buf`'s filled bytes; the packet's result is the number of
@@ -99,7 +138,10 @@ impl<C: Send + 'static> Handle<C> {
     /// [`MAX_IOVECS`] buffers.
     pub fn recv_vectored(&self, bufs: Vec<Buf>, context: C) -> Result<Token, Rejected<C>> {
         self.issue_checked(OpKind::RecvVectored, 0, Buffers::Many(bufs), context, |b| {
-            check_vectored(b, Buf::spare_capacity)
+            check_vectored(b, Buf::spare_capacity).or_else(|| {
+                let Buffers::Many(v) = b else { return None };
+                check_recv_room(v.iter().map(Buf::spare_capacity).sum())
+            })
         })
     }
 

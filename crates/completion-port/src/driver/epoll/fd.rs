@@ -111,7 +111,7 @@ pub(super) fn classify(fd: RawFd) -> FdKind {
 pub(super) fn is_read_side(kind: OpKind) -> bool {
     matches!(
         kind,
-        OpKind::Recv | OpKind::RecvVectored | OpKind::Accept | OpKind::Read
+        OpKind::Recv | OpKind::RecvVectored | OpKind::Accept | OpKind::Read | OpKind::Readable
     )
 }
 
@@ -216,26 +216,22 @@ unsafe fn attempt_once(p: &mut Pending, kind: FdKind) -> Attempt {
             OpKind::Nop => Some(Attempt::Done(0)),
             OpKind::Recv => {
                 let b = op.bufs.one_mut();
-                if b.spare_capacity() == 0 {
-                    // The zero-byte receive: complete once readable.
-                    match ready_now(fd, libc::POLLIN) {
-                        Ok(true) => Some(Attempt::Done(0)),
-                        Ok(false) => Some(Attempt::WouldBlock),
-                        Err(e) => Some(Attempt::Done(-e)),
-                    }
-                } else {
-                    // SAFETY: the spare capacity is writable memory of the buffer.
-                    let r = unsafe {
-                        libc::recv(
-                            fd,
-                            b.spare_ptr().cast(),
-                            b.spare_capacity(),
-                            libc::MSG_DONTWAIT,
-                        )
-                    };
-                    settle(r, &mut retry)
-                }
+                // SAFETY: the spare capacity is writable memory of the buffer.
+                let r = unsafe {
+                    libc::recv(
+                        fd,
+                        b.spare_ptr().cast(),
+                        b.spare_capacity(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                settle(r, &mut retry)
             }
+            OpKind::Readable => match ready_now(fd, libc::POLLIN) {
+                Ok(true) => Some(Attempt::Done(0)),
+                Ok(false) => Some(Attempt::WouldBlock),
+                Err(e) => Some(Attempt::Done(-e)),
+            },
             OpKind::Send => {
                 let (ptr, len) = op.out_bytes();
                 // SAFETY: the filled bytes not yet sent are readable memory

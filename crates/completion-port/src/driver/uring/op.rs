@@ -45,14 +45,10 @@ pub(super) fn entry(op: &mut OpIo) -> squeue::Entry {
         }
         OpKind::Recv => {
             let b = op.bufs.one_mut();
-            if b.spare_capacity() == 0 {
-                // A zero-byte receive waits for readability (spec §7.30); a
-                // plain zero-length recv would return at once.
-                opcode::PollAdd::new(fd, libc::POLLIN as u32).build()
-            } else {
-                opcode::Recv::new(fd, b.spare_ptr(), b.spare_capacity() as u32).build()
-            }
+            opcode::Recv::new(fd, b.spare_ptr(), b.spare_capacity() as u32).build()
         }
+        // One-shot: completes with the ready mask (reported as 0).
+        OpKind::Readable => opcode::PollAdd::new(fd, libc::POLLIN as u32).build(),
         OpKind::Send => {
             let whole = waitall(op);
             let (ptr, len) = op.out_bytes();
