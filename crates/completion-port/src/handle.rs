@@ -1,18 +1,20 @@
 //! Association: an fd bound to one port, with the completion key that comes
 //! back in every packet of its operations.
 
+use std::any::Any;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::buf::Buffers;
 use crate::core::fd::FdOwner;
 use crate::core::record::{Notify, OpRecord, RecordBox};
-use crate::core::{Core, Token};
+use crate::core::{CloseFd, Core, Token};
 use crate::driver::OpKind;
 use crate::error::{invalid_input, Rejected};
+use crate::port::{Owner, Port};
 
 /// An association refused: the reason, and the fd handed back open.
 #[derive(Debug)]
@@ -47,10 +49,11 @@ impl From<AssociateError> for io::Error {
 }
 
 pub(crate) fn associate<C: Send + 'static>(
-    core: &Arc<Core<C>>,
+    port: &Arc<Owner<C>>,
     fd: OwnedFd,
     key: usize,
 ) -> Result<Handle<C>, AssociateError> {
+    let core = &port.core;
     if core.is_closed() {
         return Err(AssociateError {
             error: crate::error::port_closed(),
@@ -61,6 +64,8 @@ pub(crate) fn associate<C: Send + 'static>(
     Ok(Handle {
         inner: Arc::new(HandleInner {
             core: core.clone(),
+            closer: core.clone(),
+            port: Arc::downgrade(port) as Weak<dyn Any + Send + Sync>,
             owner: Arc::new(owner),
             key,
             skip_on_success: AtomicBool::new(false),
@@ -72,11 +77,18 @@ pub(crate) fn associate<C: Send + 'static>(
 /// An fd associated with a port: operations issued on it queue their
 /// packets to that port, carrying its completion key.
 ///
-/// Cheap to clone; clones share the fd. The fd is closed when the last
-/// clone is dropped and the last operation on it has completed. A handle
-/// keeps its port's backend alive, but not the port's open state: after
-/// [`Port::close`](crate::Port::close) every new operation is refused with the port-closed
-/// error, and the fd stays usable for blocking I/O through [`AsFd`].
+/// Cheap to clone; clones share the fd. Dropping the last clone closes the
+/// handle, as `CloseHandle` does: its operations in flight are cancelled
+/// (each still yields its packet, with `ECANCELED`), and the fd itself is
+/// closed once the last of them is gone — so a peer waiting on an idle
+/// connection sees it close, and an fd number is never reused while the
+/// kernel may still act on the old file. A clone kept in an operation's
+/// context keeps the handle open until that packet is dropped.
+///
+/// A handle keeps its port's backend alive, but not the port's open state:
+/// after [`Port::close`](crate::Port::close) every new operation is
+/// refused with the port-closed error, and the fd stays usable for
+/// blocking I/O through [`AsFd`].
 pub struct Handle<C> {
     inner: Arc<HandleInner<C>>,
     /// Operations issued through this value queue no packet (see
@@ -86,11 +98,24 @@ pub struct Handle<C> {
 
 struct HandleInner<C> {
     core: Arc<Core<C>>,
+    /// The same core, for the drop (which has no bound on `C`).
+    closer: Arc<dyn CloseFd>,
+    /// The port it was associated with (an `Owner<C>`), while any clone of
+    /// it is alive.
+    port: Weak<dyn Any + Send + Sync>,
     owner: Arc<FdOwner>,
     key: usize,
     /// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` (see
     /// [`Handle::set_skip_packet_on_success`]).
     skip_on_success: AtomicBool,
+}
+
+/// The last clone of a handle is gone: `CloseHandle` (module docs of
+/// [`Handle`]).
+impl<C> Drop for HandleInner<C> {
+    fn drop(&mut self) {
+        self.closer.close_fd(&self.owner);
+    }
 }
 
 impl<C> Clone for Handle<C> {
@@ -127,6 +152,27 @@ impl<C: Send + 'static> Handle<C> {
     /// The completion key given at association.
     pub fn key(&self) -> usize {
         self.inner.key
+    }
+
+    /// The port this handle is associated with; `None` once every clone of
+    /// the port was dropped (a handle does not keep its port open: see
+    /// [`Port::close`](crate::Port::close)).
+    ///
+    /// ```
+    /// use completion_port::Port;
+    /// # fn main() -> std::io::Result<()> {
+    /// let port = Port::<()>::new(0)?;
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let h = port.associate(a, 7)?;
+    /// h.port().expect("the port is alive").post(1, 0, ())?;
+    /// assert_eq!(port.get(None)?.key, 1);
+    /// drop(port);
+    /// assert!(h.port().is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn port(&self) -> Option<Port<C>> {
+        let owner = self.inner.port.upgrade()?.downcast::<Owner<C>>().ok()?;
+        Some(Port::from_owner(owner))
     }
 
     /// Cancels the operation `token` (returned when it was issued on this

@@ -115,6 +115,7 @@ pub use self::monitor::BlockingDetection;
 pub use self::packet::{Accepted, Packet, PacketKind};
 pub use self::running::BlockingGuard;
 pub use self::stats::PortStats;
+pub(crate) use self::submit::CloseFd;
 pub use self::token::Token;
 
 use self::after_unlock::AfterUnlock;

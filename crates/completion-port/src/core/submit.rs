@@ -203,3 +203,15 @@ fn refused<C>(mut rec: RecordBox<C>, error: io::Error) -> Rejected<C> {
     let ctx = rec.ctx.take().expect("context present until completion");
     Rejected::new(error, ctx, bufs)
 }
+
+/// [`Core::close_fd`] without the context type: what a handle's last clone
+/// calls when it is dropped (`handle.rs`).
+pub(crate) trait CloseFd: Send + Sync {
+    fn close_fd(&self, owner: &FdOwner) -> usize;
+}
+
+impl<C: Send + 'static> CloseFd for Core<C> {
+    fn close_fd(&self, owner: &FdOwner) -> usize {
+        Core::close_fd(self, owner)
+    }
+}

@@ -136,8 +136,8 @@ pub struct Port<C: Send + 'static> {
 
 /// Closes the core when the last `Port` clone goes. Handles keep the core
 /// (backend) alive, but not the port open.
-struct Owner<C: Send + 'static> {
-    core: Arc<Core<C>>,
+pub(crate) struct Owner<C: Send + 'static> {
+    pub(crate) core: Arc<Core<C>>,
 }
 
 impl<C: Send + 'static> Drop for Owner<C> {
@@ -178,7 +178,7 @@ impl<C: Send + 'static> Port<C> {
         fd: impl Into<OwnedFd>,
         key: usize,
     ) -> Result<Handle<C>, AssociateError> {
-        associate(&self.inner.core, fd.into(), key)
+        associate(&self.inner, fd.into(), key)
     }
 
     /// Dequeues one packet, waiting up to `timeout` (`None`: forever;
@@ -510,6 +510,10 @@ impl<C: Send + 'static> Port<C> {
         Port {
             inner: Arc::new(Owner { core }),
         }
+    }
+
+    pub(crate) fn from_owner(inner: Arc<Owner<C>>) -> Port<C> {
+        Port { inner }
     }
 }
 
