@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use crate::buf::Buffers;
 use crate::core::fd::FdOwner;
@@ -71,6 +72,7 @@ pub(crate) fn associate<C: Send + 'static>(
             skip_on_success: AtomicBool::new(false),
         }),
         without_packets: false,
+        timeout: None,
     })
 }
 
@@ -94,6 +96,9 @@ pub struct Handle<C> {
     /// Operations issued through this value queue no packet (see
     /// [`Handle::without_packets`]).
     without_packets: bool,
+    /// Operations issued through this value time out after this long (see
+    /// [`Handle::with_timeout`]).
+    timeout: Option<Duration>,
 }
 
 struct HandleInner<C> {
@@ -123,6 +128,7 @@ impl<C> Clone for Handle<C> {
         Handle {
             inner: self.inner.clone(),
             without_packets: self.without_packets,
+            timeout: self.timeout,
         }
     }
 }
@@ -223,8 +229,42 @@ impl<C: Send + 'static> Handle<C> {
     /// port closes.
     pub fn without_packets(&self) -> Handle<C> {
         Handle {
-            inner: self.inner.clone(),
             without_packets: true,
+            ..self.clone()
+        }
+    }
+
+    /// A clone of this handle whose operations time out: one not done
+    /// `timeout` after its issue call is ended, and its packet comes with
+    /// `ETIMEDOUT` (kind `TimedOut`) and its buffers (a receive: nothing
+    /// was received; a whole send: some bytes may have been sent). The
+    /// handle stays open and usable: time a connection out by closing it
+    /// when such a packet comes. Other clones are unaffected; `with_timeout`
+    /// on a clone replaces its time-out.
+    ///
+    /// io_uring arms a linked time-out with each submission; epoll keeps
+    /// the deadlines in one ordered map per port, watched by a timerfd.
+    /// Either way, no thread per time-out.
+    ///
+    /// ```
+    /// use completion_port::{Buf, Port};
+    /// use std::io::ErrorKind;
+    /// use std::time::Duration;
+    /// # fn main() -> std::io::Result<()> {
+    /// let port = Port::<()>::new(0)?;
+    /// let (a, _silent_peer) = std::os::unix::net::UnixStream::pair()?;
+    /// let conn = port.associate(a, 0)?;
+    /// conn.with_timeout(Duration::from_millis(20))
+    ///     .recv(Buf::with_capacity(4096), ())?;
+    /// let mut p = port.get(None)?;
+    /// assert_eq!(p.result.as_ref().unwrap_err().kind(), ErrorKind::TimedOut);
+    /// assert_eq!(p.take_buf().unwrap().capacity(), 4096); // the buffer comes back
+    /// # Ok(()) }
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> Handle<C> {
+        Handle {
+            timeout: Some(timeout),
+            ..self.clone()
         }
     }
 
@@ -316,13 +356,15 @@ impl<C: Send + 'static> Handle<C> {
 
     /// A record for an operation of `kind` on this handle.
     pub(crate) fn new_record(&self, kind: OpKind, bufs: Buffers, context: C) -> RecordBox<C> {
-        OpRecord::boxed(
+        let mut rec = OpRecord::boxed(
             kind,
             &self.inner.owner,
             self.inner.key,
             self.notify(),
             bufs,
             context,
-        )
+        );
+        rec.io.deadline = self.timeout.and_then(|t| Instant::now().checked_add(t));
+        rec
     }
 }

@@ -48,7 +48,9 @@ impl Lane {
             OpKind::Send | OpKind::SendVectored | OpKind::Write => Some(Lane::Send),
             OpKind::Recv | OpKind::RecvVectored | OpKind::Read => Some(Lane::Recv),
             // Waiting for readability consumes nothing: no order to keep.
-            OpKind::Nop | OpKind::Accept | OpKind::Connect | OpKind::Readable => None,
+            OpKind::Nop | OpKind::Accept | OpKind::Connect | OpKind::Readable | OpKind::Timer => {
+                None
+            }
         }
     }
 }

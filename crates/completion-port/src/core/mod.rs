@@ -95,6 +95,7 @@ mod results;
 pub(crate) mod running;
 mod stats;
 mod submit;
+mod timer;
 mod token;
 mod wait_result;
 mod waiter;
@@ -162,6 +163,8 @@ pub(crate) struct Core<C> {
     /// collected, before its packet is queued
     /// ([`PortBuilder::on_completion`](crate::PortBuilder::on_completion)).
     hook: Option<CompletionHook<C>>,
+    /// The port's own fd, for timers (`timer.rs`).
+    own: std::sync::OnceLock<Arc<fd::FdOwner>>,
     me: Weak<Core<C>>,
 }
 
@@ -263,6 +266,7 @@ impl<C: Send + 'static> Core<C> {
             reaped: AtomicU64::new(0),
             reaped_seen: AtomicU64::new(0),
             hook,
+            own: std::sync::OnceLock::new(),
             me: me.clone(),
         });
         // Every port: the monitor keeps ports moving that nobody waits on

@@ -30,6 +30,8 @@ pub enum PacketKind {
     Recv,
     /// `wait_readable`.
     Readable,
+    /// A timer packet ([`Port::post_after`](crate::Port::post_after)).
+    Timer,
     /// `send` / `send_vectored`.
     Send,
     /// `accept`: see [`Packet::take_accepted`].
@@ -46,6 +48,7 @@ impl PacketKind {
             OpKind::Write => PacketKind::Write,
             OpKind::Recv | OpKind::RecvVectored => PacketKind::Recv,
             OpKind::Readable => PacketKind::Readable,
+            OpKind::Timer => PacketKind::Timer,
             OpKind::Send | OpKind::SendVectored => PacketKind::Send,
             OpKind::Accept => PacketKind::Accept,
             OpKind::Connect => PacketKind::Connect,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use super::record::{Notify, OpRecord};
 use super::{AfterUnlock, Core, Delivery, State};
 use crate::core::Packet;
-use crate::driver::{Completion, Engine};
+use crate::driver::{Completion, Engine, OpKind};
 use crate::sync::{fence, MutexGuard, Ordering};
 
 thread_local! {
@@ -286,8 +286,18 @@ impl<C: Send + 'static> Core<C> {
             let cancelled = reg.ops.get(&token.0).is_none_or(|e| e.cancelled);
             // SAFETY: ours, and no other reference to it is alive.
             let io = unsafe { c.op.op() };
+            let overdue = io.deadline.is_some_and(|d| Instant::now() >= d);
             let again = if c.res == -libc::ECANCELED {
-                !cancelled
+                if !cancelled && overdue {
+                    // Its deadline passed: a linked time-out ended it, or a
+                    // timer was cancelled with its thread right as it fired.
+                    c.res = if io.kind == OpKind::Timer {
+                        -libc::ETIME
+                    } else {
+                        -libc::ETIMEDOUT
+                    };
+                }
+                !cancelled && !overdue
             } else if io.advance_whole(c.res) {
                 if cancelled {
                     c.res = -libc::ECANCELED;

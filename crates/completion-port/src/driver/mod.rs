@@ -83,7 +83,7 @@ use std::io;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-pub(crate) use self::op::{FdRef, OpIo, OpKind, OpPtr, OFFSET_CURRENT};
+pub(crate) use self::op::{FdRef, KernelTimespec, OpIo, OpKind, OpPtr, OFFSET_CURRENT};
 
 /// One finished operation, as reported by a backend.
 pub(crate) struct Completion {

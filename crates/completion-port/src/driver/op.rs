@@ -13,6 +13,7 @@ use std::io;
 use std::mem;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
+use std::time::{Duration, Instant};
 
 use super::valgrind;
 use super::FdState;
@@ -43,6 +44,9 @@ pub(crate) enum OpKind {
     Accept,
     /// Connect to the address in [`OpExtra::addr`].
     Connect,
+    /// Complete with `-ETIME` at [`OpIo::deadline`] (a timer packet; its fd
+    /// is the port's own, and is not used).
+    Timer,
 }
 
 /// `offset` value meaning "the fd's current position" (what the kernel
@@ -109,6 +113,30 @@ pub(crate) struct OpIo {
     /// of this same op (a whole transfer in progress). Each submission
     /// starts after them; a completion's result counts only its own bytes.
     pub(crate) done: usize,
+    /// When a timer fires, or when an operation that is still not done is
+    /// ended with `-ETIMEDOUT` (its time-out). Backends arm the time left
+    /// at each submission.
+    pub(crate) deadline: Option<Instant>,
+    /// The time left, as the kernel reads it (io_uring's `TIMEOUT` and
+    /// `LINK_TIMEOUT` take a pointer to it); written at each submission.
+    pub(crate) ts: KernelTimespec,
+}
+
+/// `struct __kernel_timespec`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KernelTimespec {
+    pub(crate) sec: i64,
+    pub(crate) nsec: i64,
+}
+
+impl KernelTimespec {
+    fn of(d: Duration) -> KernelTimespec {
+        KernelTimespec {
+            sec: d.as_secs().min(i64::MAX as u64) as i64,
+            nsec: i64::from(d.subsec_nanos()),
+        }
+    }
 }
 
 /// The fields only vectored ops, accept and connect use. Boxed: its
@@ -154,6 +182,18 @@ impl OpPtr {
         unsafe { &mut *self.0.as_ptr() }
     }
 
+    /// The operation's kind, read in place (never written after issue), so
+    /// anyone who keeps the operation alive may look while its owner works
+    /// on its other fields.
+    ///
+    /// # Safety
+    /// The operation is alive (see the type's docs).
+    pub(crate) unsafe fn kind(&self) -> OpKind {
+        // SAFETY: alive (caller); a read of one field, through no reference
+        // to the whole record.
+        unsafe { (*self.0.as_ptr()).kind }
+    }
+
     /// The `user_data` io_uring carries for this operation: its address.
     pub(crate) fn user_data(&self) -> u64 {
         self.0.as_ptr() as u64
@@ -171,6 +211,20 @@ impl OpIo {
             accepted: None,
             whole: false,
             done: 0,
+            deadline: None,
+            ts: KernelTimespec::default(),
+        }
+    }
+
+    /// Writes the time left until the deadline (none left: zero) into
+    /// `ts`, for a submission; `false` when the op has no deadline.
+    pub(crate) fn arm_deadline(&mut self) -> bool {
+        match self.deadline {
+            Some(d) => {
+                self.ts = KernelTimespec::of(d.saturating_duration_since(Instant::now()));
+                true
+            }
+            None => false,
         }
     }
 
@@ -293,6 +347,10 @@ impl OpIo {
     /// Applies the kernel's result (`>= 0`: a count or an fd; `< 0`:
     /// `-errno`) to the buffers and returns the packet's result.
     pub(crate) fn complete(&mut self, res: i32) -> io::Result<usize> {
+        if self.kind == OpKind::Timer && res == -libc::ETIME {
+            // It fired.
+            return Ok(0);
+        }
         if res < 0 {
             return Err(io::Error::from_raw_os_error(-res));
         }
@@ -337,6 +395,7 @@ impl OpIo {
                 return Ok(0);
             }
             OpKind::Connect | OpKind::Nop | OpKind::Readable => return Ok(0),
+            OpKind::Timer => unreachable!("a timer completes with -ETIME, handled above"),
             // Earlier submissions of a whole transfer count too.
             OpKind::Write | OpKind::Send | OpKind::SendVectored => return Ok(self.done + n),
         }

@@ -223,6 +223,46 @@ impl<C: Send + 'static> Port<C> {
         self.inner.core.post(key, bytes, context)
     }
 
+    /// Queues a timer packet `delay` from now: its `key`, `Ok(0)`, `context`,
+    /// [`PacketKind::Timer`](crate::PacketKind::Timer). Returns the timer's
+    /// token, for [`cancel_timer`](Self::cancel_timer). Costs no thread:
+    /// io_uring keeps the time-out in the kernel, epoll in one ordered map
+    /// per port watched by a timerfd; a timer is an operation of the port
+    /// like any other (closing the port cancels it, and drops its context).
+    /// Refused (context back) when the port is closed.
+    ///
+    /// ```
+    /// use completion_port::{PacketKind, Port};
+    /// use std::time::Duration;
+    /// # fn main() -> std::io::Result<()> {
+    /// let port = Port::<&str>::new(0)?;
+    /// port.post_after(Duration::from_millis(20), 2, "later")?;
+    /// let early = port.post_after(Duration::from_secs(60), 3, "never")?;
+    /// port.cancel_timer(early)?; // its packet comes at once, cancelled
+    /// let p = port.get(None)?;
+    /// assert_eq!((p.kind(), p.context), (PacketKind::Timer, "never"));
+    /// assert!(completion_port::is_aborted(p.result.as_ref().unwrap_err()));
+    /// let p = port.get(None)?;
+    /// assert_eq!((p.key, p.context, p.bytes()), (2, "later", 0));
+    /// # Ok(()) }
+    /// ```
+    pub fn post_after(
+        &self,
+        delay: Duration,
+        key: usize,
+        context: C,
+    ) -> Result<Token, Rejected<C>> {
+        self.inner.core.post_after(delay, key, context)
+    }
+
+    /// Cancels a timer from [`post_after`](Self::post_after): its packet
+    /// comes at once, with `ECANCELED` (see [`is_aborted`](crate::is_aborted))
+    /// and its context. `NotFound` ("nothing to cancel: …") when it already
+    /// fired.
+    pub fn cancel_timer(&self, token: Token) -> io::Result<()> {
+        self.inner.core.cancel_timer(token)
+    }
+
     /// The result of an operation that queues no packet — issued through
     /// [`Handle::without_packets`](crate::Handle::without_packets), or
     /// completed during its issue call on a handle in

@@ -21,6 +21,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
+use super::timers::TimerKey;
 use super::Shared;
 use crate::driver::{OpIo, OpKind, OpPtr, OFFSET_CURRENT};
 
@@ -43,11 +44,18 @@ pub(super) struct Pending {
     /// A connect whose non-blocking `connect(2)` was made: later attempts
     /// only check how it ended.
     pub(super) started: bool,
+    /// The op's deadline entry (`timers.rs`), removed by whoever takes the
+    /// op out of its queue.
+    pub(super) timer: Option<TimerKey>,
 }
 
 impl Pending {
     pub(super) fn new(op: OpPtr) -> Pending {
-        Pending { op, started: false }
+        Pending {
+            op,
+            started: false,
+            timer: None,
+        }
     }
 }
 
@@ -214,6 +222,8 @@ unsafe fn attempt_once(p: &mut Pending, kind: FdKind) -> Attempt {
         // the backend owns for the duration of the call.
         let r = match op.kind {
             OpKind::Nop => Some(Attempt::Done(0)),
+            // Timers never reach an fd (the timers hold them: timers.rs).
+            OpKind::Timer => Some(Attempt::WouldBlock),
             OpKind::Recv => {
                 let b = op.bufs.one_mut();
                 // SAFETY: the spare capacity is writable memory of the buffer.

@@ -18,6 +18,7 @@
 
 mod fd;
 mod pool;
+mod timers;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
@@ -31,10 +32,13 @@ use parking_lot::Mutex;
 pub(crate) use self::fd::Registration;
 use self::fd::{attempt, classify, is_read_side, Attempt, FdEntry, FdKind, Pending, Queues};
 use self::pool::Pool;
+use self::timers::{Deadline, Timers};
 use crate::driver::{closed, Completion, Engine, FdRef, OpIo, OpKind, OpPtr, Reaped, Submitted};
 
 /// epoll `data` of the wake eventfd; fd registrations use ids from 1.
 const WAKE_ID: u64 = 0;
+/// epoll `data` of the deadlines' timerfd (`timers.rs`).
+const TIMER_ID: u64 = u64::MAX;
 /// Events taken per `epoll_wait`.
 const EVENTS: usize = 256;
 
@@ -53,6 +57,8 @@ pub(super) struct Shared {
     next_id: AtomicU64,
     /// Completions produced outside `wait` (pool results), not yet reaped.
     ready: Mutex<Vec<Completion>>,
+    /// Timer operations and the deadlines of waiting operations.
+    timers: Mutex<Timers>,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -114,6 +120,15 @@ impl Reactor {
                 &mut ev,
             )
         })?;
+        let timers = Timers::new()?;
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: TIMER_ID,
+        };
+        // SAFETY: both fds are open; `ev` is valid.
+        cvt(unsafe {
+            libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, timers.fd(), &mut ev)
+        })?;
         let shared = Arc::new(Shared {
             epfd,
             wakefd,
@@ -121,6 +136,7 @@ impl Reactor {
             regs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(WAKE_ID + 1),
             ready: Mutex::new(Vec::new()),
+            timers: Mutex::new(timers),
         });
         let pool = Pool::new(Arc::downgrade(&shared));
         Ok(Reactor { shared, pool })
@@ -182,12 +198,56 @@ impl Reactor {
                 woke = true;
                 continue;
             }
+            if id == TIMER_ID {
+                self.expire(out);
+                continue;
+            }
             let entry = self.shared.regs.lock().get(&id).and_then(Weak::upgrade);
             if let Some(entry) = entry {
-                run_ready(&entry, flags, out);
+                run_ready(&self.shared, &entry, flags, out);
             }
         }
         Ok(woke)
+    }
+
+    /// The timerfd fired: ends what is due (`timers.rs`). A timer fires
+    /// (`-ETIME`); an operation still waiting times out (`-ETIMEDOUT`); one
+    /// no longer in its queue finished or was cancelled meanwhile.
+    fn expire(&self, out: &mut Vec<Completion>) {
+        let due = {
+            let mut t = self.shared.timers.lock();
+            t.acknowledge();
+            t.expired()
+        };
+        for d in due {
+            match d {
+                Deadline::Timer(op) => out.push(Completion {
+                    op,
+                    res: -libc::ETIME,
+                }),
+                Deadline::Queued { op, fd } => {
+                    let mut q = fd.queues.lock();
+                    let q = &mut *q;
+                    for queue in [&mut q.read, &mut q.write] {
+                        if let Some(i) = queue.iter().position(|p| p.op == op) {
+                            queue.remove(i);
+                            out.push(Completion {
+                                op,
+                                res: -libc::ETIMEDOUT,
+                            });
+                        }
+                    }
+                }
+                Deadline::Pooled(op) => {
+                    if self.pool.take(op) {
+                        out.push(Completion {
+                            op,
+                            res: -libc::ETIMEDOUT,
+                        });
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -218,13 +278,28 @@ impl Engine for Reactor {
         // SAFETY: the caller hands us exclusive ownership of the record; we
         // only read its kind and fd here.
         let io: &OpIo = unsafe { op.op() };
-        if io.kind == OpKind::Nop {
-            return Ok(Submitted::Done(0));
+        let deadline = io.deadline;
+        match io.kind {
+            OpKind::Nop => return Ok(Submitted::Done(0)),
+            OpKind::Timer => {
+                let at = deadline.expect("a timer has a deadline");
+                self.shared.timers.lock().insert(at, Deadline::Timer(op));
+                return Ok(Submitted::Queued);
+            }
+            _ => {}
         }
         let fd = io.fd;
         let entry = &self.registration(&fd).state;
         if entry.kind == FdKind::File && matches!(io.kind, OpKind::Read | OpKind::Write) {
-            self.pool.push(Pending::new(op))?;
+            let mut job = Pending::new(op);
+            let key = deadline.map(|at| self.shared.timers.lock().insert(at, Deadline::Pooled(op)));
+            job.timer = key;
+            if let Err(e) = self.pool.push(job) {
+                if let Some(key) = key {
+                    self.shared.timers.lock().remove(key);
+                }
+                return Err(e);
+            }
             return Ok(Submitted::Queued);
         }
         let read_side = is_read_side(io.kind);
@@ -262,6 +337,14 @@ impl Engine for Reactor {
                 return Ok(Submitted::Done(-errno.unwrap_or(libc::EIO)));
             }
             q.registered = true;
+        }
+        if let Some(at) = deadline {
+            // Under the queue lock, then the timers' (timers.rs).
+            let d = Deadline::Queued {
+                op,
+                fd: entry.clone(),
+            };
+            pending.timer = Some(self.shared.timers.lock().insert(at, d));
         }
         if read_side {
             q.read.push_back(pending);
@@ -370,6 +453,9 @@ impl Engine for Reactor {
                 let mut kept = VecDeque::with_capacity(queue.len());
                 for p in queue.drain(..) {
                     if is_target(&p) {
+                        if let Some(key) = p.timer {
+                            self.shared.timers.lock().remove(key);
+                        }
                         spill.push(Completion {
                             op: p.op,
                             res: -libc::ECANCELED,
@@ -382,6 +468,18 @@ impl Engine for Reactor {
             }
         }
         self.pool.cancel(&is_target, spill);
+        // Timer operations live only in the timers (timers.rs).
+        let mut timers = self.shared.timers.lock();
+        for &t in targets {
+            // SAFETY: every target is alive (the caller holds its fd's
+            // in-flight lock).
+            if unsafe { t.kind() } == OpKind::Timer && timers.take_timer(t) {
+                spill.push(Completion {
+                    op: t,
+                    res: -libc::ECANCELED,
+                });
+            }
+        }
         Ok(())
     }
 
@@ -405,6 +503,19 @@ impl Engine for Reactor {
     fn shutdown(&self, spill: &mut Vec<Completion>) {
         self.shared.closed.store(true, Ordering::SeqCst);
         self.pool.shutdown(spill);
+        // Timers end cancelled; the deadlines of queued ops go with them
+        // (those ops are drained below).
+        spill.extend(
+            self.shared
+                .timers
+                .lock()
+                .clear()
+                .into_iter()
+                .map(|op| Completion {
+                    op,
+                    res: -libc::ECANCELED,
+                }),
+        );
         let entries: Vec<Arc<FdEntry>> = self
             .shared
             .regs
@@ -427,7 +538,7 @@ impl Engine for Reactor {
 }
 
 /// Runs the queues of an fd that epoll reported ready.
-fn run_ready(entry: &FdEntry, flags: u32, out: &mut Vec<Completion>) {
+fn run_ready(shared: &Shared, entry: &FdEntry, flags: u32, out: &mut Vec<Completion>) {
     let readable =
         flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
     let writable = flags & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
@@ -443,6 +554,9 @@ fn run_ready(entry: &FdEntry, flags: u32, out: &mut Vec<Completion>) {
             match unsafe { attempt(front, entry.kind) } {
                 Attempt::Done(res) => {
                     let p = queue.pop_front().expect("front exists");
+                    if let Some(key) = p.timer {
+                        shared.timers.lock().remove(key);
+                    }
                     out.push(Completion { op: p.op, res });
                 }
                 Attempt::WouldBlock => break,

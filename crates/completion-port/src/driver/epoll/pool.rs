@@ -16,7 +16,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::fd::{blocking_rw, Attempt, Pending};
 use super::Shared;
-use crate::driver::{closed, Completion};
+use crate::driver::{closed, Completion, OpPtr};
 
 /// Most threads one port's pool runs.
 pub(super) const MAX_THREADS: usize = 4;
@@ -81,9 +81,13 @@ impl Pool {
     /// the queue; they come back cancelled in `spill`. A job already running
     /// finishes and reports its real result.
     pub(super) fn cancel(&self, is_target: &dyn Fn(&Pending) -> bool, spill: &mut Vec<Completion>) {
+        let shared = self.inner.shared.upgrade();
         let mut st = self.inner.state.lock();
         st.jobs.retain(|p| {
             if is_target(p) {
+                if let (Some(key), Some(shared)) = (p.timer, &shared) {
+                    shared.timers.lock().remove(key);
+                }
                 spill.push(Completion {
                     op: p.op,
                     res: -libc::ECANCELED,
@@ -93,6 +97,19 @@ impl Pool {
                 true
             }
         });
+    }
+
+    /// Takes the queued (not yet started) job `op` out, if it is there (its
+    /// deadline passed: `timers.rs`, which removed its entry already).
+    pub(super) fn take(&self, op: OpPtr) -> bool {
+        let mut st = self.inner.state.lock();
+        match st.jobs.iter().position(|p| p.op == op) {
+            Some(i) => {
+                st.jobs.remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Stops the pool: queued jobs come back cancelled in `spill`; running
@@ -113,7 +130,12 @@ impl Inner {
         loop {
             let mut st = self.state.lock();
             let job = loop {
-                if let Some(j) = st.jobs.pop_front() {
+                if let Some(mut j) = st.jobs.pop_front() {
+                    // Started: its deadline no longer applies (a running
+                    // job finishes).
+                    if let (Some(key), Some(shared)) = (j.timer.take(), self.shared.upgrade()) {
+                        shared.timers.lock().remove(key);
+                    }
                     break j;
                 }
                 if st.closed {

@@ -44,6 +44,9 @@ use crate::driver::{self, Completion, Config, Engine, FdRef, OpIo, OpPtr, Reaped
 const WAKE: u64 = u64::MAX;
 /// `user_data` of the cancel-everything request of [`Ring::shutdown`].
 const CANCEL: u64 = u64::MAX - 1;
+/// `user_data` of the `LINK_TIMEOUT` that carries an operation's deadline
+/// (`op::entries`).
+const LINK_TIMEOUT: u64 = u64::MAX - 2;
 
 pub(crate) struct Ring {
     ring: IoUring,
@@ -68,17 +71,49 @@ impl Ring {
     /// The SQ lock must be held, and the entry's pointers must stay valid
     /// until its completion.
     unsafe fn push(&self, entry: &squeue::Entry, spill: &mut Vec<Completion>) -> io::Result<()> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.push_all(std::slice::from_ref(entry), spill) }
+    }
+
+    /// Pushes `entries` next to each other in the SQ (linked entries must
+    /// be), submitting to make room when the SQ lacks it.
+    ///
+    /// # Safety
+    /// As [`push`](Self::push), for every entry.
+    unsafe fn push_all(
+        &self,
+        entries: &[squeue::Entry],
+        spill: &mut Vec<Completion>,
+    ) -> io::Result<()> {
         loop {
             // SAFETY: the caller holds the SQ lock, so this is the only
             // `SubmissionQueue` alive; it publishes the tail when dropped.
             let mut sq = unsafe { self.ring.submission_shared() };
             // SAFETY: forwarded from the caller.
-            if unsafe { sq.push(entry) }.is_ok() {
+            if unsafe { sq.push_multiple(entries) }.is_ok() {
                 return Ok(());
             }
             drop(sq);
             // Full: hand the queued entries to the kernel and retry.
             self.enter_submit(spill)?;
+        }
+    }
+
+    /// Pushes an operation's entries (`op::entries`).
+    ///
+    /// # Safety
+    /// The caller owns `op` (it is being handed to the kernel) and holds
+    /// the SQ lock.
+    unsafe fn push_op(&self, op: OpPtr, spill: &mut Vec<Completion>) -> io::Result<()> {
+        // SAFETY: forwarded from the caller: the record is ours.
+        let (e, link) = op::entries(unsafe { op.op() });
+        // SAFETY: the entries' pointers stay valid until the op's
+        // completion (see `op::entries`); we hold the SQ lock.
+        unsafe {
+            match link {
+                Some(l) => self.push_all(&[e, l], spill),
+                None => self.push(&e, spill),
+            }
         }
     }
 
@@ -139,7 +174,7 @@ impl Ring {
         for cqe in &mut cq {
             match cqe.user_data() {
                 WAKE => woke = true,
-                CANCEL => {}
+                CANCEL | LINK_TIMEOUT => {}
                 ud => out.push(Completion {
                     // A real op's user_data is the non-null address of its record.
                     op: OpPtr(NonNull::new(ud as *mut OpIo).expect("CQE without an op record")),
@@ -176,11 +211,9 @@ impl Engine for Ring {
             return Err(driver::closed());
         }
         // SAFETY: the caller hands us exclusive ownership of the record;
-        // nothing else references it until its CQE is reaped.
-        let entry = op::entry(unsafe { op.op() });
-        // SAFETY: the entry's pointers stay valid until its completion (see
-        // `op::entry`), and we hold the SQ lock.
-        unsafe { self.push(&entry, spill)? };
+        // nothing else references it until its CQE is reaped. We hold the
+        // SQ lock.
+        unsafe { self.push_op(op, spill)? };
         if !defer {
             self.enter_submit(spill)?;
         }
@@ -314,10 +347,9 @@ impl Engine for Ring {
             .iter()
             .map(|op| {
                 // SAFETY: the op was reported complete, so the kernel no
-                // longer references it, and the caller hands it back to us.
-                let entry = op::entry(unsafe { op.op() });
-                // SAFETY: as in `submit`; we hold the SQ lock.
-                match unsafe { self.push(&entry, spill) } {
+                // longer references it, and the caller hands it back to us;
+                // we hold the SQ lock.
+                match unsafe { self.push_op(*op, spill) } {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::warn!("io_uring: could not resubmit an orphaned operation: {e}");

@@ -2,7 +2,9 @@
 
 use io_uring::{opcode, squeue, types::Fd};
 
-use crate::driver::{OpIo, OpKind};
+use io_uring::types::Timespec;
+
+use crate::driver::{KernelTimespec, OpIo, OpKind};
 
 /// Opcodes the port uses; all are probed when a ring is opened.
 pub(super) const REQUIRED: &[(u8, &str)] = &[
@@ -17,15 +19,43 @@ pub(super) const REQUIRED: &[(u8, &str)] = &[
     (opcode::Connect::CODE, "CONNECT"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
     (opcode::PollAdd::CODE, "POLL_ADD"),
+    (opcode::Timeout::CODE, "TIMEOUT"),
+    (opcode::LinkTimeout::CODE, "LINK_TIMEOUT"),
 ];
 
-/// Builds the SQE for `op`, tagged with its address.
+/// Builds the SQEs for `op`, tagged with its address: the operation's, and
+/// for an operation with a deadline a `LINK_TIMEOUT` linked to it (tagged
+/// [`LINK_TIMEOUT`](super::LINK_TIMEOUT); its own CQE is ignored: when it
+/// fires the operation ends with `-ECANCELED`, which the core reads as the
+/// time-out once the deadline passed). The two must be submitted together.
 ///
-/// Every pointer placed in the SQE points into the record or its boxed
-/// `extra` (`msg`, `addr`, `addr_len`) or into the heap memory of its buffers; the record is
-/// owned by the kernel until its CQE is reaped, so all stay valid for the
-/// whole operation.
-pub(super) fn entry(op: &mut OpIo) -> squeue::Entry {
+/// Every pointer placed in an SQE points into the record (`ts`) or its
+/// boxed `extra` (`msg`, `addr`, `addr_len`) or into the heap memory of its
+/// buffers; the record is owned by the kernel until its CQE is reaped, so
+/// all stay valid for the whole operation.
+pub(super) fn entries(op: &mut OpIo) -> (squeue::Entry, Option<squeue::Entry>) {
+    let timed = op.kind != OpKind::Timer && op.arm_deadline();
+    let e = entry(op);
+    if !timed {
+        return (e, None);
+    }
+    let link = opcode::LinkTimeout::new(timespec(op))
+        .build()
+        .user_data(super::LINK_TIMEOUT);
+    (e.flags(squeue::Flags::IO_LINK), Some(link))
+}
+
+/// `op.ts` as the io_uring crate's type.
+fn timespec(op: &OpIo) -> *const Timespec {
+    // `Timespec` is `repr(transparent)` over the kernel's
+    // `__kernel_timespec` (two i64), which is exactly `KernelTimespec`
+    // (`repr(C)`, the same two i64: checked by a test below); the kernel
+    // reads it through this pointer.
+    (&op.ts as *const KernelTimespec).cast::<Timespec>()
+}
+
+/// The operation's own SQE (see [`entries`]).
+fn entry(op: &mut OpIo) -> squeue::Entry {
     let fd = Fd(op.fd.raw);
     let e = match op.kind {
         OpKind::Nop => opcode::Nop::new().build(),
@@ -82,6 +112,11 @@ pub(super) fn entry(op: &mut OpIo) -> squeue::Entry {
             )
             .build()
         }
+        // Relative: the time left, written by `arm_deadline`.
+        OpKind::Timer => {
+            op.arm_deadline();
+            opcode::Timeout::new(timespec(op)).build()
+        }
     };
     e.user_data(op as *mut OpIo as u64)
 }
@@ -95,5 +130,18 @@ fn waitall(op: &OpIo) -> libc::c_int {
         libc::MSG_WAITALL
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_timespec_is_the_crates_timespec() {
+        use std::mem::{align_of, size_of};
+        assert_eq!(size_of::<KernelTimespec>(), size_of::<Timespec>());
+        assert_eq!(align_of::<KernelTimespec>(), align_of::<Timespec>());
+        assert_eq!(size_of::<Timespec>(), 16);
     }
 }

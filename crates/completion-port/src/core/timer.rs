@@ -1,0 +1,78 @@
+//! Timer packets (`Port::post_after`): an operation of kind
+//! [`OpKind::Timer`] on the port's own fd, so that it is registered,
+//! cancelled and reported exactly like any other operation — including on
+//! close, and when io_uring cancels it with its issuing thread (an orphan,
+//! resubmitted with the time left).
+//!
+//! The port's own fd is an eventfd made on the first timer; no timer ever
+//! reads or writes it.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::fd::FdOwner;
+use super::record::{Notify, OpRecord};
+use super::{Core, Token};
+use crate::buf::Buffers;
+use crate::driver::OpKind;
+use crate::error::{invalid_input, Rejected};
+
+impl<C: Send + 'static> Core<C> {
+    /// The port's own fd (made on first use).
+    fn own_fd(&self) -> io::Result<&Arc<FdOwner>> {
+        if let Some(o) = self.own.get() {
+            return Ok(o);
+        }
+        // SAFETY: plain system call; the fd is owned at once.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new fd nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let owner = FdOwner::new(fd).map_err(|(e, _)| e)?;
+        // A racing first timer may have set it: ours then just closes.
+        Ok(self.own.get_or_init(|| Arc::new(owner)))
+    }
+
+    /// A timer packet `delay` from now (`Port::post_after`).
+    pub(crate) fn post_after(
+        &self,
+        delay: Duration,
+        key: usize,
+        context: C,
+    ) -> Result<Token, Rejected<C>> {
+        let Some(deadline) = Instant::now().checked_add(delay) else {
+            return Err(Rejected::new(
+                invalid_input(format!("a timer delay of {delay:?} overflows the clock")),
+                context,
+                Buffers::None,
+            ));
+        };
+        let own = match self.own_fd() {
+            Ok(o) => o,
+            Err(e) => return Err(Rejected::new(e, context, Buffers::None)),
+        };
+        let mut rec = OpRecord::boxed(
+            OpKind::Timer,
+            own,
+            key,
+            Notify::Packet,
+            Buffers::None,
+            context,
+        );
+        rec.io.deadline = Some(deadline);
+        self.submit(rec)
+    }
+
+    /// Cancels a timer (`Port::cancel_timer`): its packet comes at once,
+    /// with `ECANCELED`.
+    pub(crate) fn cancel_timer(&self, token: Token) -> io::Result<()> {
+        match self.own.get() {
+            Some(own) => self.cancel(own, Some(token)).map(drop),
+            None => Err(crate::error::nothing_to_cancel(Some(token.0))),
+        }
+    }
+}
