@@ -354,6 +354,11 @@ impl<C: Send + 'static> Handle<C> {
         self.inner.core.submit(rec)
     }
 
+    /// The handle's fd owner.
+    pub(crate) fn owner(&self) -> &Arc<FdOwner> {
+        &self.inner.owner
+    }
+
     /// A record for an operation of `kind` on this handle.
     pub(crate) fn new_record(&self, kind: OpKind, bufs: Buffers, context: C) -> RecordBox<C> {
         let mut rec = OpRecord::boxed(

@@ -76,7 +76,7 @@ pub use driver::Backend;
 pub use error::{is_aborted, is_port_closed, GetError, Rejected};
 pub use handle::{AssociateError, Handle};
 pub use op::net::MAX_IOVECS;
-pub use op::{Accepted, PacketKind, Token};
+pub use op::{Accepted, FileStat, OpenOptions, PacketKind, Token};
 pub use port::{BlockingDetection, BlockingGuard, Delivery, Packet, Port, PortBuilder, PortStats};
 
 #[cfg(doctest)]

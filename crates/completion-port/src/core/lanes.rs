@@ -45,12 +45,23 @@ impl Lane {
     /// The lane an operation of `kind` takes on a stream fd, if any.
     fn of(kind: OpKind) -> Option<Lane> {
         match kind {
-            OpKind::Send | OpKind::SendVectored | OpKind::Write => Some(Lane::Send),
+            // A shutdown of the sending side goes after the sends before it.
+            OpKind::Send
+            | OpKind::SendVectored
+            | OpKind::Write
+            | OpKind::SendFile
+            | OpKind::Shutdown { .. } => Some(Lane::Send),
             OpKind::Recv | OpKind::RecvVectored | OpKind::Read => Some(Lane::Recv),
             // Waiting for readability consumes nothing: no order to keep.
-            OpKind::Nop | OpKind::Accept | OpKind::Connect | OpKind::Readable | OpKind::Timer => {
-                None
-            }
+            OpKind::Nop
+            | OpKind::Accept
+            | OpKind::Connect
+            | OpKind::Readable
+            | OpKind::Timer
+            | OpKind::Fsync { .. }
+            | OpKind::Fallocate { .. }
+            | OpKind::Stat
+            | OpKind::Open { .. } => None,
         }
     }
 }

@@ -85,9 +85,11 @@ mod accounting;
 mod after_unlock;
 mod close;
 pub(crate) mod fd;
+mod file_stat;
 mod lanes;
 pub(crate) mod monitor;
 mod packet;
+mod port_ops;
 mod progress;
 mod reap;
 pub(crate) mod record;
@@ -95,7 +97,6 @@ mod results;
 pub(crate) mod running;
 mod stats;
 mod submit;
-mod timer;
 mod token;
 mod wait_result;
 mod waiter;
@@ -112,6 +113,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
+pub use self::file_stat::FileStat;
 pub use self::monitor::BlockingDetection;
 pub use self::packet::{Accepted, Packet, PacketKind};
 pub use self::running::BlockingGuard;
@@ -163,7 +165,7 @@ pub(crate) struct Core<C> {
     /// collected, before its packet is queued
     /// ([`PortBuilder::on_completion`](crate::PortBuilder::on_completion)).
     hook: Option<CompletionHook<C>>,
-    /// The port's own fd, for timers (`timer.rs`).
+    /// The port's own fd, for timers and opens (`port_ops.rs`).
     own: std::sync::OnceLock<Arc<fd::FdOwner>>,
     me: Weak<Core<C>>,
 }

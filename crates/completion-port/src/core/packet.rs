@@ -32,6 +32,18 @@ pub enum PacketKind {
     Readable,
     /// A timer packet ([`Port::post_after`](crate::Port::post_after)).
     Timer,
+    /// `fsync` / `fdatasync`.
+    Fsync,
+    /// `fallocate`.
+    Fallocate,
+    /// `stat`: see [`Packet::stat`].
+    Stat,
+    /// `shutdown`.
+    Shutdown,
+    /// [`Port::open`](crate::Port::open): see [`Packet::take_opened`].
+    Open,
+    /// `send_file`.
+    SendFile,
     /// `send` / `send_vectored`.
     Send,
     /// `accept`: see [`Packet::take_accepted`].
@@ -49,6 +61,12 @@ impl PacketKind {
             OpKind::Recv | OpKind::RecvVectored => PacketKind::Recv,
             OpKind::Readable => PacketKind::Readable,
             OpKind::Timer => PacketKind::Timer,
+            OpKind::Fsync { .. } => PacketKind::Fsync,
+            OpKind::Fallocate { .. } => PacketKind::Fallocate,
+            OpKind::Stat => PacketKind::Stat,
+            OpKind::Shutdown { .. } => PacketKind::Shutdown,
+            OpKind::Open { .. } => PacketKind::Open,
+            OpKind::SendFile => PacketKind::SendFile,
             OpKind::Send | OpKind::SendVectored => PacketKind::Send,
             OpKind::Accept => PacketKind::Accept,
             OpKind::Connect => PacketKind::Connect,
@@ -155,10 +173,34 @@ impl<C> Packet<C> {
         }
     }
 
+    /// The metadata a `stat` read (`None` for other packets, or when it
+    /// failed).
+    pub fn stat(&self) -> Option<super::FileStat> {
+        let rec = self.op.as_ref()?;
+        if rec.io.kind != OpKind::Stat || self.result.is_err() {
+            return None;
+        }
+        let st = rec.io.extra.as_ref()?.stat.as_deref()?;
+        Some(super::FileStat::from_statx(st))
+    }
+
+    /// The file a successful [`Port::open`](crate::Port::open) opened
+    /// (once), not yet associated with any port.
+    pub fn take_opened(&mut self) -> Option<std::fs::File> {
+        let rec = self.op.as_mut()?;
+        if !matches!(rec.io.kind, OpKind::Open { .. }) {
+            return None;
+        }
+        rec.io.new_fd.take().map(std::fs::File::from)
+    }
+
     /// The connection of a successful `accept` (once).
     pub fn take_accepted(&mut self) -> Option<Accepted> {
         let io = &mut self.op.as_mut()?.io;
-        let fd = io.accepted.take()?;
+        if io.kind != OpKind::Accept {
+            return None;
+        }
+        let fd = io.new_fd.take()?;
         let io = io.extra();
         // SAFETY: the kernel wrote a sockaddr of `addr_len` bytes into `addr`
         // on a successful accept; the length is clamped to the storage size.

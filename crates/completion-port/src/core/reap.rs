@@ -298,7 +298,7 @@ impl<C: Send + 'static> Core<C> {
                     };
                 }
                 !cancelled && !overdue
-            } else if io.advance_whole(c.res) {
+            } else if io.advance(c.res) {
                 if cancelled {
                     c.res = -libc::ECANCELED;
                 }

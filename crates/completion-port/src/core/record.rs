@@ -60,6 +60,9 @@ pub(crate) struct OpRecord<C> {
     pub(crate) notify: Notify,
     /// The fd lane it takes, if any (`lanes.rs`; set at submission).
     pub(crate) lane: Option<Lane>,
+    /// A second fd the operation uses (the file of a `send_file`), kept
+    /// open until the operation is gone.
+    pub(crate) also: Option<Arc<FdOwner>>,
     /// `Some` until the packet is built.
     pub(crate) ctx: Option<C>,
 }
@@ -81,6 +84,7 @@ impl<C> OpRecord<C> {
             token: next_token(),
             notify,
             lane: None,
+            also: None,
             ctx: Some(ctx),
         })
     }

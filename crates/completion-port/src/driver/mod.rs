@@ -83,7 +83,9 @@ use std::io;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-pub(crate) use self::op::{FdRef, KernelTimespec, OpIo, OpKind, OpPtr, OFFSET_CURRENT};
+pub(crate) use self::op::{
+    FdRef, KernelTimespec, OpIo, OpKind, OpPtr, Splice, OFFSET_CURRENT, SPLICE_CHUNK,
+};
 
 /// One finished operation, as reported by a backend.
 pub(crate) struct Completion {

@@ -9,6 +9,7 @@
 //! result back in a [`Completion`](super::Completion). Nothing here knows
 //! the caller's context type, the completion key or where the packet goes.
 
+use std::ffi::CString;
 use std::io;
 use std::mem;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -47,7 +48,44 @@ pub(crate) enum OpKind {
     /// Complete with `-ETIME` at [`OpIo::deadline`] (a timer packet; its fd
     /// is the port's own, and is not used).
     Timer,
+    /// `fsync(2)`, or `fdatasync(2)` with `data_only`.
+    Fsync { data_only: bool },
+    /// `fallocate(2)` of `len` bytes at `offset`.
+    Fallocate { mode: i32, len: u64 },
+    /// `statx(2)` of the fd itself; the result lands in [`OpExtra::stat`].
+    Stat,
+    /// `shutdown(2)`.
+    Shutdown { how: i32 },
+    /// `openat(AT_FDCWD, OpExtra::path)`; the new fd lands in
+    /// [`OpIo::new_fd`] (its own fd is the port's, and is not used).
+    Open { flags: i32, mode: u32 },
+    /// File to socket without copying (`TransmitFile`): splices from the
+    /// source file into a pipe, then from the pipe into the socket, until
+    /// `len` bytes (or the end of the file) went; see [`Splice`].
+    SendFile,
 }
+
+/// The state of a [`OpKind::SendFile`]: a pipe, filled from the file and
+/// drained into the socket, one pipe-full at a time. Each submission is one
+/// splice; [`OpIo::advance`] moves between the two.
+pub(crate) struct Splice {
+    /// `[read end, write end]`.
+    pub(crate) pipe: [OwnedFd; 2],
+    /// The source file (kept open by the core's record).
+    pub(crate) src: RawFd,
+    /// Bytes to send in all (the file's end may come first).
+    pub(crate) len: u64,
+    /// Bytes in the pipe, not yet in the socket.
+    pub(crate) in_pipe: usize,
+    /// The next splice drains the pipe (else it fills it).
+    pub(crate) draining: bool,
+    /// Its last splice ended it: [`OpIo::advance`] says so again if asked
+    /// twice (by the backend that ran it, then by the core).
+    pub(crate) finished: bool,
+}
+
+/// How much one fill of the pipe asks for (a pipe holds 64 KiB by default).
+pub(crate) const SPLICE_CHUNK: usize = 64 * 1024;
 
 /// `offset` value meaning "the fd's current position" (what the kernel
 /// calls `-1`): used by the stream `read`/`write` of pipes.
@@ -101,8 +139,8 @@ pub(crate) struct OpIo {
     /// first use ([`extra`](Self::extra)) so that the records of the common
     /// ops stay small.
     pub(crate) extra: Option<Box<OpExtra>>,
-    /// Accept: the new socket, once completed.
-    pub(crate) accepted: Option<OwnedFd>,
+    /// Accept, open: the new fd, once completed.
+    pub(crate) new_fd: Option<OwnedFd>,
     /// Send-like ops (send, vectored send, write): complete only when
     /// every byte is transferred, or with an error — never short. The
     /// backend keeps sending the rest (epoll), or the kernel does
@@ -150,6 +188,12 @@ pub(crate) struct OpExtra {
     /// address to connect to.
     pub(crate) addr: libc::sockaddr_storage,
     pub(crate) addr_len: libc::socklen_t,
+    /// Open: the path.
+    pub(crate) path: Option<CString>,
+    /// Stat: the result (written by the kernel).
+    pub(crate) stat: Option<Box<libc::statx>>,
+    /// SendFile: the pipe and the progress.
+    pub(crate) splice: Option<Splice>,
 }
 
 // SAFETY: the raw pointers in `extra` (`iov`, `msg`) point into memory owned
@@ -208,7 +252,7 @@ impl OpIo {
             offset: 0,
             bufs,
             extra: None,
-            accepted: None,
+            new_fd: None,
             whole: false,
             done: 0,
             deadline: None,
@@ -226,6 +270,42 @@ impl OpIo {
             }
             None => false,
         }
+    }
+
+    /// Moves a transfer on after a submission's result `res`: a whole send
+    /// cut short ([`advance_whole`](Self::advance_whole)), or a file sent
+    /// to a socket between its two splices. Returns `true` when the op must
+    /// be submitted again (its next step is set up), `false` when `res`
+    /// ends it.
+    pub(crate) fn advance(&mut self, res: i32) -> bool {
+        if self.kind != OpKind::SendFile {
+            return self.advance_whole(res);
+        }
+        let Some(s) = self.extra.as_mut().and_then(|e| e.splice.as_mut()) else {
+            return false;
+        };
+        if res < 0 || s.finished {
+            return false;
+        }
+        let n = res as usize;
+        if !s.draining {
+            if n == 0 {
+                // The end of the file: what was sent is all there is.
+                s.finished = true;
+                return false;
+            }
+            s.in_pipe = n;
+            s.draining = true;
+            return true;
+        }
+        s.in_pipe -= n.min(s.in_pipe);
+        self.done += n;
+        if s.in_pipe > 0 {
+            return true;
+        }
+        s.draining = false;
+        s.finished = self.done as u64 >= s.len;
+        !s.finished
     }
 
     /// Whether this op transfers the filled bytes of its buffers (send,
@@ -302,6 +382,9 @@ impl OpIo {
                 // SAFETY: as above.
                 addr: unsafe { mem::zeroed() },
                 addr_len: 0,
+                path: None,
+                stat: None,
+                splice: None,
             })
         })
     }
@@ -354,6 +437,10 @@ impl OpIo {
         if res < 0 {
             return Err(io::Error::from_raw_os_error(-res));
         }
+        if self.kind == OpKind::SendFile {
+            // `advance` counted every drained byte.
+            return Ok(self.done);
+        }
         let n = res as usize;
         match self.kind {
             OpKind::Read | OpKind::Recv => {
@@ -391,11 +478,31 @@ impl OpIo {
                 }
                 // SAFETY: a successful accept returns a new fd that nobody
                 // else owns.
-                self.accepted = Some(unsafe { OwnedFd::from_raw_fd(res) });
+                self.new_fd = Some(unsafe { OwnedFd::from_raw_fd(res) });
                 return Ok(0);
             }
-            OpKind::Connect | OpKind::Nop | OpKind::Readable => return Ok(0),
-            OpKind::Timer => unreachable!("a timer completes with -ETIME, handled above"),
+            OpKind::Open { .. } => {
+                // SAFETY: a successful open returns a new fd that nobody
+                // else owns.
+                self.new_fd = Some(unsafe { OwnedFd::from_raw_fd(res) });
+                return Ok(0);
+            }
+            OpKind::Stat => {
+                if let Some(st) = self.extra.as_ref().and_then(|e| e.stat.as_deref()) {
+                    valgrind::mark_defined(
+                        (st as *const libc::statx).cast(),
+                        mem::size_of::<libc::statx>(),
+                    );
+                }
+                return Ok(0);
+            }
+            OpKind::Connect
+            | OpKind::Nop
+            | OpKind::Readable
+            | OpKind::Fsync { .. }
+            | OpKind::Fallocate { .. }
+            | OpKind::Shutdown { .. } => return Ok(0),
+            OpKind::Timer | OpKind::SendFile => unreachable!("handled above"),
             // Earlier submissions of a whole transfer count too.
             OpKind::Write | OpKind::Send | OpKind::SendVectored => return Ok(self.done + n),
         }

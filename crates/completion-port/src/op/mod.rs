@@ -17,6 +17,8 @@
 //!    (`core/packet.rs`).
 
 pub mod file;
+pub mod lifecycle;
 pub mod net;
 
-pub use crate::core::{Accepted, PacketKind, Token};
+pub use crate::core::{Accepted, FileStat, PacketKind, Token};
+pub use lifecycle::OpenOptions;

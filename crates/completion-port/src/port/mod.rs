@@ -85,6 +85,7 @@ use crate::core::{monitor, running, CompletionHook, Core, Token};
 use crate::driver::{Backend, Config, Driver};
 use crate::error::{invalid_input, GetError, Rejected};
 use crate::handle::{associate, AssociateError};
+use crate::op::OpenOptions;
 use crate::Handle;
 
 /// A completion port: a FIFO queue of completion packets that any number of
@@ -253,6 +254,38 @@ impl<C: Send + 'static> Port<C> {
         context: C,
     ) -> Result<Token, Rejected<C>> {
         self.inner.core.post_after(delay, key, context)
+    }
+
+    /// Opens `path` without blocking the calling thread (io_uring's
+    /// `openat`; the epoll backend's blocking pool): the packet brings the
+    /// file ([`Packet::take_opened`]), not yet associated — associate it
+    /// with this or another port. A failure (`ENOENT`, `EACCES`, …) comes in
+    /// the packet; a path with a NUL byte is refused at once.
+    ///
+    /// ```
+    /// use completion_port::{Buf, OpenOptions, Port};
+    /// # fn main() -> std::io::Result<()> {
+    /// let dir = tempfile::tempdir()?;
+    /// std::fs::write(dir.path().join("hello.txt"), b"hello")?;
+    /// let port = Port::<&str>::new(0)?;
+    /// port.open(dir.path().join("hello.txt"), OpenOptions::read(), 0, "open")?;
+    /// let file = port.get(None)?.take_opened().expect("opened");
+    /// let file = port.associate(file, 1)?;
+    /// file.read_at(Buf::with_capacity(16), 0, "read")?;
+    /// assert_eq!(&port.get(None)?.take_buf().unwrap()[..], b"hello");
+    /// # Ok(()) }
+    /// ```
+    pub fn open(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        options: OpenOptions,
+        key: usize,
+        context: C,
+    ) -> Result<Token, Rejected<C>> {
+        let (flags, mode) = options.flags();
+        self.inner
+            .core
+            .open(path.as_ref(), flags, mode, key, context)
     }
 
     /// Cancels a timer from [`post_after`](Self::post_after): its packet

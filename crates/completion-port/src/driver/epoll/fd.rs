@@ -23,7 +23,9 @@ use parking_lot::Mutex;
 
 use super::timers::TimerKey;
 use super::Shared;
-use crate::driver::{OpIo, OpKind, OpPtr, OFFSET_CURRENT};
+use std::os::fd::AsRawFd;
+
+use crate::driver::{OpIo, OpKind, OpPtr, OFFSET_CURRENT, SPLICE_CHUNK};
 
 /// How the backend drives an fd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +125,15 @@ pub(super) fn is_read_side(kind: OpKind) -> bool {
     )
 }
 
+/// Whether an operation runs on the blocking pool whatever its fd: the
+/// system calls that cannot be made non-blocking.
+pub(super) fn is_blocking(kind: OpKind) -> bool {
+    matches!(
+        kind,
+        OpKind::Fsync { .. } | OpKind::Fallocate { .. } | OpKind::Stat | OpKind::Open { .. }
+    )
+}
+
 /// Result of one non-blocking attempt.
 pub(super) enum Attempt {
     /// Finished: `>= 0` result or `-errno`.
@@ -201,7 +212,7 @@ pub(super) unsafe fn attempt(p: &mut Pending, kind: FdKind) -> Attempt {
         // SAFETY: as above; the attempt above has ended.
         let op = unsafe { p.op.op() };
         match a {
-            Attempt::Done(res) if op.advance_whole(res) => continue,
+            Attempt::Done(res) if op.advance(res) => continue,
             a => return a,
         }
     }
@@ -286,9 +297,19 @@ unsafe fn attempt_once(p: &mut Pending, kind: FdKind) -> Attempt {
             OpKind::Read | OpKind::Write if kind == FdKind::File => {
                 // Regular files never come here (the pool runs them); a
                 // misclassified fd is run as a plain blocking call.
-                Some(blocking_rw(op))
+                Some(blocking_op(op))
             }
             OpKind::Read | OpKind::Write => Some(nowait_rw(op)),
+            OpKind::Fsync { .. }
+            | OpKind::Fallocate { .. }
+            | OpKind::Stat
+            | OpKind::Open { .. } => Some(blocking_op(op)),
+            OpKind::Shutdown { how } => {
+                // SAFETY: plain system call on the op's fd.
+                let r = unsafe { libc::shutdown(fd, how) };
+                Some(Attempt::Done(if r < 0 { -errno() } else { 0 }))
+            }
+            OpKind::SendFile => Some(splice_step(op)),
         };
         if let Some(a) = r {
             return a;
@@ -302,27 +323,20 @@ fn connect(op: &mut OpIo, started: &mut bool) -> Attempt {
     let fd = op.fd.raw;
     if !*started {
         *started = true;
-        // SAFETY: F_GETFL/F_SETFL on an open fd.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 {
-            return Attempt::Done(-errno());
-        }
+        let ex = op.extra();
         // Non-blocking just for the call, so the fd keeps its mode for the
         // user's own blocking I/O.
-        // SAFETY: as above.
-        unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
-        let ex = op.extra();
-        // SAFETY: `addr` holds `addr_len` bytes of a sockaddr.
-        let r = unsafe {
-            libc::connect(
-                fd,
-                (&ex.addr as *const libc::sockaddr_storage).cast(),
-                ex.addr_len,
-            )
-        };
+        let r = with_nonblocking(fd, || {
+            // SAFETY: `addr` holds `addr_len` bytes of a sockaddr.
+            unsafe {
+                libc::connect(
+                    fd,
+                    (&ex.addr as *const libc::sockaddr_storage).cast(),
+                    ex.addr_len,
+                ) as isize
+            }
+        });
         let e = if r < 0 { errno() } else { 0 };
-        // SAFETY: as above.
-        unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
         return match e {
             0 => Attempt::Done(0),
             libc::EINPROGRESS | libc::EAGAIN | libc::EINTR => Attempt::WouldBlock,
@@ -428,11 +442,141 @@ fn nowait_rw(op: &mut OpIo) -> Attempt {
     }
 }
 
-/// A plain (possibly blocking) read/write at the op's offset: the pool's
-/// work on regular files.
-pub(super) fn blocking_rw(op: &mut OpIo) -> Attempt {
-    let off = offset_arg(op);
-    rw_at(op, off)
+/// The pool's work: a plain (possibly blocking) read/write at the op's
+/// offset on a regular file, or one of the calls that always block.
+pub(super) fn blocking_op(op: &mut OpIo) -> Attempt {
+    let fd = op.fd.raw;
+    let done = |r: libc::c_int| Attempt::Done(if r < 0 { -errno() } else { r });
+    match op.kind {
+        OpKind::Fsync { data_only } => {
+            // SAFETY: plain system calls on the op's fd.
+            done(unsafe {
+                if data_only {
+                    libc::fdatasync(fd)
+                } else {
+                    libc::fsync(fd)
+                }
+            })
+        }
+        OpKind::Fallocate { mode, len } => {
+            // SAFETY: plain system call on the op's fd.
+            let r =
+                unsafe { libc::fallocate(fd, mode, op.offset as libc::off_t, len as libc::off_t) };
+            done(if r < 0 { r } else { 0 })
+        }
+        OpKind::Stat => {
+            let ex = op.extra();
+            // SAFETY: all-zero is a valid `statx` (plain integers).
+            let st = ex
+                .stat
+                .get_or_insert_with(|| Box::new(unsafe { std::mem::zeroed() }));
+            // SAFETY: an empty path with AT_EMPTY_PATH stats `fd` itself;
+            // `st` is a writable `statx`.
+            done(unsafe {
+                libc::statx(
+                    fd,
+                    c"".as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                    libc::STATX_BASIC_STATS | libc::STATX_BTIME,
+                    &mut **st,
+                )
+            })
+        }
+        OpKind::Open { flags, mode } => {
+            let path = op
+                .extra()
+                .path
+                .as_ref()
+                .map_or(c"".as_ptr(), |p| p.as_ptr());
+            // SAFETY: `path` is a NUL-terminated string owned by the op.
+            done(unsafe { libc::openat(libc::AT_FDCWD, path, flags | libc::O_CLOEXEC, mode) })
+        }
+        _ => {
+            let off = offset_arg(op);
+            rw_at(op, off)
+        }
+    }
+}
+
+/// Runs `f` (a system call on `fd`, returning -1 and `errno` on failure)
+/// with `O_NONBLOCK` set on `fd`, restoring its flags afterwards (and
+/// `errno` with them). A concurrent blocking call of the user's on the same
+/// fd may see `EAGAIN` meanwhile (module docs of `epoll/`).
+fn with_nonblocking(fd: RawFd, f: impl FnOnce() -> isize) -> isize {
+    // SAFETY: F_GETFL/F_SETFL on an open fd.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return -1;
+    }
+    if flags & libc::O_NONBLOCK != 0 {
+        return f();
+    }
+    // SAFETY: as above.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    let r = f();
+    let e = errno();
+    // SAFETY: as above.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFL, flags);
+        *libc::__errno_location() = e;
+    }
+    r
+}
+
+/// One splice of a file sent to a socket (`OpKind::SendFile`): fills the
+/// pipe from the file (which may wait for the disk), or drains it into the
+/// socket without blocking. `attempt` moves between the two
+/// (`OpIo::advance`).
+fn splice_step(op: &mut OpIo) -> Attempt {
+    let sock = op.fd.raw;
+    let (done, offset) = (op.done, op.offset);
+    let Some(s) = op.extra.as_mut().and_then(|e| e.splice.as_mut()) else {
+        return Attempt::Done(-libc::EINVAL);
+    };
+    let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
+    loop {
+        let r = if s.draining {
+            // A splice into a socket waits for room unless the socket itself
+            // is non-blocking (`SPLICE_F_NONBLOCK` concerns only the pipe):
+            // non-blocking just for the call, as `connect` does, so the fd
+            // keeps its mode for the user's own blocking I/O.
+            with_nonblocking(sock, || {
+                // SAFETY: plain system call on fds the op owns or keeps open.
+                unsafe {
+                    libc::splice(
+                        s.pipe[0].as_raw_fd(),
+                        std::ptr::null_mut(),
+                        sock,
+                        std::ptr::null_mut(),
+                        s.in_pipe,
+                        flags,
+                    )
+                }
+            })
+        } else {
+            let mut off = (offset + done as u64) as libc::loff_t;
+            let left = (s.len - done as u64).min(SPLICE_CHUNK as u64) as usize;
+            // SAFETY: as above; `off` is a valid in/out offset.
+            unsafe {
+                libc::splice(
+                    s.src,
+                    &mut off,
+                    s.pipe[1].as_raw_fd(),
+                    std::ptr::null_mut(),
+                    left,
+                    flags,
+                )
+            }
+        };
+        if r >= 0 {
+            return Attempt::Done(r.min(i32::MAX as isize) as i32);
+        }
+        match errno() {
+            libc::EINTR => continue,
+            libc::EAGAIN => return Attempt::WouldBlock,
+            e => return Attempt::Done(-e),
+        }
+    }
 }
 
 /// A plain read/write at the current position, for a non-seekable fd that

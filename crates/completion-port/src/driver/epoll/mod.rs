@@ -6,7 +6,16 @@
 //!   it would block it waits in its fd's queue until epoll reports
 //!   readiness, then the leader thread finishes it (`fd.rs`).
 //! - **Regular files**: run on a small blocking pool (`pool.rs`).
-//! - **No-ops**: complete at once.
+//! - **No-ops, shutdowns**: complete at once.
+//! - **Calls that cannot be made non-blocking** (`fsync`, `fdatasync`,
+//!   `fallocate`, `stat`, `open`): the blocking pool too.
+//! - **Timers and time-outs**: one ordered map per port, watched by a
+//!   timerfd in the epoll set (`timers.rs`).
+//! - **The fd's own mode is kept**: sockets and pipes are driven with
+//!   `MSG_DONTWAIT` / `RWF_NOWAIT` per call. Only `connect` and the socket
+//!   side of `send_file` need the fd itself non-blocking, and set
+//!   `O_NONBLOCK` just for their one call: a blocking call the user makes
+//!   on the same fd at that very moment may see `EAGAIN`.
 //! - **Wake-ups** (posts, shutdown, pool results) go through an eventfd
 //!   registered with the epoll instance: no polling loop, no sleep.
 //!
@@ -30,7 +39,9 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 pub(crate) use self::fd::Registration;
-use self::fd::{attempt, classify, is_read_side, Attempt, FdEntry, FdKind, Pending, Queues};
+use self::fd::{
+    attempt, classify, is_blocking, is_read_side, Attempt, FdEntry, FdKind, Pending, Queues,
+};
 use self::pool::Pool;
 use self::timers::{Deadline, Timers};
 use crate::driver::{closed, Completion, Engine, FdRef, OpIo, OpKind, OpPtr, Reaped, Submitted};
@@ -290,7 +301,8 @@ impl Engine for Reactor {
         }
         let fd = io.fd;
         let entry = &self.registration(&fd).state;
-        if entry.kind == FdKind::File && matches!(io.kind, OpKind::Read | OpKind::Write) {
+        let file_io = entry.kind == FdKind::File && matches!(io.kind, OpKind::Read | OpKind::Write);
+        if file_io || is_blocking(io.kind) {
             let mut job = Pending::new(op);
             let key = deadline.map(|at| self.shared.timers.lock().insert(at, Deadline::Pooled(op)));
             job.timer = key;

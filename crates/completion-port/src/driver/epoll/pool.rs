@@ -14,7 +14,7 @@ use std::thread;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::fd::{blocking_rw, Attempt, Pending};
+use super::fd::{blocking_op, Attempt, Pending};
 use super::Shared;
 use crate::driver::{closed, Completion, OpPtr};
 
@@ -149,7 +149,7 @@ impl Inner {
             drop(st);
             // SAFETY: the job's record is owned by the pool until reported.
             let op = unsafe { job.op.op() };
-            let res = match blocking_rw(op) {
+            let res = match blocking_op(op) {
                 Attempt::Done(r) => r,
                 Attempt::WouldBlock => -libc::EAGAIN,
             };

@@ -2,9 +2,20 @@
 
 use io_uring::{opcode, squeue, types::Fd};
 
-use io_uring::types::Timespec;
+use std::os::fd::AsRawFd;
 
-use crate::driver::{KernelTimespec, OpIo, OpKind};
+use io_uring::types::{self, Timespec};
+
+use crate::driver::{KernelTimespec, OpIo, OpKind, SPLICE_CHUNK};
+
+/// The empty path of `statx(fd, "", AT_EMPTY_PATH)`.
+const EMPTY_PATH: &std::ffi::CStr = c"";
+
+/// A `statx` for the kernel to fill.
+fn zeroed_statx() -> libc::statx {
+    // SAFETY: all-zero is a valid `statx` (plain integers).
+    unsafe { std::mem::zeroed() }
+}
 
 /// Opcodes the port uses; all are probed when a ring is opened.
 pub(super) const REQUIRED: &[(u8, &str)] = &[
@@ -21,6 +32,12 @@ pub(super) const REQUIRED: &[(u8, &str)] = &[
     (opcode::PollAdd::CODE, "POLL_ADD"),
     (opcode::Timeout::CODE, "TIMEOUT"),
     (opcode::LinkTimeout::CODE, "LINK_TIMEOUT"),
+    (opcode::Fsync::CODE, "FSYNC"),
+    (opcode::Fallocate::CODE, "FALLOCATE"),
+    (opcode::Statx::CODE, "STATX"),
+    (opcode::Shutdown::CODE, "SHUTDOWN"),
+    (opcode::OpenAt::CODE, "OPENAT"),
+    (opcode::Splice::CODE, "SPLICE"),
 ];
 
 /// Builds the SQEs for `op`, tagged with its address: the operation's, and
@@ -116,6 +133,66 @@ fn entry(op: &mut OpIo) -> squeue::Entry {
         OpKind::Timer => {
             op.arm_deadline();
             opcode::Timeout::new(timespec(op)).build()
+        }
+        OpKind::Fsync { data_only } => {
+            let flags = if data_only {
+                types::FsyncFlags::DATASYNC
+            } else {
+                types::FsyncFlags::empty()
+            };
+            opcode::Fsync::new(fd).flags(flags).build()
+        }
+        OpKind::Fallocate { mode, len } => opcode::Fallocate::new(fd, len)
+            .offset(op.offset)
+            .mode(mode)
+            .build(),
+        OpKind::Stat => {
+            let ex = op.extra();
+            let st = ex.stat.get_or_insert_with(|| Box::new(zeroed_statx()));
+            // `types::statx` is the crate's opaque stand-in for
+            // `libc::statx` (its docs say to pass libc's).
+            let buf = (&mut **st as *mut libc::statx).cast::<types::statx>();
+            opcode::Statx::new(fd, EMPTY_PATH.as_ptr(), buf)
+                .flags(libc::AT_EMPTY_PATH)
+                .mask(libc::STATX_BASIC_STATS | libc::STATX_BTIME)
+                .build()
+        }
+        OpKind::Shutdown { how } => opcode::Shutdown::new(fd, how).build(),
+        OpKind::Open { flags, mode } => {
+            let path = op
+                .extra()
+                .path
+                .as_ref()
+                .map_or(EMPTY_PATH.as_ptr(), |p| p.as_ptr());
+            opcode::OpenAt::new(Fd(libc::AT_FDCWD), path)
+                .flags(flags | libc::O_CLOEXEC)
+                .mode(mode)
+                .build()
+        }
+        OpKind::SendFile => {
+            let (done, offset) = (op.done, op.offset);
+            let s = op
+                .extra()
+                .splice
+                .as_ref()
+                .expect("a send_file has its pipe");
+            let (pipe_r, pipe_w) = (s.pipe[0].as_raw_fd(), s.pipe[1].as_raw_fd());
+            if s.draining {
+                opcode::Splice::new(Fd(pipe_r), -1, fd, -1, s.in_pipe as u32)
+                    .flags(libc::SPLICE_F_MOVE)
+                    .build()
+            } else {
+                let left = (s.len - done as u64).min(SPLICE_CHUNK as u64) as u32;
+                opcode::Splice::new(
+                    Fd(s.src),
+                    (offset + done as u64) as i64,
+                    Fd(pipe_w),
+                    -1,
+                    left,
+                )
+                .flags(libc::SPLICE_F_MOVE)
+                .build()
+            }
         }
     };
     e.user_data(op as *mut OpIo as u64)

@@ -1,10 +1,11 @@
-//! Timer packets (`Port::post_after`): an operation of kind
-//! [`OpKind::Timer`] on the port's own fd, so that it is registered,
-//! cancelled and reported exactly like any other operation — including on
-//! close, and when io_uring cancels it with its issuing thread (an orphan,
-//! resubmitted with the time left).
+//! Operations of the port itself, not of a handle: timer packets
+//! (`Port::post_after`, [`OpKind::Timer`]) and opening files
+//! (`Port::open`, [`OpKind::Open`]). Each is an operation on the port's own
+//! fd, so that it is registered, cancelled and reported exactly like any
+//! other — including on close, and when io_uring cancels it with its
+//! issuing thread (an orphan, resubmitted; a timer with the time left).
 //!
-//! The port's own fd is an eventfd made on the first timer; no timer ever
+//! The port's own fd is an eventfd made on first use; no operation ever
 //! reads or writes it.
 
 use std::io;
@@ -64,6 +65,44 @@ impl<C: Send + 'static> Core<C> {
             context,
         );
         rec.io.deadline = Some(deadline);
+        self.submit(rec)
+    }
+
+    /// Opens `path` (`Port::open`): the new fd comes in the packet.
+    pub(crate) fn open(
+        &self,
+        path: &std::path::Path,
+        flags: i32,
+        mode: u32,
+        key: usize,
+        context: C,
+    ) -> Result<Token, Rejected<C>> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = match std::ffi::CString::new(path.as_os_str().as_bytes()) {
+            Ok(p) => p,
+            Err(_) => {
+                return Err(Rejected::new(
+                    invalid_input(format!(
+                        "cannot open {path:?}: the path contains a NUL byte"
+                    )),
+                    context,
+                    Buffers::None,
+                ))
+            }
+        };
+        let own = match self.own_fd() {
+            Ok(o) => o,
+            Err(e) => return Err(Rejected::new(e, context, Buffers::None)),
+        };
+        let mut rec = OpRecord::boxed(
+            OpKind::Open { flags, mode },
+            own,
+            key,
+            Notify::Packet,
+            Buffers::None,
+            context,
+        );
+        rec.io.extra().path = Some(path);
         self.submit(rec)
     }
 
