@@ -21,7 +21,9 @@
 //! - [`file`]: `CreateFileA`, `ReadFile`, `WriteFile`, `GetOverlappedResult`,
 //!   `CancelIo(Ex)`, `CloseHandle`, …;
 //! - [`socket`]: the Winsock calls;
-//! - [`extension`]: `AcceptEx`, `GetAcceptExSockaddrs`, `ConnectEx`.
+//! - [`extension`]: `AcceptEx`, `GetAcceptExSockaddrs`, `ConnectEx`;
+//! - [`win32`]: the Win32 companion — threads, events and waits, locks,
+//!   system information, memory, the console control handler.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(non_snake_case)]
@@ -35,9 +37,18 @@ mod overlapped;
 pub mod port;
 pub mod socket;
 pub mod types;
+// `cport_no_win32` is never set when building: it exists so that cbindgen
+// wraps the companion's declarations in `#if !defined(CPORT_NO_WIN32)`.
+#[cfg(not(cport_no_win32))]
+pub mod win32;
+#[cfg(cport_no_win32)]
+compile_error!("cport_no_win32 is a header switch: define CPORT_NO_WIN32 in C instead");
 
 pub use extension::*;
 pub use file::*;
 pub use port::*;
 pub use socket::*;
 pub use types::*;
+pub use win32::{
+    console::*, event::*, memory::*, sync::*, system::*, thread::*, types::*, wait::*,
+};

@@ -244,6 +244,9 @@ fn fstat(fd: RawFd) -> std::io::Result<libc::stat> {
 pub(crate) enum Object {
     Port(Arc<FfiPort>),
     File(Arc<Target>),
+    /// An event, semaphore or thread of the Win32 companion
+    /// (`crate::win32`); closing its handle just drops this reference.
+    Waitable(Arc<crate::win32::waitable::Waitable>),
 }
 
 const MAGIC: u64 = 0x4350 << 48;
@@ -370,7 +373,7 @@ pub(crate) enum Io {
 pub(crate) fn io_target(h: HANDLE) -> Result<Io, DWORD> {
     match resolve(h)? {
         Named::Object(Object::File(t)) => Ok(Io::Known(t)),
-        Named::Object(Object::Port(_)) => Err(ERROR_INVALID_HANDLE),
+        Named::Object(_) => Err(ERROR_INVALID_HANDLE),
         Named::Fd(fd) => Ok(match fds().read().get(&fd) {
             Some(t) => Io::Known(t.clone()),
             None => Io::Plain(fd),
