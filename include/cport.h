@@ -607,6 +607,63 @@ typedef void (*LPFN_GETACCEPTEXSOCKADDRS)(LPVOID,
 #define SIO_GET_EXTENSION_FUNCTION_POINTER 3355443206
 
 #if !defined(CPORT_NO_WIN32)
+// The text of a system message, not `lpSource`.
+#define FORMAT_MESSAGE_FROM_SYSTEM 4096
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Leave `%1`-style inserts as they are (system texts here have none).
+#define FORMAT_MESSAGE_IGNORE_INSERTS 512
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `lpBuffer` is an `LPSTR *` that receives a `LocalAlloc` buffer (free it
+// with `LocalFree`).
+#define FORMAT_MESSAGE_ALLOCATE_BUFFER 256
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Not provided (`ERROR_INVALID_PARAMETER`).
+#define FORMAT_MESSAGE_FROM_STRING 1024
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Not provided (`ERROR_INVALID_PARAMETER`).
+#define FORMAT_MESSAGE_FROM_HMODULE 2048
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Insert values come as an array (accepted; system texts have none).
+#define FORMAT_MESSAGE_ARGUMENT_ARRAY 8192
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Line-width bits (accepted and ignored: texts are one line).
+#define FORMAT_MESSAGE_MAX_WIDTH_MASK 255
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `MAKELANGID(LANG_NEUTRAL, SUBLANG_DEFAULT)` parts (the language is
+// ignored).
+#define LANG_NEUTRAL 0
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// See [`LANG_NEUTRAL`].
+#define SUBLANG_DEFAULT 1
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// No message for this number.
+#define ERROR_MR_MID_NOT_FOUND 317
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// The buffer is too small for the message.
+#define ERROR_INSUFFICIENT_BUFFER 122
+#endif
+
+#if !defined(CPORT_NO_WIN32)
 // The wait was satisfied by the object at index 0 (add the index).
 #define WAIT_OBJECT_0 0
 #endif
@@ -1383,6 +1440,26 @@ LPVOID VirtualAlloc(LPVOID lpAddress, SIZE_T dwSize, DWORD flAllocationType, DWO
 // # Safety
 // Nothing uses the memory released or decommitted any more.
 BOOL VirtualFree(LPVOID lpAddress, SIZE_T dwSize, DWORD dwFreeType);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Writes the text of system message `dwMessageId` (see the module docs)
+// into `lpBuffer` (`nSize` bytes), or, with
+// `FORMAT_MESSAGE_ALLOCATE_BUFFER`, into a new `LocalAlloc` buffer (of at
+// least `nSize` bytes) whose address goes to `*(LPSTR *)lpBuffer`.
+// Returns the length without the NUL, or 0 with `ERROR_MR_MID_NOT_FOUND`,
+// `ERROR_INSUFFICIENT_BUFFER` or `ERROR_INVALID_PARAMETER`.
+//
+// # Safety
+// `lpBuffer` is valid for `nSize` bytes of writes, or, with
+// `FORMAT_MESSAGE_ALLOCATE_BUFFER`, for the write of one pointer.
+DWORD FormatMessageA(DWORD dwFlags,
+                     LPCVOID lpSource,
+                     DWORD dwMessageId,
+                     DWORD dwLanguageId,
+                     char *lpBuffer,
+                     DWORD nSize,
+                     void *Arguments);
 #endif
 
 #if !defined(CPORT_NO_WIN32)

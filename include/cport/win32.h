@@ -15,6 +15,9 @@
 #include <stddef.h>
 #include <string.h>
 #include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netdb.h>
 
 /* ---- Scalar type names (64-bit Windows sizes: LONG is 32 bits) -------- */
 
@@ -52,6 +55,17 @@ typedef LONG *PLONG;
 typedef LONG *LPLONG;
 typedef uint32_t *PDWORD;
 typedef int32_t HRESULT;
+
+/* ---- Winsock structure names (the Linux structures, Windows' names) --- */
+
+typedef struct sockaddr SOCKADDR, *PSOCKADDR, *LPSOCKADDR;
+typedef struct sockaddr_in SOCKADDR_IN, *PSOCKADDR_IN, *LPSOCKADDR_IN;
+typedef struct sockaddr_in6 SOCKADDR_IN6, *PSOCKADDR_IN6, *LPSOCKADDR_IN6;
+typedef struct sockaddr_storage SOCKADDR_STORAGE, *PSOCKADDR_STORAGE, *LPSOCKADDR_STORAGE;
+typedef struct in_addr IN_ADDR, *PIN_ADDR, *LPIN_ADDR;
+typedef struct in6_addr IN6_ADDR, *PIN6_ADDR, *LPIN6_ADDR;
+typedef struct linger LINGER, *PLINGER, *LPLINGER;
+typedef struct addrinfo ADDRINFOA, *PADDRINFOA;
 
 /* ---- SYSTEM_INFO, LARGE_INTEGER (Windows' layout, anonymous unions) ---- */
 
@@ -177,7 +191,9 @@ static inline PVOID InterlockedCompareExchangePointer(PVOID volatile *p, PVOID e
 #else
 #define CreateEvent CreateEventA
 #define CreateSemaphore CreateSemaphoreA
+#define FormatMessage FormatMessageA
 #endif
+#define MAKELANGID(primary, sub) ((((uint32_t)(sub)) << 10) | (uint32_t)(primary))
 
 /* ---- min/max, as <windows.h> defines them for C (C++ has std::min) ----- */
 

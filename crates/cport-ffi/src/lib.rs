@@ -50,5 +50,5 @@ pub use port::*;
 pub use socket::*;
 pub use types::*;
 pub use win32::{
-    console::*, event::*, memory::*, sync::*, system::*, thread::*, types::*, wait::*,
+    console::*, event::*, memory::*, message::*, sync::*, system::*, thread::*, types::*, wait::*,
 };

@@ -23,7 +23,8 @@
 //! - `system`: `GetSystemInfo`, tick counts, the performance counter;
 //! - `memory`: the process heap, `GlobalAlloc`/`LocalAlloc`,
 //!   `VirtualAlloc`;
-//! - `console`: `SetConsoleCtrlHandler`.
+//! - `console`: `SetConsoleCtrlHandler`;
+//! - `message`: `FormatMessageA` for system error texts.
 //!
 //! Every handle made here is a generation-tagged entry of the handle
 //! table (`object`), so a closed or made-up value is refused with
@@ -34,6 +35,7 @@
 pub mod console;
 pub mod event;
 pub mod memory;
+pub mod message;
 pub mod sync;
 pub mod system;
 pub mod thread;

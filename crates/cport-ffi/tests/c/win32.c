@@ -18,6 +18,8 @@
 
 #include <cport.h>
 
+#include <errno.h>
+
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -457,6 +459,26 @@ static void heap_and_virtual_memory(void)
               GetLastError() == ERROR_INVALID_PARAMETER, "size 0");
 }
 
+static void format_message_system_texts(void)
+{
+    char buf[256];
+    DWORD flags = FORMAT_MESSAGE_FROM_SYSTEM | FORMAT_MESSAGE_IGNORE_INSERTS;
+    DWORD lang = MAKELANGID(LANG_NEUTRAL, SUBLANG_DEFAULT);
+    DWORD n = FormatMessage(flags, NULL, ERROR_INVALID_HANDLE, lang, buf, sizeof buf, NULL);
+    CHECK(n == strlen(buf) && strcmp(buf, "The handle is invalid.\r\n") == 0, "text: %s", buf);
+    char *alloc = NULL;
+    n = FormatMessageA(flags | FORMAT_MESSAGE_ALLOCATE_BUFFER, NULL, WSAECONNRESET, 0,
+                       (LPSTR)&alloc, 0, NULL);
+    CHECK(n > 0 && alloc && strstr(alloc, "forcibly closed") && LocalFree(alloc) == NULL,
+          "allocated text");
+    n = FormatMessageA(flags, NULL, APPLICATION_ERROR_BIT | ELOOP, 0, buf, sizeof buf, NULL);
+    CHECK(n > 0 && strstr(buf, strerror(ELOOP)), "an errno's text: %s", buf);
+    CHECK(!FormatMessageA(flags, NULL, 123456, 0, buf, sizeof buf, NULL) &&
+              GetLastError() == ERROR_MR_MID_NOT_FOUND, "unknown number");
+    CHECK(!FormatMessageA(flags, NULL, ERROR_INVALID_HANDLE, 0, buf, 8, NULL) &&
+              GetLastError() == ERROR_INSUFFICIENT_BUFFER, "buffer too small");
+}
+
 #include "win32_io.c"
 
 int main(int argc, char **argv)
@@ -475,6 +497,7 @@ int main(int argc, char **argv)
     RUN(interlocked_return_values);
     RUN(system_info_and_time);
     RUN(heap_and_virtual_memory);
+    RUN(format_message_system_texts);
     RUN(overlapped_event_signalled_at_dequeue);
     RUN(overlapped_event_without_packet);
     RUN(overlapped_event_synchronous_read);
