@@ -66,7 +66,8 @@ typedef struct _OVERLAPPED {
 // returns `TRUE` and the caller handles the result inline.
 #define FILE_SKIP_COMPLETION_PORT_ON_SUCCESS 1
 
-// Accepted and ignored (events are not supported).
+// Accepted and ignored (a file handle is not an event here; the
+// OVERLAPPED's `hEvent` is still signalled).
 #define FILE_SKIP_SET_EVENT_ON_HANDLE 2
 
 // `setsockopt` option Windows servers set after `AcceptEx`; Linux needs no
