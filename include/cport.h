@@ -1394,7 +1394,8 @@ SIZE_T HeapSize(HANDLE hHeap, DWORD dwFlags, LPCVOID lpMem);
 // Fixed memory (`GMEM_FIXED`, optionally `GMEM_ZEROINIT`; `GPTR` is
 // both): a heap block whose "handle" is its address. Movable memory
 // (`GMEM_MOVEABLE`) is not provided: `NULL` with
-// `ERROR_INVALID_PARAMETER`.
+// `ERROR_INVALID_PARAMETER`. The obsolete flags Windows ignores
+// (`GMEM_SHARE`, `GMEM_NODISCARD`, …) are ignored.
 HANDLE GlobalAlloc(uint32_t uFlags, SIZE_T dwBytes);
 #endif
 

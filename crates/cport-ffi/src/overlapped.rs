@@ -304,7 +304,10 @@ pub(crate) unsafe fn mark_pending(ov: LPOVERLAPPED) {
 /// the core), which is where Windows does it.
 ///
 /// `hEvent` is read before the state is written: once the state says
-/// "done", the caller may free or reuse the OVERLAPPED.
+/// "done", the caller may free or reuse the OVERLAPPED. Signalling takes
+/// only the wait engine's lock (`win32::waitable`) and wakes the threads
+/// waiting on the event; it never calls back into a port, so a completion
+/// hook may call this under the core's locks.
 ///
 /// # Safety
 /// As [`fields`]; the OVERLAPPED is the system's until this returns.

@@ -29,7 +29,10 @@ use super::types::*;
 use crate::error::fail;
 use crate::types::*;
 
-type Handler = unsafe extern "C" fn(DWORD) -> BOOL;
+/// A handler, called with the "C-unwind" ABI, as thread start functions
+/// are (`thread::Routine`): `ExitThread` in a handler unwinds through the
+/// call.
+type Handler = unsafe extern "C-unwind" fn(DWORD) -> BOOL;
 
 /// Registered handlers, oldest first.
 static HANDLERS: Mutex<Vec<Handler>> = Mutex::new(Vec::new());
@@ -115,6 +118,9 @@ pub extern "C" fn SetConsoleCtrlHandler(HandlerRoutine: PHANDLER_ROUTINE, Add: B
         IGNORE_CTRL_C.store(Add != FALSE, Ordering::Release);
         return TRUE;
     };
+    // SAFETY: "C" and "C-unwind" differ only in what unwinding out of the
+    // function means (see `Handler`).
+    let h = unsafe { std::mem::transmute::<unsafe extern "C" fn(DWORD) -> BOOL, Handler>(h) };
     let mut handlers = HANDLERS.lock();
     if Add != FALSE {
         handlers.push(h);

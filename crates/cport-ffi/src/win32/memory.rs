@@ -177,10 +177,11 @@ pub unsafe extern "C" fn HeapSize(hHeap: HANDLE, dwFlags: DWORD, lpMem: LPCVOID)
 /// Fixed memory (`GMEM_FIXED`, optionally `GMEM_ZEROINIT`; `GPTR` is
 /// both): a heap block whose "handle" is its address. Movable memory
 /// (`GMEM_MOVEABLE`) is not provided: `NULL` with
-/// `ERROR_INVALID_PARAMETER`.
+/// `ERROR_INVALID_PARAMETER`. The obsolete flags Windows ignores
+/// (`GMEM_SHARE`, `GMEM_NODISCARD`, …) are ignored.
 #[no_mangle]
 pub extern "C" fn GlobalAlloc(uFlags: u32, dwBytes: SIZE_T) -> HANDLE {
-    if uFlags & !GMEM_ZEROINIT != 0 {
+    if uFlags & GMEM_MOVEABLE != 0 {
         set_last_error(ERROR_INVALID_PARAMETER);
         return std::ptr::null_mut();
     }
@@ -220,6 +221,11 @@ pub unsafe extern "C" fn LocalFree(hMem: HANDLE) -> HANDLE {
     // SAFETY: forwarded.
     unsafe { GlobalFree(hMem) }
 }
+
+/// `GlobalAlloc`/`LocalAlloc`: movable memory (not provided).
+const GMEM_MOVEABLE: u32 = 0x2;
+/// `VirtualAlloc`: prefer high addresses (accepted and ignored).
+const MEM_TOP_DOWN: DWORD = 0x0010_0000;
 
 /// Reservations made by `VirtualAlloc`: base → length.
 static RESERVED: Mutex<BTreeMap<usize, usize>> = Mutex::new(BTreeMap::new());
@@ -267,7 +273,10 @@ pub extern "C" fn VirtualAlloc(
         return null;
     };
     let kind = flAllocationType & (MEM_COMMIT | MEM_RESERVE);
-    if dwSize == 0 || kind == 0 || flAllocationType & !(MEM_COMMIT | MEM_RESERVE) != 0 {
+    if dwSize == 0
+        || kind == 0
+        || flAllocationType & !(MEM_COMMIT | MEM_RESERVE | MEM_TOP_DOWN) != 0
+    {
         set_last_error(ERROR_INVALID_PARAMETER);
         return null;
     }

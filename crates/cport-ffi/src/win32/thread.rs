@@ -77,7 +77,7 @@ pub(crate) fn current_id() -> u32 {
 /// A start function, called with the "C-unwind" ABI: `ExitThread` ends a
 /// thread by unwinding its frames (`pthread_exit`), which must pass through
 /// the call (the same calling convention as "C" otherwise).
-type Routine = unsafe extern "C-unwind" fn(LPVOID) -> DWORD;
+pub(crate) type Routine = unsafe extern "C-unwind" fn(LPVOID) -> DWORD;
 
 /// What a new thread runs: plain values only, so that the frames below
 /// the start function hold nothing to drop when `ExitThread` ends the
@@ -270,7 +270,8 @@ pub unsafe extern "C" fn GetExitCodeThread(hThread: HANDLE, lpExitCode: LPDWORD)
 /// unwinding Rust frames that own values this way is undefined.
 #[no_mangle]
 pub extern "C-unwind" fn ExitThread(dwExitCode: DWORD) -> ! {
-    EXIT.with(|e| e.code.set(dwExitCode));
+    // (Already gone when called from a thread-local destructor.)
+    let _ = EXIT.try_with(|e| e.code.set(dwExitCode));
     // SAFETY: ends this thread by a forced unwind. The frames it passes
     // are the caller's C code and, for threads of `CreateThread`,
     // `trampoline`: all "C-unwind", and `trampoline` owns nothing to drop

@@ -323,8 +323,26 @@ mod tests {
         Some(Instant::now() + Duration::from_millis(20))
     }
 
+    /// Number of threads registered as waiting on `o`.
+    fn waiting(o: &Waitable) -> usize {
+        let _g = ENGINE.lock();
+        o.state.lock().waiters.len()
+    }
+
+    /// Spins (bounded) until `n` threads wait on `o`.
+    fn until_waiting(o: &Waitable, n: usize) {
+        let start = Instant::now();
+        while waiting(o) != n {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "waiters never came"
+            );
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
-    fn auto_reset_event_wakes_one_waiter_per_signal() {
+    fn auto_reset_event_releases_one_waiter_per_signal() {
         let e = Waitable::new(Kind::Event { manual: false }, 0);
         let threads: Vec<_> = (0..3)
             .map(|_| {
@@ -332,14 +350,39 @@ mod tests {
                 std::thread::spawn(move || wait(vec![e], false, None))
             })
             .collect();
-        for _ in 0..3 {
+        until_waiting(&e, 3);
+        for left in (0..3).rev() {
             e.set();
+            // The signal went to exactly one waiter, synchronously.
+            assert_eq!(waiting(&e), left);
+            assert!(!e.signalled(), "taken by the waiter it released");
         }
-        // Each signal is either taken by a waiter or left for the next one.
         for t in threads {
             assert_eq!(t.join().unwrap(), Outcome::Signalled(0));
         }
+        // Signals do not count: two sets with nobody waiting leave one.
+        e.set();
+        e.set();
+        assert_eq!(wait(vec![e.clone()], false, soon()), Outcome::Signalled(0));
         assert_eq!(wait(vec![e], false, soon()), Outcome::TimedOut);
+    }
+
+    #[test]
+    fn manual_reset_event_releases_every_waiter() {
+        let e = Waitable::new(Kind::Event { manual: true }, 0);
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let e = e.clone();
+                std::thread::spawn(move || wait(vec![e], false, None))
+            })
+            .collect();
+        until_waiting(&e, 3);
+        e.set();
+        assert_eq!(waiting(&e), 0);
+        for t in threads {
+            assert_eq!(t.join().unwrap(), Outcome::Signalled(0));
+        }
+        assert!(e.signalled());
     }
 
     #[test]
