@@ -5,7 +5,8 @@
  * GetQueuedCompletionStatus, a CRITICAL_SECTION around the connection list,
  * Interlocked counters, a console control handler for Ctrl-C, and
  * WaitForMultipleObjects for the workers' end. Only the #include line
- * differs from the Windows source (there: <winsock2.h> and <mswsock.h>).
+ * differs from the Windows source (there: <winsock2.h>, <ws2tcpip.h> and
+ * <mswsock.h>).
  *
  *   g++ -std=c++17 -pthread echo_server_win32.cpp $(pkg-config --cflags --libs cport)
  *   ./echo_server_win32 [PORT] [WORKERS]   # PORT 0: any free port;
