@@ -35,6 +35,7 @@ typedef struct linger LINGER, *PLINGER, *LPLINGER;
 typedef struct addrinfo ADDRINFOA, *PADDRINFOA;
 typedef struct timeval TIMEVAL;
 typedef uintptr_t DWORD_PTR, *PDWORD_PTR;
+typedef int32_t LONG; /* 32 bits, not C's long */
 typedef int64_t LONGLONG;
 typedef uint64_t ULONGLONG;
 typedef union _LARGE_INTEGER {
@@ -83,7 +84,8 @@ typedef struct _OVERLAPPED {
         };
         void *Pointer;
     };
-    void *hEvent;            /* low bit set: this operation queues no packet */
+    void *hEvent;            /* an event, signalled when the operation ends;
+                                low bit set: the operation queues no packet */
 } OVERLAPPED, WSAOVERLAPPED, *LPOVERLAPPED, *LPWSAOVERLAPPED;
 
 #define INVALID_HANDLE_VALUE ((HANDLE)(intptr_t)-1)
@@ -103,6 +105,14 @@ typedef struct _OVERLAPPED {
 #define WSAID_GETACCEPTEXSOCKADDRS {0xb5367df2, 0xcbac, 0x11cf, {0x95, 0xca, 0x00, 0x80, 0x5f, 0x48, 0xa1, 0x92}}
 #define WSAID_CONNECTEX {0x25a207b9, 0xddf3, 0x4660, {0x8e, 0xe9, 0x76, 0xe5, 0x8c, 0x74, 0x06, 0x3e}}
 
+/* The Win32 companion (threads, events, waits, locks, Interlocked*,
+ * system, memory, console): its hand-written part, then (below) its
+ * generated declarations. Define CPORT_NO_WIN32 before including cport.h
+ * to leave all of it out (programs with their own Win32 layer). */
+#if !defined(CPORT_NO_WIN32)
+#include "cport/win32.h"
+#endif
+
 
 // Returned by Winsock calls that fail; the error is in `WSAGetLastError()`.
 #define SOCKET_ERROR -1
@@ -111,7 +121,8 @@ typedef struct _OVERLAPPED {
 // returns `TRUE` and the caller handles the result inline.
 #define FILE_SKIP_COMPLETION_PORT_ON_SUCCESS 1
 
-// Accepted and ignored (events are not supported).
+// Accepted and ignored (a file handle is not an event here; the
+// OVERLAPPED's `hEvent` is still signalled).
 #define FILE_SKIP_SET_EVENT_ON_HANDLE 2
 
 // `setsockopt` option Windows servers set after `AcceptEx`; Linux needs no
@@ -120,6 +131,36 @@ typedef struct _OVERLAPPED {
 
 // The same, after `ConnectEx`.
 #define SO_UPDATE_CONNECT_CONTEXT 28688
+
+#if !defined(CPORT_NO_WIN32)
+// `GlobalAlloc`/`LocalAlloc`: fixed memory (the only kind provided).
+#define GMEM_FIXED 0
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `GlobalAlloc`/`LocalAlloc`: zero the memory.
+#define GMEM_ZEROINIT 64
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `GMEM_FIXED | GMEM_ZEROINIT`.
+#define GPTR 64
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `LocalAlloc` names.
+#define LMEM_FIXED 0
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// See [`GMEM_ZEROINIT`].
+#define LMEM_ZEROINIT 64
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// See [`GPTR`].
+#define LPTR 64
+#endif
 
 // A socket: the Linux fd, as an unsigned pointer-sized integer.
 typedef uintptr_t SOCKET;
@@ -157,9 +198,6 @@ typedef const char *LPCSTR;
 
 // Pointer to a [`LARGE_INTEGER`].
 typedef LARGE_INTEGER *PLARGE_INTEGER;
-
-// Win32 `LONG`: 32 bits.
-typedef int32_t LONG;
 
 // Pointer to a `LONG` (`SetFilePointer`'s high part).
 typedef LONG *PLONG;
@@ -219,6 +257,98 @@ typedef struct WSABUF {
 
 // Pointer to a [`WSABUF`].
 typedef struct WSABUF *LPWSABUF;
+
+#if !defined(CPORT_NO_WIN32)
+// A console control handler: `BOOL WINAPI HandlerRoutine(DWORD)`.
+typedef BOOL (*PHANDLER_ROUTINE)(DWORD);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Security attributes: accepted and ignored (no Windows security model
+// on Linux; handles are never inherited by child processes).
+typedef struct SECURITY_ATTRIBUTES {
+  // Size of the structure.
+  DWORD nLength;
+  // Ignored.
+  LPVOID lpSecurityDescriptor;
+  // Ignored.
+  BOOL bInheritHandle;
+} SECURITY_ATTRIBUTES;
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Pointer to [`SECURITY_ATTRIBUTES`].
+typedef struct SECURITY_ATTRIBUTES *LPSECURITY_ATTRIBUTES;
+#endif
+
+// Pointer to a NUL-terminated wide string (UTF-16).
+typedef const uint16_t *LPCWSTR;
+
+#if !defined(CPORT_NO_WIN32)
+// A Winsock event: an event handle.
+typedef HANDLE WSAEVENT;
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// A recursive lock, laid out as on 64-bit Windows (40 bytes). Initialise
+// it with `InitializeCriticalSection` (an all-zero one works too) and do
+// not move it while in use. `OwningThread` holds the owner's thread id
+// (as from `GetCurrentThreadId`) and `RecursionCount` how often it
+// entered; the lock word lives in `LockSemaphore`; `DebugInfo` and
+// `LockCount` are not used.
+typedef struct CRITICAL_SECTION {
+  // Not used (NULL).
+  void *DebugInfo;
+  // Not used (0).
+  LONG LockCount;
+  // How many times the owner entered.
+  LONG RecursionCount;
+  // The owner's thread id (0: none).
+  HANDLE OwningThread;
+  // The lock word (opaque).
+  HANDLE LockSemaphore;
+  // The spin count given at initialisation (the lock spins adaptively).
+  ULONG_PTR SpinCount;
+} CRITICAL_SECTION;
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Pointer to a [`CRITICAL_SECTION`].
+typedef struct CRITICAL_SECTION *LPCRITICAL_SECTION;
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// A slim reader/writer lock (pointer-sized; `SRWLOCK_INIT` or all-zero
+// is unlocked; nothing to delete).
+typedef struct SRWLOCK {
+  // The lock word (opaque).
+  void *Ptr;
+} SRWLOCK;
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Pointer to an [`SRWLOCK`].
+typedef struct SRWLOCK *PSRWLOCK;
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// A condition variable (pointer-sized; `CONDITION_VARIABLE_INIT` or
+// all-zero; nothing to delete). Waiters are kept by its address.
+typedef struct CONDITION_VARIABLE {
+  // Not used (opaque).
+  void *Ptr;
+} CONDITION_VARIABLE;
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Pointer to a [`CONDITION_VARIABLE`].
+typedef struct CONDITION_VARIABLE *PCONDITION_VARIABLE;
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// A thread's start function: `DWORD WINAPI ThreadProc(LPVOID)`.
+typedef DWORD (*LPTHREAD_START_ROUTINE)(LPVOID);
+#endif
 
 // A Windows GUID (16 bytes). The header defines `WSAID_ACCEPTEX`,
 // `WSAID_CONNECTEX` and `WSAID_GETACCEPTEXSOCKADDRS` as initialisers.
@@ -594,6 +724,272 @@ typedef void (*LPFN_GETACCEPTEXSOCKADDRS)(LPVOID,
 
 // `WSAIoctl` code asking for an extension function's address by GUID.
 #define SIO_GET_EXTENSION_FUNCTION_POINTER 3355443206
+
+#if !defined(CPORT_NO_WIN32)
+// The text of a system message, not `lpSource`.
+#define FORMAT_MESSAGE_FROM_SYSTEM 4096
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Leave `%1`-style inserts as they are (system texts here have none).
+#define FORMAT_MESSAGE_IGNORE_INSERTS 512
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `lpBuffer` is an `LPSTR *` that receives a `LocalAlloc` buffer (free it
+// with `LocalFree`).
+#define FORMAT_MESSAGE_ALLOCATE_BUFFER 256
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Not provided (`ERROR_INVALID_PARAMETER`).
+#define FORMAT_MESSAGE_FROM_STRING 1024
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Not provided (`ERROR_INVALID_PARAMETER`).
+#define FORMAT_MESSAGE_FROM_HMODULE 2048
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Insert values come as an array (accepted; system texts have none).
+#define FORMAT_MESSAGE_ARGUMENT_ARRAY 8192
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Line-width bits (accepted and ignored: texts are one line).
+#define FORMAT_MESSAGE_MAX_WIDTH_MASK 255
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `MAKELANGID(LANG_NEUTRAL, SUBLANG_DEFAULT)` parts (the language is
+// ignored).
+#define LANG_NEUTRAL 0
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// See [`LANG_NEUTRAL`].
+#define SUBLANG_DEFAULT 1
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// No message for this number.
+#define ERROR_MR_MID_NOT_FOUND 317
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// The buffer is too small for the message.
+#define ERROR_INSUFFICIENT_BUFFER 122
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// The wait was satisfied by the object at index 0 (add the index).
+#define WAIT_OBJECT_0 0
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// An owner of a mutex exited while holding it (never returned: mutex
+// objects are not provided).
+#define WAIT_ABANDONED_0 128
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// An alertable wait was ended by an APC (never returned: no APCs).
+#define WAIT_IO_COMPLETION 192
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// The wait failed; the error is in `GetLastError()`.
+#define WAIT_FAILED 4294967295
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Most handles one wait may name.
+#define MAXIMUM_WAIT_OBJECTS 64
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `WSAWaitForMultipleEvents`: satisfied by event 0 (add the index).
+#define WSA_WAIT_EVENT_0 0
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `WSAWaitForMultipleEvents`: time-out.
+#define WSA_WAIT_TIMEOUT 258
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `WSAWaitForMultipleEvents`: failed.
+#define WSA_WAIT_FAILED 4294967295
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `WSAWaitForMultipleEvents`: wait forever.
+#define WSA_INFINITE 4294967295
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Most events `WSAWaitForMultipleEvents` takes.
+#define WSA_MAXIMUM_WAIT_EVENTS 64
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `SleepConditionVariableSRW`: the lock is held shared.
+#define CONDITION_VARIABLE_LOCKMODE_SHARED 1
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `CreateThread`: the thread waits for `ResumeThread` before it starts.
+#define CREATE_SUSPENDED 4
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `CreateThread`: `dwStackSize` is the reserved size (accepted; Linux
+// stacks are reserved and committed on use anyway).
+#define STACK_SIZE_PARAM_IS_A_RESERVATION 65536
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `GetExitCodeThread` of a thread still running.
+#define STILL_ACTIVE 259
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `LeaveCriticalSection`/`SleepConditionVariableCS` by a thread that
+// does not own the lock.
+#define ERROR_NOT_OWNER 288
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `ReleaseSemaphore` beyond the maximum count.
+#define ERROR_TOO_MANY_POSTS 298
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `SleepConditionVariable*`: the time-out passed.
+#define ERROR_TIMEOUT 1460
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `VirtualAlloc`/`VirtualFree`: an address that is not usable or not
+// one of ours.
+#define ERROR_INVALID_ADDRESS 487
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `HeapAlloc`/`HeapReAlloc`: zero the (new) memory.
+#define HEAP_ZERO_MEMORY 8
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Accepted and ignored (the heap is always thread-safe).
+#define HEAP_NO_SERIALIZE 1
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Accepted and ignored (failures return NULL; there are no exceptions).
+#define HEAP_GENERATE_EXCEPTIONS 4
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `HeapReAlloc`: fail rather than move the block.
+#define HEAP_REALLOC_IN_PLACE_ONLY 16
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `VirtualAlloc`: back the pages with memory.
+#define MEM_COMMIT 4096
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `VirtualAlloc`: reserve addresses.
+#define MEM_RESERVE 8192
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `VirtualFree`: give the pages' memory back, keep the addresses.
+#define MEM_DECOMMIT 16384
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `VirtualFree`: release the whole reservation.
+#define MEM_RELEASE 32768
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// No access.
+#define PAGE_NOACCESS 1
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Read only.
+#define PAGE_READONLY 2
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Read and write.
+#define PAGE_READWRITE 4
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Execute only.
+#define PAGE_EXECUTE 16
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Execute and read.
+#define PAGE_EXECUTE_READ 32
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Execute, read and write.
+#define PAGE_EXECUTE_READWRITE 64
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `SYSTEM_INFO.wProcessorArchitecture` on x86-64.
+#define PROCESSOR_ARCHITECTURE_AMD64 9
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `SYSTEM_INFO.wProcessorArchitecture` on 64-bit ARM.
+#define PROCESSOR_ARCHITECTURE_ARM64 12
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `SYSTEM_INFO.wProcessorArchitecture` elsewhere.
+#define PROCESSOR_ARCHITECTURE_UNKNOWN 65535
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `SYSTEM_INFO.dwProcessorType` on x86-64.
+#define PROCESSOR_AMD_X8664 8664
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `SIGINT` (Ctrl-C).
+#define CTRL_C_EVENT 0
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `SIGQUIT` (Ctrl-\), Windows' Ctrl-Break.
+#define CTRL_BREAK_EVENT 1
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `SIGTERM` and `SIGHUP`: the process is asked to end.
+#define CTRL_CLOSE_EVENT 2
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Never sent (no log-off notification on Linux).
+#define CTRL_LOGOFF_EVENT 5
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Never sent (no shutdown notification distinct from `SIGTERM`).
+#define CTRL_SHUTDOWN_EVENT 6
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -1182,6 +1578,578 @@ BOOL WSAGetOverlappedResult(SOCKET s,
                             LPDWORD lpcbTransfer,
                             BOOL fWait,
                             LPDWORD lpdwFlags);
+
+#if !defined(CPORT_NO_WIN32)
+// Adds (`Add == TRUE`) or removes a console control handler (see the
+// module docs for when it runs). With `HandlerRoutine == NULL`, `Add`
+// makes the process ignore Ctrl-C, or stop ignoring it. Removing a
+// handler that is not registered: `ERROR_INVALID_PARAMETER`.
+BOOL SetConsoleCtrlHandler(PHANDLER_ROUTINE HandlerRoutine, BOOL Add);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Creates (or opens, when named) an event: manual reset (stays signalled
+// until `ResetEvent`) or auto reset (one waiter takes each signal), in
+// the initial state given. Returns `NULL` on failure. Security
+// attributes are ignored.
+//
+// # Safety
+// `lpName` is null or a NUL-terminated string.
+HANDLE CreateEventA(LPSECURITY_ATTRIBUTES lpEventAttributes,
+                    BOOL bManualReset,
+                    BOOL bInitialState,
+                    LPCSTR lpName);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// [`CreateEventA`] with a UTF-16 name.
+//
+// # Safety
+// `lpName` is null or a NUL-terminated UTF-16 string.
+HANDLE CreateEventW(LPSECURITY_ATTRIBUTES lpEventAttributes,
+                    BOOL bManualReset,
+                    BOOL bInitialState,
+                    LPCWSTR lpName);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Signals an event: an auto-reset event releases one waiter (or stays
+// signalled until one comes); a manual-reset one releases every waiter
+// and stays signalled.
+BOOL SetEvent(HANDLE hEvent);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Clears an event's signal.
+BOOL ResetEvent(HANDLE hEvent);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Creates (or opens, when named) a semaphore with `lInitialCount` of
+// `lMaximumCount` signals; each satisfied wait takes one.
+// `ERROR_INVALID_PARAMETER` unless `0 <= initial <= maximum` and
+// `maximum > 0`.
+//
+// # Safety
+// `lpName` is null or a NUL-terminated string.
+HANDLE CreateSemaphoreA(LPSECURITY_ATTRIBUTES lpSemaphoreAttributes,
+                        LONG lInitialCount,
+                        LONG lMaximumCount,
+                        LPCSTR lpName);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// [`CreateSemaphoreA`] with a UTF-16 name.
+//
+// # Safety
+// `lpName` is null or a NUL-terminated UTF-16 string.
+HANDLE CreateSemaphoreW(LPSECURITY_ATTRIBUTES lpSemaphoreAttributes,
+                        LONG lInitialCount,
+                        LONG lMaximumCount,
+                        LPCWSTR lpName);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Adds `lReleaseCount` (> 0) signals to a semaphore; the previous count
+// goes to `*lpPreviousCount` when non-null. Beyond the maximum:
+// `ERROR_TOO_MANY_POSTS`, nothing changes.
+//
+// # Safety
+// `lpPreviousCount` is null or valid for a write.
+BOOL ReleaseSemaphore(HANDLE hSemaphore, LONG lReleaseCount, LONG *lpPreviousCount);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// A manual-reset event, not signalled (`WSA_INVALID_EVENT`, i.e. `NULL`,
+// on failure).
+WSAEVENT WSACreateEvent(void);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// [`SetEvent`], for Winsock events.
+BOOL WSASetEvent(WSAEVENT hEvent);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// [`ResetEvent`], for Winsock events.
+BOOL WSAResetEvent(WSAEVENT hEvent);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Closes a Winsock event (`WSA_INVALID_HANDLE` for anything else).
+BOOL WSACloseEvent(WSAEVENT hEvent);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// The process heap's handle.
+HANDLE GetProcessHeap(void);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Allocates `dwBytes` from the process heap (16-byte aligned;
+// `HEAP_ZERO_MEMORY`: zeroed). Returns `NULL` when out of memory, or
+// with `ERROR_INVALID_HANDLE` for a heap other than the process heap
+// (`HeapCreate` is not provided).
+LPVOID HeapAlloc(HANDLE hHeap, DWORD dwFlags, SIZE_T dwBytes);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Resizes a heap block, moving it unless `HEAP_REALLOC_IN_PLACE_ONLY`
+// (then only a shrink, or growth within the block, succeeds). With
+// `HEAP_ZERO_MEMORY` the added bytes are zeroed. `NULL` on failure (the
+// block is unchanged).
+//
+// # Safety
+// `lpMem` came from `HeapAlloc`/`HeapReAlloc` and is not freed.
+LPVOID HeapReAlloc(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem, SIZE_T dwBytes);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Frees a heap block (`NULL`: nothing to do). `TRUE`.
+//
+// # Safety
+// `lpMem` is null or came from `HeapAlloc`/`HeapReAlloc` and is not
+// freed.
+BOOL HeapFree(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// The size asked for when the block was (re)allocated; `(SIZE_T)-1`
+// for another heap.
+//
+// # Safety
+// As [`HeapReAlloc`].
+SIZE_T HeapSize(HANDLE hHeap, DWORD dwFlags, LPCVOID lpMem);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Fixed memory (`GMEM_FIXED`, optionally `GMEM_ZEROINIT`; `GPTR` is
+// both): a heap block whose "handle" is its address. Movable memory
+// (`GMEM_MOVEABLE`) is not provided: `NULL` with
+// `ERROR_INVALID_PARAMETER`. The obsolete flags Windows ignores
+// (`GMEM_SHARE`, `GMEM_NODISCARD`, …) are ignored.
+HANDLE GlobalAlloc(uint32_t uFlags, SIZE_T dwBytes);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Frees `GlobalAlloc` memory; `NULL` on success, as on Windows.
+//
+// # Safety
+// `hMem` is null or came from `GlobalAlloc`/`LocalAlloc` and is not
+// freed.
+HANDLE GlobalFree(HANDLE hMem);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// [`GlobalAlloc`] (`LMEM_FIXED`, `LMEM_ZEROINIT`, `LPTR`).
+HANDLE LocalAlloc(uint32_t uFlags, SIZE_T uBytes);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// [`GlobalFree`].
+//
+// # Safety
+// As [`GlobalFree`].
+HANDLE LocalFree(HANDLE hMem);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Reserves (`MEM_RESERVE`) and/or commits (`MEM_COMMIT`) page-aligned,
+// zeroed memory with protection `flProtect` (`PAGE_READWRITE`, …).
+// Committing inside an earlier reservation (`lpAddress` set) makes those
+// pages accessible. Returns the base, or `NULL` with
+// `ERROR_INVALID_PARAMETER` (size 0, bad flags or protection),
+// `ERROR_INVALID_ADDRESS` (an address not free, or not reserved for a
+// commit) or `ERROR_NOT_ENOUGH_MEMORY`.
+LPVOID VirtualAlloc(LPVOID lpAddress, SIZE_T dwSize, DWORD flAllocationType, DWORD flProtect);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `MEM_RELEASE` (`dwSize` 0, `lpAddress` the base `VirtualAlloc`
+// returned): unmaps the whole reservation. `MEM_DECOMMIT`: gives the
+// pages of the range back (their contents are lost; they read as zero
+// once committed again) and makes them inaccessible. `FALSE` with
+// `ERROR_INVALID_PARAMETER` or `ERROR_INVALID_ADDRESS` otherwise.
+//
+// # Safety
+// Nothing uses the memory released or decommitted any more.
+BOOL VirtualFree(LPVOID lpAddress, SIZE_T dwSize, DWORD dwFreeType);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Writes the text of system message `dwMessageId` (see the module docs)
+// into `lpBuffer` (`nSize` bytes), or, with
+// `FORMAT_MESSAGE_ALLOCATE_BUFFER`, into a new `LocalAlloc` buffer (of at
+// least `nSize` bytes) whose address goes to `*(LPSTR *)lpBuffer`.
+// Returns the length without the NUL, or 0 with `ERROR_MR_MID_NOT_FOUND`,
+// `ERROR_INSUFFICIENT_BUFFER` or `ERROR_INVALID_PARAMETER`.
+//
+// # Safety
+// `lpBuffer` is valid for `nSize` bytes of writes, or, with
+// `FORMAT_MESSAGE_ALLOCATE_BUFFER`, for the write of one pointer.
+DWORD FormatMessageA(DWORD dwFlags,
+                     LPCVOID lpSource,
+                     DWORD dwMessageId,
+                     DWORD dwLanguageId,
+                     char *lpBuffer,
+                     DWORD nSize,
+                     void *Arguments);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Initialises a critical section, unlocked.
+//
+// # Safety
+// `lpCriticalSection` is null or valid for writes, and not in use.
+void InitializeCriticalSection(LPCRITICAL_SECTION lpCriticalSection);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// [`InitializeCriticalSection`], keeping `dwSpinCount` (the lock spins
+// adaptively whatever it is). Returns `TRUE`.
+//
+// # Safety
+// As [`InitializeCriticalSection`].
+BOOL InitializeCriticalSectionAndSpinCount(LPCRITICAL_SECTION lpCriticalSection, DWORD dwSpinCount);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// [`InitializeCriticalSectionAndSpinCount`]; `Flags` are ignored.
+//
+// # Safety
+// As [`InitializeCriticalSection`].
+BOOL InitializeCriticalSectionEx(LPCRITICAL_SECTION lpCriticalSection,
+                                 DWORD dwSpinCount,
+                                 DWORD Flags);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Sets the spin count; returns the previous one.
+//
+// # Safety
+// As [`EnterCriticalSection`].
+DWORD SetCriticalSectionSpinCount(LPCRITICAL_SECTION lpCriticalSection, DWORD dwSpinCount);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Enters a critical section, waiting while another thread owns it; the
+// owner may enter again (each enter needs a leave).
+//
+// # Safety
+// `lpCriticalSection` is null (ignored) or a live, initialised (or
+// all-zero) critical section that does not move while in use.
+void EnterCriticalSection(LPCRITICAL_SECTION lpCriticalSection);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Enters a critical section if no other thread owns it: `TRUE` if
+// entered (again, for the owner), `FALSE` otherwise.
+//
+// # Safety
+// As [`EnterCriticalSection`].
+BOOL TryEnterCriticalSection(LPCRITICAL_SECTION lpCriticalSection);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Leaves a critical section once; the last leave of the owner unlocks
+// it. A thread that does not own it changes nothing.
+//
+// # Safety
+// As [`EnterCriticalSection`].
+void LeaveCriticalSection(LPCRITICAL_SECTION lpCriticalSection);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Ends the use of a critical section. Nothing was allocated, so there is
+// nothing to free; it may be initialised again.
+//
+// # Safety
+// As [`EnterCriticalSection`]; no thread may be using it.
+void DeleteCriticalSection(LPCRITICAL_SECTION lpCriticalSection);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Initialises an SRW lock, unlocked (as `SRWLOCK_INIT`).
+//
+// # Safety
+// `SRWLock` is null or valid for writes, and not in use.
+void InitializeSRWLock(PSRWLOCK SRWLock);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Takes the lock exclusively (not recursive).
+//
+// # Safety
+// As `srw`.
+void AcquireSRWLockExclusive(PSRWLOCK SRWLock);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Takes the lock shared.
+//
+// # Safety
+// As `srw`.
+void AcquireSRWLockShared(PSRWLOCK SRWLock);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Takes the lock exclusively if free: 1 if taken, 0 otherwise.
+//
+// # Safety
+// As `srw`.
+BOOLEAN TryAcquireSRWLockExclusive(PSRWLOCK SRWLock);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Takes the lock shared if no writer holds it: 1 if taken, 0 otherwise.
+//
+// # Safety
+// As `srw`.
+BOOLEAN TryAcquireSRWLockShared(PSRWLOCK SRWLock);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Releases an exclusive hold (any thread may, as on Windows).
+//
+// # Safety
+// As `srw`.
+void ReleaseSRWLockExclusive(PSRWLOCK SRWLock);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Releases a shared hold.
+//
+// # Safety
+// As `srw`.
+void ReleaseSRWLockShared(PSRWLOCK SRWLock);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Initialises a condition variable (as `CONDITION_VARIABLE_INIT`).
+//
+// # Safety
+// `ConditionVariable` is null or valid for writes, and not in use.
+void InitializeConditionVariable(PCONDITION_VARIABLE ConditionVariable);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Releases the critical section (however often it was entered), sleeps
+// until woken or `dwMilliseconds` pass, and enters it again as often.
+// `TRUE` when woken (which may be spurious: check the condition),
+// `FALSE` with `ERROR_TIMEOUT`, or with `ERROR_NOT_OWNER` when the
+// calling thread does not own the section.
+//
+// # Safety
+// As [`EnterCriticalSection`]; `ConditionVariable` is null or live.
+BOOL SleepConditionVariableCS(PCONDITION_VARIABLE ConditionVariable,
+                              LPCRITICAL_SECTION CriticalSection,
+                              DWORD dwMilliseconds);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// As [`SleepConditionVariableCS`] for an SRW lock held exclusively, or
+// shared with `CONDITION_VARIABLE_LOCKMODE_SHARED` in `Flags`.
+//
+// # Safety
+// As `srw`; `ConditionVariable` is null or live.
+BOOL SleepConditionVariableSRW(PCONDITION_VARIABLE ConditionVariable,
+                               PSRWLOCK SRWLock,
+                               DWORD dwMilliseconds,
+                               ULONG Flags);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Wakes one thread sleeping on the condition variable, if any.
+void WakeConditionVariable(PCONDITION_VARIABLE ConditionVariable);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Wakes every thread sleeping on the condition variable.
+void WakeAllConditionVariable(PCONDITION_VARIABLE ConditionVariable);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Fills `*lpSystemInfo`: the number of CPUs the process may run on
+// (from its affinity mask, as on Windows) and their mask, the page size,
+// the architecture. `dwAllocationGranularity` is the page size
+// (`VirtualAlloc` here aligns to pages, not to Windows' 64 KiB);
+// `wProcessorLevel` and `wProcessorRevision` are 0.
+//
+// # Safety
+// `lpSystemInfo` is null (ignored) or valid for a write.
+void GetSystemInfo(LPSYSTEM_INFO lpSystemInfo);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// [`GetSystemInfo`] (there is no emulation layer to see through).
+//
+// # Safety
+// As [`GetSystemInfo`].
+void GetNativeSystemInfo(LPSYSTEM_INFO lpSystemInfo);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Milliseconds since the system started, including time suspended
+// (`CLOCK_BOOTTIME`), as on Windows.
+uint64_t GetTickCount64(void);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// [`GetTickCount64`] in 32 bits: wraps after 49.7 days, as on Windows.
+DWORD GetTickCount(void);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// The performance counter: `CLOCK_MONOTONIC` in 100 ns ticks.
+//
+// # Safety
+// `lpPerformanceCount` is null (`ERROR_INVALID_PARAMETER`) or valid for a
+// write.
+BOOL QueryPerformanceCounter(LARGE_INTEGER *lpPerformanceCount);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// The performance counter's frequency: [`PERFORMANCE_FREQUENCY`].
+//
+// # Safety
+// As [`QueryPerformanceCounter`].
+BOOL QueryPerformanceFrequency(LARGE_INTEGER *lpFrequency);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Creates a thread running `lpStartAddress(lpParameter)`; its id goes to
+// `*lpThreadId` when non-null. `CREATE_SUSPENDED`: it waits for
+// `ResumeThread`. `dwStackSize` (0: the default) is rounded up to pages.
+// Returns the thread's handle (signalled when it ends; close it with
+// `CloseHandle`), or `NULL` with `ERROR_INVALID_PARAMETER` (no start
+// function) or `ERROR_NOT_ENOUGH_MEMORY` (no more threads). Security
+// attributes are ignored.
+//
+// # Safety
+// `lpThreadId` is null or valid for a write; `lpStartAddress` is a
+// function of the given type.
+HANDLE CreateThread(LPSECURITY_ATTRIBUTES lpThreadAttributes,
+                    SIZE_T dwStackSize,
+                    LPTHREAD_START_ROUTINE lpStartAddress,
+                    LPVOID lpParameter,
+                    DWORD dwCreationFlags,
+                    LPDWORD lpThreadId);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Lets a thread made with `CREATE_SUSPENDED` start. Returns the previous
+// suspend count (1 the first time, then 0), or `(DWORD)-1` with
+// `ERROR_INVALID_HANDLE`.
+DWORD ResumeThread(HANDLE hThread);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// The exit code of a thread, or `STILL_ACTIVE` (259) while it runs.
+//
+// # Safety
+// `lpExitCode` is null or valid for a write.
+BOOL GetExitCodeThread(HANDLE hThread, LPDWORD lpExitCode);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Ends the calling thread with `dwExitCode` (what `GetExitCodeThread`
+// and waiters on its handle then see). The thread ends with
+// `pthread_exit`: C++ objects on its stack are destroyed by glibc's
+// unwinding (Windows skips them). Call it only from C or C++ code:
+// unwinding Rust frames that own values this way is undefined.
+void ExitThread(DWORD dwExitCode);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// `libc::pthread_exit`, declared as unwinding (it does: a forced
+// unwind of the thread's frames).
+extern void pthread_exit(void *value);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// The calling thread's id.
+DWORD GetCurrentThreadId(void);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// A pseudo-handle for the calling thread (`(HANDLE)-2`, as on Windows):
+// valid for `GetExitCodeThread`, `GetThreadId` and `ResumeThread`; not
+// waitable here, and not to be closed.
+HANDLE GetCurrentThread(void);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// The id of the thread `Thread` names (0 with `ERROR_INVALID_HANDLE`).
+DWORD GetThreadId(HANDLE Thread);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Offers the CPU to another ready thread (`sched_yield`). Returns `TRUE`:
+// Linux does not tell whether another thread ran.
+BOOL SwitchToThread(void);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// The process id (`getpid`).
+DWORD GetCurrentProcessId(void);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Ends the process with `uExitCode` (C `exit`: `atexit` handlers run and
+// C streams are flushed).
+void ExitProcess(uint32_t uExitCode);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Waits until `hHandle` is signalled (an event, a semaphore, a thread
+// that exited) or `dwMilliseconds` pass: `WAIT_OBJECT_0`, `WAIT_TIMEOUT`
+// or `WAIT_FAILED` (module docs).
+DWORD WaitForSingleObject(HANDLE hHandle, DWORD dwMilliseconds);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// [`WaitForSingleObject`]; `bAlertable` makes no difference (no APCs).
+DWORD WaitForSingleObjectEx(HANDLE hHandle, DWORD dwMilliseconds, BOOL bAlertable);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// Waits for any (`bWaitAll == FALSE`) or all of `nCount` handles (1 to
+// `MAXIMUM_WAIT_OBJECTS`); see the module docs for the results.
+//
+// # Safety
+// `lpHandles` is null or valid for `nCount` reads.
+DWORD WaitForMultipleObjects(DWORD nCount,
+                             const HANDLE *lpHandles,
+                             BOOL bWaitAll,
+                             DWORD dwMilliseconds);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// [`WaitForMultipleObjects`]; `bAlertable` makes no difference.
+//
+// # Safety
+// As [`WaitForMultipleObjects`].
+DWORD WaitForMultipleObjectsEx(DWORD nCount,
+                               const HANDLE *lpHandles,
+                               BOOL bWaitAll,
+                               DWORD dwMilliseconds,
+                               BOOL bAlertable);
+#endif
+
+#if !defined(CPORT_NO_WIN32)
+// The Winsock form of [`WaitForMultipleObjects`] over events:
+// `WSA_WAIT_EVENT_0 + i`, `WSA_WAIT_TIMEOUT`, or `WSA_WAIT_FAILED` with
+// `WSA_INVALID_PARAMETER` / `WSA_INVALID_HANDLE` in `WSAGetLastError()`.
+// `fAlertable` makes no difference.
+//
+// # Safety
+// `lphEvents` is null or valid for `cEvents` reads.
+DWORD WSAWaitForMultipleEvents(DWORD cEvents,
+                               const WSAEVENT *lphEvents,
+                               BOOL fWaitAll,
+                               DWORD dwTimeout,
+                               BOOL fAlertable);
+#endif
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -484,6 +484,9 @@ pub unsafe extern "C" fn CloseHandle(hObject: HANDLE) -> BOOL {
                 t.shut();
                 TRUE
             }
+            // Events, semaphores, threads: the object lives on while a
+            // thread runs or waits on it (win32 companion).
+            Some(Object::Waitable(_)) => TRUE,
             None => fail(ERROR_INVALID_HANDLE),
         },
     }

@@ -143,7 +143,7 @@ struct FileFd {
 fn file_fd(h: HANDLE) -> Result<FileFd, DWORD> {
     let (fd, owner) = match object::resolve(h)? {
         Named::Object(Object::File(t)) => (t.fd, Some(t)),
-        Named::Object(Object::Port(_)) => return Err(ERROR_INVALID_HANDLE),
+        Named::Object(Object::Port(_) | Object::Waitable(_)) => return Err(ERROR_INVALID_HANDLE),
         Named::Fd(fd) => (fd, None),
     };
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();

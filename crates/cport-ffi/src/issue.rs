@@ -58,7 +58,10 @@ pub(crate) fn start(
         .insert(ov, &handle, target, &assoc.port.port, no_packet)
         .ok_or(ERROR_INVALID_PARAMETER)?;
     // SAFETY: as above.
-    unsafe { overlapped::mark_pending(ov) };
+    unsafe {
+        overlapped::reset_event(ov);
+        overlapped::mark_pending(ov);
+    }
     let ctx = FfiOp {
         ov: ov as usize,
         id,
@@ -69,7 +72,7 @@ pub(crate) fn start(
         Err(rejected) => {
             let error = win32_from_io(&rejected.error);
             // SAFETY: as above; the operation never started.
-            unsafe { overlapped::mark_done(ov, error, 0) };
+            unsafe { overlapped::mark_refused(ov, error) };
             return Err(error); // dropping `rejected` unregisters `ov`
         }
     };

@@ -31,6 +31,8 @@
 //!   `accept_live`: closing and cancelling an `AcceptEx` in either stage;
 //!   `sockopt`: socket options across `AcceptEx`, `SO_UPDATE_*_CONTEXT`;
 //! - [`names`]: the Win32/Winsock types and constants of those calls.
+//! - [`win32`]: the Win32 companion — threads, events and waits, locks,
+//!   system information, memory, the console control handler.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(non_snake_case)]
@@ -50,6 +52,12 @@ pub mod port;
 pub mod socket;
 mod sockopt;
 pub mod types;
+// `cport_no_win32` is never set when building: it exists so that cbindgen
+// wraps the companion's declarations in `#if !defined(CPORT_NO_WIN32)`.
+#[cfg(not(cport_no_win32))]
+pub mod win32;
+#[cfg(cport_no_win32)]
+compile_error!("cport_no_win32 is a header switch: define CPORT_NO_WIN32 in C instead");
 
 pub use bsd::*;
 pub use extension::*;
@@ -59,3 +67,6 @@ pub use names::*;
 pub use port::*;
 pub use socket::*;
 pub use types::*;
+pub use win32::{
+    console::*, event::*, memory::*, message::*, sync::*, system::*, thread::*, types::*, wait::*,
+};

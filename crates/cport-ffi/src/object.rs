@@ -3,9 +3,11 @@
 //! # Handle values
 //! Ports and files opened with `CreateFileA` live in a table and are named
 //! by **generation-tagged** values: `0x4350 << 48 | generation << 24 |
-//! slot`. Closing one bumps its slot's generation, so a closed or stale
+//! slot << 2`. Closing one bumps its slot's generation, so a closed or stale
 //! value — even after the slot is reused — and a made-up one are refused
-//! with `ERROR_INVALID_HANDLE`, never mistaken for another object.
+//! with `ERROR_INVALID_HANDLE`, never mistaken for another object. The two
+//! low bits are clear and ignored when a value is resolved, as Windows does
+//! with its handle values (programs tag them: `OVERLAPPED.hEvent | 1`).
 //!
 //! Any other value from 1 to `INT_MAX` is a plain Linux fd, as Windows code
 //! casts a `SOCKET` to `HANDLE`: sockets stay ordinary fds so they work with
@@ -242,12 +244,19 @@ fn fstat(fd: RawFd) -> std::io::Result<libc::stat> {
 pub(crate) enum Object {
     Port(Arc<FfiPort>),
     File(Arc<Target>),
+    /// An event, semaphore or thread of the Win32 companion
+    /// (`crate::win32`); closing its handle just drops this reference.
+    Waitable(Arc<crate::win32::waitable::Waitable>),
 }
 
 const MAGIC: u64 = 0x4350 << 48;
 const MAGIC_MASK: u64 = 0xFFFF << 48;
 const SLOT_BITS: u32 = 24;
 const GEN_MASK: u64 = (1 << 24) - 1;
+/// Slot numbers sit above the two low bits, which stay clear, as in
+/// Windows' handle values: programs may tag them (`OVERLAPPED.hEvent`'s low
+/// bit means "no packet"). So 22 bits of slot number: 4 M objects.
+const SLOT_SHIFT: u32 = 2;
 
 struct Slot {
     generation: u64,
@@ -279,7 +288,7 @@ pub(crate) fn insert(object: Object) -> Option<HANDLE> {
     let index = match t.free.pop() {
         Some(i) => i,
         None => {
-            if t.slots.len() >= 1 << SLOT_BITS {
+            if t.slots.len() >= 1 << (SLOT_BITS - SLOT_SHIFT) {
                 return None;
             }
             t.slots.push(Slot {
@@ -291,7 +300,7 @@ pub(crate) fn insert(object: Object) -> Option<HANDLE> {
     };
     let slot = &mut t.slots[index];
     slot.object = Some(object);
-    let value = MAGIC | (slot.generation & GEN_MASK) << SLOT_BITS | index as u64;
+    let value = MAGIC | (slot.generation & GEN_MASK) << SLOT_BITS | (index as u64) << SLOT_SHIFT;
     Some(value as usize as HANDLE)
 }
 
@@ -305,7 +314,7 @@ pub(crate) enum Named {
 fn decode(h: HANDLE) -> Option<(usize, u64)> {
     let v = h as usize as u64;
     (v & MAGIC_MASK == MAGIC).then_some((
-        (v & ((1 << SLOT_BITS) - 1)) as usize,
+        ((v & ((1 << SLOT_BITS) - 1)) >> SLOT_SHIFT) as usize,
         v >> SLOT_BITS & GEN_MASK,
     ))
 }
@@ -364,7 +373,7 @@ pub(crate) enum Io {
 pub(crate) fn io_target(h: HANDLE) -> Result<Io, DWORD> {
     match resolve(h)? {
         Named::Object(Object::File(t)) => Ok(Io::Known(t)),
-        Named::Object(Object::Port(_)) => Err(ERROR_INVALID_HANDLE),
+        Named::Object(_) => Err(ERROR_INVALID_HANDLE),
         Named::Fd(fd) => Ok(match fds().read().get(&fd) {
             Some(t) => Io::Known(t.clone()),
             None => Io::Plain(fd),

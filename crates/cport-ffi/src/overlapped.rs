@@ -211,16 +211,10 @@ impl Registry {
     }
 }
 
-/// A small id for the calling thread (for `CancelIo`).
+/// The calling thread's id (for `CancelIo`): the one `GetCurrentThreadId`
+/// reports.
 pub(crate) fn thread_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local!(static ID: Cell<u64> = const { Cell::new(0) });
-    ID.with(|c| {
-        if c.get() == 0 {
-            c.set(NEXT.fetch_add(1, Ordering::Relaxed));
-        }
-        c.get()
-    })
+    crate::win32::thread::current_id() as u64
 }
 
 /// Signalled whenever an operation's result was written into its
@@ -296,12 +290,64 @@ pub(crate) unsafe fn mark_pending(ov: LPOVERLAPPED) {
     status.store(STATUS_PENDING as usize, Ordering::Release);
 }
 
-/// Writes a completion into `ov`: `error` (a Windows error, 0 for success)
-/// and `n` bytes.
+/// **The operation ended**: everything Windows does to an operation's
+/// OVERLAPPED when its I/O ends, in one place — writes `error` (a Windows
+/// error, 0 for success) and `n` bytes into `Internal`/`InternalHigh`,
+/// then signals the event `hEvent` names (low bit cleared), if it names
+/// one of ours.
+///
+/// Called today where the completion state is written: when the packet is
+/// dequeued (`port::deliver`), when a packet-less result is taken
+/// (`GetOverlappedResult`), when an operation completes during its call
+/// (skip-on-success mode, synchronous transfers). Written so that it can be
+/// called from any thread at the moment the I/O ends (a completion hook in
+/// the core), which is where Windows does it.
+///
+/// `hEvent` is read before the state is written: once the state says
+/// "done", the caller may free or reuse the OVERLAPPED. Signalling takes
+/// only the wait engine's lock (`win32::waitable`) and wakes the threads
+/// waiting on the event; it never calls back into a port, so a completion
+/// hook may call this under the core's locks.
+///
+/// # Safety
+/// As [`fields`]; the OVERLAPPED is the system's until this returns.
+pub(crate) unsafe fn mark_done(ov: LPOVERLAPPED, error: DWORD, n: DWORD) {
+    // SAFETY: live and aligned (caller); `hEvent` is plain data the caller
+    // set before issuing the operation.
+    let event = crate::win32::event::overlapped_event(unsafe { (*ov).hEvent });
+    // SAFETY: forwarded.
+    unsafe { write_state(ov, error, n) };
+    if let Some(e) = event {
+        e.set();
+    }
+}
+
+/// Writes the state of an operation that failed at its call (it never
+/// started, so its event is not signalled: the caller learns the error
+/// from the call).
 ///
 /// # Safety
 /// As [`fields`].
-pub(crate) unsafe fn mark_done(ov: LPOVERLAPPED, error: DWORD, n: DWORD) {
+pub(crate) unsafe fn mark_refused(ov: LPOVERLAPPED, error: DWORD) {
+    // SAFETY: forwarded.
+    unsafe { write_state(ov, error, 0) };
+}
+
+/// Resets the event `hEvent` names, if any: an operation does so when it
+/// starts, as on Windows, so that the event means "this operation ended".
+///
+/// # Safety
+/// As [`fields`].
+pub(crate) unsafe fn reset_event(ov: LPOVERLAPPED) {
+    // SAFETY: live and aligned (caller).
+    if let Some(e) = crate::win32::event::overlapped_event(unsafe { (*ov).hEvent }) {
+        e.reset();
+    }
+}
+
+/// # Safety
+/// As [`fields`].
+unsafe fn write_state(ov: LPOVERLAPPED, error: DWORD, n: DWORD) {
     // SAFETY: forwarded.
     let (status, bytes) = unsafe { fields(ov) };
     bytes.store(n as usize, Ordering::Relaxed);

@@ -69,9 +69,10 @@ pub struct OVERLAPPED_OFFSET {
 /// `Internal` holds the status (`STATUS_PENDING` while in flight, 0 on
 /// success, an NTSTATUS on failure) and `InternalHigh` the bytes
 /// transferred, as on Windows; read them with `GetOverlappedResult` or
-/// `HasOverlappedIoCompleted`. `hEvent` with its low bit set means "queue
-/// no packet for this operation" (spec §3.14); events themselves are not
-/// supported.
+/// `HasOverlappedIoCompleted`. `hEvent` may name an event (`CreateEvent`):
+/// the operation resets it when it starts and signals it when it ends
+/// (`crate::win32::event`); with its low bit set, the operation queues no
+/// packet (spec §3.14).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct OVERLAPPED {
@@ -81,7 +82,8 @@ pub struct OVERLAPPED {
     pub InternalHigh: ULONG_PTR,
     /// File position, or a user pointer.
     pub u: OVERLAPPED_U,
-    /// Low bit set: no completion packet.
+    /// An event signalled when the operation ends; low bit set: no
+    /// completion packet.
     pub hEvent: HANDLE,
 }
 
@@ -353,7 +355,8 @@ pub const FILE_FLAG_WRITE_THROUGH: DWORD = 0x8000_0000;
 /// An operation that succeeds during its call queues no packet; the call
 /// returns `TRUE` and the caller handles the result inline.
 pub const FILE_SKIP_COMPLETION_PORT_ON_SUCCESS: u8 = 0x1;
-/// Accepted and ignored (events are not supported).
+/// Accepted and ignored (a file handle is not an event here; the
+/// OVERLAPPED's `hEvent` is still signalled).
 pub const FILE_SKIP_SET_EVENT_ON_HANDLE: u8 = 0x2;
 
 // ---- Winsock ------------------------------------------------------------

@@ -1,6 +1,7 @@
-//! Builds the examples `examples/c/file_copy.c` and
-//! `examples/c/echo_server.cpp` against the library (shared, static, and
-//! through pkg-config) and runs them on both backends.
+//! Builds the examples `examples/c/file_copy.c`,
+//! `examples/c/echo_server.cpp` and `examples/c/echo_server_win32.cpp`
+//! against the library (shared, static, and through pkg-config) and runs
+//! them on both backends.
 
 mod common;
 
@@ -184,6 +185,53 @@ fn echo_server_example_echoes_and_stops_cleanly_on_both_backends() {
             o.status.success(),
             "echo_server on {backend} after SIGTERM: {:?}",
             o.status
+        );
+        drop(idle);
+    }
+}
+
+/// The same server written as for Windows (`CreateThread`,
+/// `WaitForMultipleObjects`, `CRITICAL_SECTION`, `SetConsoleCtrlHandler`:
+/// only the `#include` line changed), stopped by Ctrl-C (a real SIGINT)
+/// with clients still connected, exit code 0.
+#[test]
+fn win32_echo_server_example_echoes_and_stops_on_sigint_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("echo_server_win32");
+    compile(
+        &repo().join("examples/c/echo_server_win32.cpp"),
+        &bin,
+        &pkg_config_flags(),
+    );
+    for backend in BACKENDS {
+        let (child, port) = start_echo_server(&bin, backend);
+        let echoed = drive(port, 32, 40);
+        // Connections left open, each served once (so surely accepted).
+        let idle: Vec<TcpStream> = (0..5)
+            .map(|_| {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                s.write_all(b"x").unwrap();
+                s.read_exact(&mut [0u8]).unwrap();
+                s
+            })
+            .collect();
+        // SAFETY: signalling our own child process by pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+        let o = wait_bounded(child, "echo_server_win32 (SIGINT)");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "echo_server_win32 on {backend} exited with {:?}: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            out.contains(&format!(
+                "accepted 37 connections, echoed {} bytes",
+                echoed + 5
+            )),
+            "echo_server_win32 on {backend} reported: {out}"
         );
         drop(idle);
     }

@@ -1,0 +1,56 @@
+//! The Win32 companion's C tests (`tests/c/win32.c`, which includes
+//! `win32_io.c`): threads, events, waits, locks, memory, `OVERLAPPED.hEvent`
+//! and the console handler (in child processes it starts), on both
+//! backends.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn c_win32_tests_pass_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("win32");
+    compile(
+        &repo().join("crates/cport-ffi/tests/c/win32.c"),
+        &bin,
+        &direct_flags(),
+    );
+    for backend in BACKENDS {
+        let o = run(&bin, &[], backend);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let last = stdout.lines().last().unwrap_or("");
+        assert!(
+            o.status.success() && last.ends_with(" 0 failed"),
+            "win32 C tests on {backend}: {last}\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let passed: usize = last.split(' ').next().unwrap().parse().unwrap();
+        assert!(passed >= 18, "win32 C tests ran only {passed}");
+    }
+}
+
+/// `cport.h` without the companion (`CPORT_NO_WIN32`) leaves room for a
+/// program's own Win32 layer: none of the companion's names is declared.
+#[test]
+fn cport_no_win32_leaves_the_companion_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("own_layer.c");
+    std::fs::write(
+        &src,
+        "#define CPORT_NO_WIN32\n#include <cport.h>\n\
+         typedef struct { int mine; } CRITICAL_SECTION;\n\
+         static long InterlockedIncrement(long *p) { return ++*p; }\n\
+         void CreateThread(void) {}\n\
+         int main(void) { CRITICAL_SECTION c = {0}; long n = 0;\n\
+         HANDLE p = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, 0);\n\
+         CreateThread(); return (int)InterlockedIncrement(&n) - 1 + c.mine + !p; }\n",
+    )
+    .unwrap();
+    let bin = dir.path().join("own_layer");
+    compile(&src, &bin, &direct_flags());
+    for backend in BACKENDS {
+        let o = run(&bin, &[], backend);
+        assert!(o.status.success(), "own-layer program on {backend}: {o:?}");
+    }
+}
