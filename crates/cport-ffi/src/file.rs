@@ -20,7 +20,6 @@ use crate::error::{errno, fail, set_last_error, win32_from_io, win32_from_ntstat
 use crate::issue::{finish_bool, start};
 use crate::object::{self, FdKind, Io, Object, Target};
 use crate::overlapped::{self, thread_id, FfiOp, Stage, REGISTRY, RESULTS_CHANGED};
-use crate::port::deliver;
 use crate::types::*;
 
 /// Direction of a transfer.
@@ -292,49 +291,33 @@ pub unsafe extern "C" fn GetOverlappedResult(
     }
     // SAFETY: usable (checked) and valid (caller).
     let done = || unsafe { overlapped::read(ov) }.0 != STATUS_PENDING as usize;
-    loop {
-        if done() {
-            break;
+    // The state is written when the operation ends (the ports' completion
+    // hook), whoever dequeues its packet, and with or without one.
+    if !done() {
+        let Some(port) = REGISTRY.with(ov as usize, |p| p.port.clone()) else {
+            if !done() {
+                return fail(ERROR_INVALID_PARAMETER);
+            }
+            // SAFETY: as checked above (caller's pointers).
+            return unsafe { read_result(ov, lpNumberOfBytesTransferred) };
+        };
+        if bWait == FALSE {
+            return fail(ERROR_IO_INCOMPLETE);
         }
-        let Some((port, token, no_packet)) =
-            REGISTRY.with(ov as usize, |p| (p.port.clone(), p.token, p.no_packet))
-        else {
-            if done() {
-                break;
-            }
-            return fail(ERROR_INVALID_PARAMETER);
-        };
-        if !no_packet {
-            if bWait == FALSE {
-                return fail(ERROR_IO_INCOMPLETE);
-            }
-            RESULTS_CHANGED.wait_until(done, None);
-            continue;
-        }
-        let Some(token) = token else {
-            // Its issue call is still returning, in another thread.
-            if bWait == FALSE {
-                return fail(ERROR_IO_INCOMPLETE);
-            }
-            std::thread::yield_now();
-            continue;
-        };
-        let packet = if bWait == FALSE {
-            match port.take_result(token) {
-                Some(p) => p,
-                None => return fail(ERROR_IO_INCOMPLETE),
-            }
-        } else {
-            match port.wait_result(token, None) {
-                Ok(p) => p,
-                Err(completion_port::GetError::Closed) => return fail(ERROR_OPERATION_ABORTED),
-                Err(_) => continue,
-            }
-        };
-        // A chained stage (AcceptEx with data) goes round again.
-        let _ = deliver(packet);
+        // A blocking scope: another thread may run for the port meanwhile.
+        port.blocking(|| RESULTS_CHANGED.wait_until(done, None));
     }
-    // SAFETY: as above.
+    // SAFETY: as checked above (caller's pointers).
+    unsafe { read_result(ov, lpNumberOfBytesTransferred) }
+}
+
+/// `GetOverlappedResult`'s answer from a written OVERLAPPED.
+///
+/// # Safety
+/// `ov` is usable and valid, `lpNumberOfBytesTransferred` writable (as
+/// `GetOverlappedResult`'s caller promised).
+unsafe fn read_result(ov: LPOVERLAPPED, lpNumberOfBytesTransferred: LPDWORD) -> BOOL {
+    // SAFETY: usable and valid (caller).
     let (status, bytes) = unsafe { overlapped::read(ov) };
     // SAFETY: writable (caller).
     unsafe { *lpNumberOfBytesTransferred = bytes as DWORD };

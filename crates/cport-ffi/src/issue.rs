@@ -66,6 +66,8 @@ pub(crate) fn start(
         ov: ov as usize,
         id,
         stage,
+        no_packet,
+        done: None,
     };
     let token = match op(&handle, ctx) {
         Ok(t) => t,
@@ -90,10 +92,11 @@ pub(crate) fn start(
     match assoc.port.port.take_result(token) {
         None => Ok(Started::Pending),
         Some(packet) => {
-            let (error, bytes) = outcome(&packet.result, zero);
-            // SAFETY: as above; the operation is complete and its result
-            // ours to report.
-            unsafe { overlapped::mark_done(ov, error, bytes) };
+            // The completion hook wrote the state already.
+            let (error, bytes) = packet
+                .context
+                .done
+                .unwrap_or_else(|| outcome(&packet.result, zero));
             drop(packet); // unregisters `ov`
             if error != 0 {
                 Err(error)
@@ -154,8 +157,16 @@ pub(crate) fn next_stage(
     op: impl FnOnce(&Handle<FfiOp>, FfiOp) -> Result<Token, Rejected<FfiOp>>,
 ) -> Option<(DWORD, DWORD)> {
     let ov = packet.context.ov;
+    let no_packet = packet.context.no_packet;
     let id = std::mem::take(&mut packet.context.id);
-    match op(handle, FfiOp { ov, id, stage }) {
+    let ctx = FfiOp {
+        ov,
+        id,
+        stage,
+        no_packet,
+        done: None,
+    };
+    match op(handle, ctx) {
         Ok(token) => {
             REGISTRY.set_token(ov, id, token, new_handle.then(|| handle.clone()));
             None

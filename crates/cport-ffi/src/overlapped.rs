@@ -46,6 +46,12 @@ pub(crate) struct FfiOp {
     /// Registry entry owned by this context (0: none).
     pub(crate) id: u64,
     pub(crate) stage: Stage,
+    /// `hEvent`'s low bit was set: no packet; the OVERLAPPED is free once
+    /// the operation ends (its context is dropped by the completion hook).
+    pub(crate) no_packet: bool,
+    /// `(Windows error, bytes)`, once the completion hook wrote them into
+    /// the OVERLAPPED (`port::completion_hook`).
+    pub(crate) done: Option<(DWORD, DWORD)>,
 }
 
 /// What the completion of an operation means.
@@ -71,6 +77,8 @@ impl FfiOp {
             ov: ov as usize,
             id: 0,
             stage: Stage::Posted,
+            no_packet: false,
+            done: None,
         }
     }
 
@@ -320,6 +328,7 @@ pub(crate) unsafe fn mark_done(ov: LPOVERLAPPED, error: DWORD, n: DWORD) {
     if let Some(e) = event {
         e.set();
     }
+    RESULTS_CHANGED.notify();
 }
 
 /// Writes the state of an operation that failed at its call (it never

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use completion_port::{GetError, Packet, Port};
+use completion_port::{Delivery, GetError, Packet, Port};
 
 use crate::error::{fail, ntstatus_from_win32, set_last_error, win32_from_io};
 use crate::object::{self, FfiPort, Object};
@@ -97,7 +97,11 @@ pub unsafe extern "C" fn CreateIoCompletionPort(
 }
 
 fn new_port(concurrency: DWORD) -> Result<(HANDLE, Arc<FfiPort>), DWORD> {
-    let port = Port::<FfiOp>::new(concurrency as usize).map_err(|e| win32_from_io(&e))?;
+    let port = Port::<FfiOp>::builder()
+        .concurrency(concurrency as usize)
+        .on_completion(completion_hook)
+        .build()
+        .map_err(|e| win32_from_io(&e))?;
     let p = Arc::new(FfiPort { port });
     match object::insert(Object::Port(p.clone())) {
         Some(h) => Ok((h, p)),
@@ -307,12 +311,38 @@ pub(crate) fn outcome(result: &std::io::Result<usize>, zero: Option<DWORD>) -> (
     }
 }
 
-/// Turns a dequeued packet into what the caller sees, writing the result
-/// into its OVERLAPPED ([`complete`]); `None` when the packet only ended
-/// the first stage of a chained operation (the next stage is issued).
+/// The ports' completion hook (`PortBuilder::on_completion`): an
+/// operation ended, so its state is written into its OVERLAPPED and its
+/// event signalled now ([`complete`]), as Windows' I/O manager does —
+/// whether or not a thread waits on the port (the port's monitor collects
+/// completions when none does). The packet is then queued, except for an
+/// operation that asked for none (`hEvent`'s low bit: its OVERLAPPED is
+/// free at once) and for the first stage of a chained operation (the next
+/// stage's packet stands for both).
+pub(crate) fn completion_hook(packet: &mut Packet<FfiOp>) -> Delivery {
+    match complete(packet) {
+        None => Delivery::Discard,
+        Some(state) => {
+            packet.context.done = Some(state);
+            if packet.context.no_packet {
+                Delivery::Discard
+            } else {
+                Delivery::Deliver
+            }
+        }
+    }
+}
+
+/// Turns a dequeued packet into what the caller sees: the state the
+/// completion hook wrote (a post's values pass through); `None` when the
+/// packet only ended the first stage of a chained operation (the next
+/// stage is issued).
 pub(crate) fn deliver(mut packet: Packet<FfiOp>) -> Option<Delivered> {
     let key = packet.key;
-    let (error, bytes) = complete(&mut packet)?;
+    let (error, bytes) = match packet.context.done {
+        Some(state) => state,
+        None => complete(&mut packet)?,
+    };
     let ov = packet.context.ov();
     // Dropping the context (with the packet) unregisters the OVERLAPPED.
     drop(packet);

@@ -2,7 +2,8 @@
  * Windows semantics of the C ABI beyond the spec suite (suite.c): what
  * closing, cancelling and bad input do to AcceptEx and blocked calls, the
  * Winsock errors of the BSD calls, socket options across AcceptEx, the file
- * APIs, and the Win32 names classic IOCP programs use.
+ * APIs, the Win32 names classic IOCP programs use, and the completion state
+ * written when an operation ends (semantics_state.h).
  *
  * Same rules as suite.c: one line per test ("ok name" / "FAIL name: why"),
  * then "N passed, M failed"; every wait bounded (a watchdog per test, and
@@ -263,6 +264,7 @@ static void do_result_nowait(call_t *c) {
 #include "semantics_accept.h"
 #include "semantics_bsd.h"
 #include "semantics_file.h"
+#include "semantics_state.h"
 
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -300,6 +302,13 @@ int main(void) {
     RUN(file_size_and_pointer);
     RUN(file_type_flush_delete);
     RUN(file_template_and_fd);
+
+    RUN(state_of_a_finished_receive);
+    RUN(state_of_receives_aborted_by_closesocket);
+    RUN(state_of_an_acceptex_aborted);
+    RUN(microsoft_shutdown_pattern);
+    RUN(wsasend_completes_whole);
+    RUN(event_signalled_when_it_ends);
 
     rmdir(g_dir);
     printf("%d passed, %d failed\n", g_passed, g_failed);
