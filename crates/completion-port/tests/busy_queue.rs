@@ -39,7 +39,10 @@ fn recv_completes_while_queue_stays_busy(backend: Backend, chain: Chain) {
         .unwrap();
     a.recv(Buf::with_capacity(16), 7).unwrap();
     // Let the backend see the receive pending, then the data arrive.
-    assert!(port.get(Some(common::QUIET)).is_err(), "nothing is queued yet");
+    assert!(
+        port.get(Some(common::QUIET)).is_err(),
+        "nothing is queued yet"
+    );
     b.write_all(b"ping").unwrap();
     let again = |null: &Handle<u32>| match chain {
         Chain::Post => port.post(2, 0, 0).map_err(|r| r.error),
@@ -60,7 +63,11 @@ fn recv_completes_while_queue_stays_busy(backend: Backend, chain: Chain) {
     panic!(
         "{backend}: the receive's data arrived, but its packet did not come in {CHAIN} packets \
          of a queue kept busy by {} (issue 17.2); stats {:?}",
-        if chain == Chain::Post { "posts" } else { "no-ops" },
+        if chain == Chain::Post {
+            "posts"
+        } else {
+            "no-ops"
+        },
         port.stats()
     );
 }
