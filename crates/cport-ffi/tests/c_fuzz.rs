@@ -19,7 +19,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use common::*;
 
@@ -37,6 +37,22 @@ fn env_num(name: &str, default: u64) -> u64 {
         .ok()
         .map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?}")))
         .unwrap_or(default)
+}
+
+/// Runs an ASan-built program of this build on `backend` with `env` set
+/// (bounded); an ASan report makes it exit with status 86.
+fn run_asan(bin: &Path, args: &[&str], backend: &str, env: &[(&str, &str)]) -> Output {
+    let child = Command::new(bin)
+        .args(args)
+        .env("LD_LIBRARY_PATH", lib_dir())
+        .env("CPORT_BACKEND", backend)
+        .env("ASAN_OPTIONS", "detect_leaks=1:exitcode=86")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_bounded(child, &format!("{} {args:?} on {backend}", bin.display()))
 }
 
 /// Builds the fuzzer with ASan into `dir`.
@@ -61,17 +77,8 @@ fn fuzz(switches: &[(&str, &str)]) -> Vec<String> {
     let mut failures = Vec::new();
     for backend in BACKENDS {
         for seed in first..first + seeds {
-            let child = Command::new(&bin)
-                .args([seed.to_string().as_str(), calls.as_str()])
-                .env("LD_LIBRARY_PATH", lib_dir())
-                .env("CPORT_BACKEND", backend)
-                .env("ASAN_OPTIONS", "detect_leaks=1:exitcode=86")
-                .envs(switches.iter().copied())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let o = wait_bounded(child, &format!("fuzz seed {seed} on {backend}"));
+            let seed_arg = seed.to_string();
+            let o = run_asan(&bin, &[&seed_arg, &calls], backend, switches);
             let stdout = String::from_utf8_lossy(&o.stdout);
             let stderr = String::from_utf8_lossy(&o.stderr);
             match o.status.code() {
@@ -88,31 +95,33 @@ fn fuzz(switches: &[(&str, &str)]) -> Vec<String> {
     failures
 }
 
+/// Fails the test with every failure the fuzzer reported.
+fn fuzz_clean(switches: &[(&str, &str)]) {
+    let failures = fuzz(switches);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn fuzz_briefly_under_asan_on_both_backends() {
-    let failures = fuzz(&[]);
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    fuzz_clean(&[]);
 }
 
 #[test]
 #[ignore = "issue 17.2: a receive whose data arrived gets no packet while posts keep the queue busy; run after the fix"]
 fn fuzz_busy_queue_17_2() {
-    let failures = fuzz(&[("CPORT_FUZZ_BUSY", "1")]);
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    fuzz_clean(&[("CPORT_FUZZ_BUSY", "1")]);
 }
 
 #[test]
 #[ignore = "issue 17.4: an AcceptEx with a receive length, waiting for data, is not ended by closing; run after the fix"]
 fn fuzz_acceptex_with_data_17_4() {
-    let failures = fuzz(&[("CPORT_FUZZ_ACCEPTEX_DATA", "1")]);
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    fuzz_clean(&[("CPORT_FUZZ_ACCEPTEX_DATA", "1")]);
 }
 
 #[test]
 #[ignore = "issue 17.3: a zero-length transfer with a no-packet OVERLAPPED queues a packet; run after the fix"]
 fn fuzz_zero_length_no_packet_17_3() {
-    let failures = fuzz(&[("CPORT_FUZZ_ZERO_NOPACKET", "1")]);
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    fuzz_clean(&[("CPORT_FUZZ_ZERO_NOPACKET", "1")]);
 }
 
 /// The C suite under ASan, on the backend of this CI pass (`CPORT_BACKEND`,
@@ -131,15 +140,7 @@ fn c_suite_passes_under_asan() {
         &bin,
         &asan_flags(),
     );
-    let child = Command::new(&bin)
-        .env("LD_LIBRARY_PATH", lib_dir())
-        .env("CPORT_BACKEND", &backend)
-        .env("ASAN_OPTIONS", "detect_leaks=1:exitcode=86")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let o = wait_bounded(child, &format!("C suite under ASan ({backend})"));
+    let o = run_asan(&bin, &[], &backend, &[]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     let last = stdout.lines().last().unwrap_or("");
     assert!(

@@ -8,9 +8,9 @@ use std::time::Duration;
 use completion_port::{Buf, GetError, Handle, Token};
 
 use crate::alloc::{buf, filled};
+use crate::common::Rng;
 use crate::model::{Ctx, Issued, Model, Op, CLOSED, CLOSING, OPEN};
 use crate::world::{fill, Kind, AREA};
-use crate::Rng;
 
 /// Most operations in flight before a thread dequeues instead of issuing.
 const MAX_IN_FLIGHT: usize = 96;

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 use completion_port::{Backend, GetError, Port};
 
 use actor::{life_name, Actor, Next};
+use common::{env_or, Rng};
 use model::{Model, CLOSED};
 use world::Kind;
 
@@ -55,36 +56,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// How long the watchdog waits without a sign of progress.
 const STALL: Duration = Duration::from_secs(60);
-
-/// xorshift64: the same seed gives the same sequence.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
-
-fn env_num(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        Err(_) => default,
-    }
-}
 
 struct Setup {
     seed: u64,
@@ -121,10 +92,10 @@ impl Setup {
 fn run_model(backend: Backend, races: bool) {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     raise_fd_limit();
-    let first = env_num("CPORT_MODEL_SEED", 0x5eed_0017);
-    let seeds = env_num("CPORT_MODEL_SEEDS", 3);
-    let steps = env_num("CPORT_MODEL_STEPS", 4_000) as usize;
-    let races = races || env_num("CPORT_MODEL_ISSUE_RACES", 0) == 1;
+    let first = env_or("CPORT_MODEL_SEED", 0x5eed_0017u64);
+    let seeds = env_or("CPORT_MODEL_SEEDS", 3u64);
+    let steps = env_or("CPORT_MODEL_STEPS", 4_000usize);
+    let races = races || env_or("CPORT_MODEL_ISSUE_RACES", 0u8) == 1;
     let started = Instant::now();
     let mut total = 0;
     for seed in first..first + seeds {
