@@ -19,8 +19,8 @@
 //!
 //! Environment (long runs):
 //! - `CPORT_MODEL_SEED` — first seed (default fixed), `CPORT_MODEL_SEEDS`
-//!   — how many consecutive seeds (default 3), `CPORT_MODEL_STEPS` — steps
-//!   per seed, all threads together (default 4 000);
+//!   — how many consecutive seeds (default 5), `CPORT_MODEL_STEPS` — steps
+//!   per seed, all threads together (default 6 000);
 //! - `CPORT_MODEL_ISSUE_RACES=1` — let issue calls race `close`,
 //!   `cancel_all` and `cancel` on the same handle. Off by default because
 //!   of issue 17.1 (such a race can lose the operation's packet); the
@@ -93,16 +93,20 @@ fn run_model(backend: Backend, races: bool) {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     raise_fd_limit();
     let first = env_or("CPORT_MODEL_SEED", 0x5eed_0017u64);
-    let seeds = env_or("CPORT_MODEL_SEEDS", 3u64);
-    let steps = env_or("CPORT_MODEL_STEPS", 4_000usize);
+    let seeds = env_or("CPORT_MODEL_SEEDS", 5u64);
+    let steps = env_or("CPORT_MODEL_STEPS", 6_000usize);
     let races = races || env_or("CPORT_MODEL_ISSUE_RACES", 0u8) == 1;
     let started = Instant::now();
-    let mut total = 0;
+    let mut total = [0; 5];
     for seed in first..first + seeds {
-        total += run_seed(backend, &Setup::from_seed(seed, steps), races);
+        let t = run_seed(backend, &Setup::from_seed(seed, steps), races);
+        total.iter_mut().zip(t).for_each(|(a, b)| *a += b);
     }
+    let [steps, accepted, packets, aborted, refused] = total;
     println!(
-        "model on {backend}: {seeds} seeds from {first}, {total} steps, issue races {races}, {:?}",
+        "model on {backend}: {seeds} seeds from {first}, {steps} steps, issue races {races}: \
+         {accepted} ops and posts accepted, {packets} packets ({aborted} aborted), \
+         {refused} refused as predicted; 0 lost, 0 duplicated; {:?}",
         started.elapsed()
     );
 }
@@ -123,8 +127,9 @@ fn raise_fd_limit() {
     }
 }
 
-/// One seed: returns the steps taken. Panics with the seed on a failure.
-fn run_seed(backend: Backend, s: &Setup, races: bool) -> usize {
+/// One seed: returns the steps, and the operations accepted, packets,
+/// aborted packets and refusals. Panics with the seed on a failure.
+fn run_seed(backend: Backend, s: &Setup, races: bool) -> [usize; 5] {
     let bufs_before = alloc::live();
     let port = Port::builder()
         .backend(backend)
@@ -165,6 +170,14 @@ fn run_seed(backend: Backend, s: &Setup, races: bool) -> usize {
     dog.join().expect("the watchdog");
     let failure = m.failure.lock().unwrap().take();
     let tally = format!("{:?}", m.tally);
+    let t = &m.tally;
+    let counts = [
+        s.steps,
+        t.accepted.load(SeqCst),
+        t.packets.load(SeqCst),
+        t.aborted.load(SeqCst),
+        t.refused.load(SeqCst),
+    ];
     drop(m);
     if let Some(why) = failure {
         panic!(
@@ -178,7 +191,7 @@ fn run_seed(backend: Backend, s: &Setup, races: bool) -> usize {
         "seed {}: {live} operation buffers never freed\nrepeat: {repeat}",
         s.seed
     );
-    s.steps
+    counts
 }
 
 /// Runs `steps` steps of one logical thread, in a new OS thread after
