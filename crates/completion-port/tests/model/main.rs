@@ -18,7 +18,7 @@
 //!   every buffer was freed (counted by the allocator, `alloc.rs`).
 //!
 //! Environment (long runs):
-//! - `CPORT_MODEL_SEED` — first seed (default fixed), `CPORT_MODEL_SEEDS`
+//! - `CPORT_MODEL_SEED` — first seed (default 1), `CPORT_MODEL_SEEDS`
 //!   — how many consecutive seeds (default 5), `CPORT_MODEL_STEPS` — steps
 //!   per seed, all threads together (default 6 000);
 //! - `CPORT_MODEL_ISSUE_RACES=1` — let issue calls race `close`,
@@ -92,7 +92,7 @@ impl Setup {
 fn run_model(backend: Backend, races: bool) {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     raise_fd_limit();
-    let first = env_or("CPORT_MODEL_SEED", 0x5eed_0017u64);
+    let first = env_or("CPORT_MODEL_SEED", 1u64);
     let seeds = env_or("CPORT_MODEL_SEEDS", 5u64);
     let steps = env_or("CPORT_MODEL_STEPS", 6_000usize);
     let races = races || env_or("CPORT_MODEL_ISSUE_RACES", 0u8) == 1;
