@@ -88,10 +88,8 @@ impl<'m> Actor<'m> {
         self.m.life.store(CLOSING, SeqCst);
         self.m.port.close();
         self.m.life.store(CLOSED, SeqCst);
-        let s = self.m.port.stats();
-        if s.in_flight != 0 || s.queued != 0 {
-            return Err(format!("close returned with {s:?}"));
-        }
+        // Its stats are checked once the other threads stopped issuing: an
+        // issue racing the close counts in `in_flight` until refused.
         Ok(())
     }
 

@@ -155,6 +155,17 @@ fn run_seed(backend: Backend, s: &Setup, races: bool) -> [usize; 5] {
     });
     if !m.failed() && m.life.load(SeqCst) != CLOSED {
         end_open(&m);
+    } else if !m.failed() {
+        // Closed during the run: `close` returned once nothing was in
+        // flight, and nothing can have been accepted since.
+        let st = m.port.stats();
+        if st.in_flight != 0 || st.queued != 0 {
+            let left = m.outstanding();
+            m.fail(format!(
+                "the port closed, yet {st:?}; accepted and never ended or dropped:{}",
+                m.describe(&left)
+            ));
+        }
     }
     if !m.failed() {
         // Closing ends what the port still holds; then the handles go.
