@@ -382,15 +382,6 @@ fn survives_running_out_of_fds(backend: &str) {
         served > 0,
         "{backend}: none of 100 clients served under a 32-fd limit"
     );
-    drop(clients);
-    // Once they are gone, a new client is served.
-    let mut c = connect(addr);
-    c.set_read_timeout(Some(WAIT)).unwrap();
-    c.write_all(b"again").unwrap();
-    let mut got = [0u8; 5];
-    c.read_exact(&mut got)
-        .unwrap_or_else(|e| panic!("{backend}: a client after the others left: {e}"));
-    assert_eq!(&got, b"again");
     // Backing off, not spinning: the back-off doubles from 10 ms to 1 s in
     // 7 failures of the one pending accept, then about one failure per
     // second of the server's own clock follows (fewer on a slow machine).
@@ -403,6 +394,7 @@ fn survives_running_out_of_fds(backend: &str) {
             .parse::<u64>()
             .ok()
     };
+    // The clients are held meanwhile: the server stays out of fds.
     let line = server
         .wait_line(|l| secs(l).is_some_and(|s| s >= 3))
         .unwrap_or_else(|| panic!("no stats line after 3 s: {:?}", server.seen));
@@ -411,6 +403,15 @@ fn survives_running_out_of_fds(backend: &str) {
         fails.is_some_and(|n| n > 0 && n <= 5 * (t + 1)),
         "accepts out of fds not counted, or not backed off: {line}"
     );
+    drop(clients);
+    // Once they are gone, a new client is served.
+    let mut c = connect(addr);
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    c.write_all(b"again").unwrap();
+    let mut got = [0u8; 5];
+    c.read_exact(&mut got)
+        .unwrap_or_else(|e| panic!("{backend}: a client after the others left: {e}"));
+    assert_eq!(&got, b"again");
     server.signal(libc::SIGTERM);
     let (status, stderr) = server.finish();
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{stderr}");
