@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use completion_port::{Backend, Buf, Handle, Packet, PacketKind, Port, Token};
 
-use common::{port, WAIT};
+use common::{env_or, port, Rng, WAIT};
 
 const DEFAULT_SEED: u64 = 0x5eed_c0de_2024_0001;
 const DEFAULT_OPS: usize = 200_000;
@@ -38,36 +38,6 @@ const FILE_KEY: usize = 1;
 const POST_KEY: usize = 2;
 const SEND_KEY: usize = 10; // + pair
 const RECV_KEY: usize = 20; // + pair
-
-/// Tiny xorshift64 generator: the same seed gives the same sequence.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        Err(_) => default,
-    }
-}
 
 /// Byte `i` of the read area.
 fn pat(i: usize) -> u8 {
@@ -207,7 +177,7 @@ impl Shared {
                 self.issue(key, Op::Nop)
             }
             5..=9 => {
-                let bytes = rng.next() as usize;
+                let bytes = rng.next_u64() as usize;
                 self.issue(POST_KEY, Op::Post { bytes })
             }
             10..=12 => {
@@ -215,7 +185,7 @@ impl Shared {
                 let slot = self.write_slot.fetch_add(1, SeqCst);
                 let off = READ_AREA as u64 + slot * 64 + rng.below(16);
                 let len = 1 + rng.below(48) as usize;
-                let fill = rng.next() as u8;
+                let fill = rng.next_u64() as u8;
                 self.issue(FILE_KEY, Op::Write { off, len, fill })
             }
             13..=15 => {

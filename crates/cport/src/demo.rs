@@ -295,6 +295,14 @@ pub fn run(a: Args) -> io::Result<()> {
         }
     }
 
+    // Re-arms accepts parked for lack of file descriptors.
+    let rearm = match crate::server::Rearm::start(server.clone()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            failure.get_or_insert(e);
+            None
+        }
+    };
     let clients = match failure {
         None => run_clients(addr, &a),
         Some(e) => Err(e),
@@ -321,6 +329,7 @@ pub fn run(a: Args) -> io::Result<()> {
             Err(_) => server.error("a worker thread panicked".into()),
         }
     }
+    drop(rearm);
     // Cancels the pending accept; returns once nothing is in flight.
     port.close();
     drop(listener);

@@ -17,14 +17,18 @@
 //! With `--stats`, a line of counters every second:
 //!
 //! ```text
-//! stats [   3s] open 8  req/s 41210  bytes/s 21099520  queued 0  running 1  parked 1  blocked 0  dequeued 123630  errors 0
+//! stats [   3s] open 8  req/s 41210  bytes/s 21099520  queued 0  running 1  parked 1  blocked 0  dequeued 123630  errors 0  out-of-fds 0
 //! ```
 //!
 //! `open` connections, `req/s` receives completed with data, `bytes/s`
 //! bytes received (each one is echoed back), and from `port.stats()` the
 //! packets `queued`, threads `running` completions, threads `parked`
 //! waiting for one, threads `blocked` (counted out by blocked-thread
-//! detection right now) and packets `dequeued` since the start.
+//! detection right now) and packets `dequeued` since the start; `errors`,
+//! and `out-of-fds`: accepts that failed for lack of file descriptors
+//! (`EMFILE`, `ENFILE`) or memory, which are not re-armed at once but
+//! parked until a connection closes or a back-off (10 ms, doubling up to
+//! 1 s) passes (see [`crate::server`]).
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -62,7 +66,8 @@ pub struct Args {
     backend: Backend,
     /// Print a line of counters every second: connections open, requests/s,
     /// bytes/s, queued packets, running threads, parked waiters, threads
-    /// detected as blocked, packets dequeued.
+    /// detected as blocked, packets dequeued, errors, accepts that failed
+    /// for lack of file descriptors (out-of-fds).
     #[arg(long)]
     stats: bool,
 }
@@ -259,6 +264,17 @@ pub fn run(a: Args) -> io::Result<()> {
         }
     }
 
+    // Re-arms accepts parked for lack of file descriptors.
+    let rearm = match server::Rearm::start(server.clone()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            failure.get_or_insert(io::Error::new(
+                e.kind(),
+                format!("cannot start the accept re-arming thread: {e}"),
+            ));
+            None
+        }
+    };
     let n_workers = workers.len();
     if failure.is_none() {
         // The signal thread: the first signal stops the workers, a second
@@ -304,6 +320,7 @@ pub fn run(a: Args) -> io::Result<()> {
             panicked += 1;
         }
     }
+    drop(rearm);
     drop(stats_stop); // disconnects: the stats thread returns
     if let Some(t) = stats_thread {
         let _ = t.join();
@@ -318,13 +335,14 @@ pub fn run(a: Args) -> io::Result<()> {
         return Err(e);
     }
     say!(
-        "cport echo: stopped; {} connections served ({} closed at shutdown), {} requests, {} bytes received, {} bytes echoed, {} errors",
+        "cport echo: stopped; {} connections served ({} closed at shutdown), {} requests, {} bytes received, {} bytes echoed, {} errors, {} accepts out of file descriptors",
         server.accepted.load(Ordering::Relaxed),
         open_at_stop,
         server.requests.load(Ordering::Relaxed),
         server.bytes_received.load(Ordering::Relaxed),
         server.echoed_bytes.load(Ordering::Relaxed),
         server.errors.load(Ordering::Relaxed),
+        server.out_of_fds.load(Ordering::Relaxed),
     );
     if let Ok(m) = server.messages.lock() {
         for msg in m.iter().take(MAX_MESSAGES) {
@@ -394,7 +412,7 @@ fn stats_loop(port: &Port<Ctx>, server: &Server, stop: &crossbeam_channel::Recei
         let secs = now.duration_since(last_at).as_secs_f64().max(1e-3);
         let s = port.stats();
         say!(
-            "stats [{:4}s] open {}  req/s {:.0}  bytes/s {:.0}  queued {}  running {}  parked {}  blocked {}  dequeued {}  errors {}",
+            "stats [{:4}s] open {}  req/s {:.0}  bytes/s {:.0}  queued {}  running {}  parked {}  blocked {}  dequeued {}  errors {}  out-of-fds {}",
             now.duration_since(start).as_secs(),
             server.live.load(Ordering::Acquire),
             (requests - last_requests) as f64 / secs,
@@ -405,6 +423,7 @@ fn stats_loop(port: &Port<Ctx>, server: &Server, stop: &crossbeam_channel::Recei
             s.blocked,
             s.dequeued,
             server.errors.load(Ordering::Relaxed),
+            server.out_of_fds.load(Ordering::Relaxed),
         );
         last_requests = requests;
         last_bytes = bytes;

@@ -70,9 +70,9 @@ enum Command {
     /// Copy a file with overlapped reads and writes through one completion port
     ///
     /// Up to --queue-depth blocks are in flight at different offsets. The
-    /// copy goes to a temporary file next to DST, renamed at the end, so
-    /// DST is either the complete copy or untouched. A progress bar shows
-    /// on a terminal.
+    /// copy goes to a temporary file next to DST (unnamed where the
+    /// filesystem allows), put in place at the end, so DST is either the
+    /// complete copy or untouched. A progress bar shows on a terminal.
     #[command(
         verbatim_doc_comment,
         after_help = "Examples:

@@ -11,7 +11,15 @@
 //!   (the rest again after a short send), then receives again; on `Ok(0)`
 //!   or an error the connection is dropped, which closes the socket;
 //! - a [`Ctx::Stop`] packet (posted, one per worker) makes the worker that
-//!   dequeues it return.
+//!   dequeues it return;
+//! - an accept that fails for lack of file descriptors (or memory) is not
+//!   re-armed at once — it would fail again at once, and on the epoll
+//!   backend a queue never empty of such failures keeps the port from
+//!   polling the sockets it waits on (issue 17.2) — but *parked*: it is
+//!   re-armed when a connection closes (freeing a descriptor), or by the
+//!   [`Rearm`] thread after a back-off that doubles from 10 ms to 1 s while
+//!   the failures go on. Such failures are counted in
+//!   [`Server::out_of_fds`], not as errors.
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,6 +29,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use completion_port::{Backend, Buf, GetError, Handle, Packet, Port};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 /// Completion key of the listening socket.
 pub const LISTENER_KEY: usize = 0;
@@ -30,10 +39,10 @@ pub const STOP_KEY: usize = usize::MAX;
 pub const SERVER_BUF: usize = 16 * 1024;
 /// How long a worker with a deadline waits in one `get` before checking it.
 const GET_SLICE: Duration = Duration::from_millis(250);
-/// Pause before re-arming an accept that failed for lack of resources
-/// (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`), so a server out of file
-/// descriptors does not spin on failing accepts.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// First and longest pause before re-arming an accept parked after it
+/// failed for lack of resources (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`).
+const BACKOFF_MIN_MS: u64 = 10;
+const BACKOFF_MAX_MS: u64 = 1000;
 /// Error messages kept for printing.
 pub const MAX_MESSAGES: usize = 10;
 
@@ -66,6 +75,7 @@ pub struct Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.server.live.fetch_sub(1, Ordering::AcqRel);
+        self.server.parked.closed.fetch_add(1, Ordering::AcqRel);
         self.server
             .echoed_bytes
             .fetch_add(self.echoed, Ordering::Relaxed);
@@ -91,8 +101,12 @@ pub struct Server {
     pub bytes_received: AtomicU64,
     /// Sends that transferred fewer bytes than asked (the rest is resent).
     pub short_sends: AtomicU64,
-    /// Failures of any kind (accept, receive, send, issue, get).
+    /// Failures of any kind (accept, receive, send, issue, get), except:
     pub errors: AtomicU64,
+    /// Accepts that failed for lack of file descriptors (or memory), and
+    /// were parked (see the module docs).
+    pub out_of_fds: AtomicU64,
+    parked: Parked,
     /// The first [`MAX_MESSAGES`] failures, described.
     pub messages: Mutex<Vec<String>>,
 }
@@ -105,6 +119,101 @@ impl Server {
             if m.len() < MAX_MESSAGES {
                 m.push(msg);
             }
+        }
+    }
+}
+
+/// Accepts waiting to be re-armed, and the back-off before the next one.
+struct Parked {
+    tx: Sender<Handle<Ctx>>,
+    rx: Receiver<Handle<Ctx>>,
+    /// The pause before the [`Rearm`] thread re-arms a parked accept.
+    delay_ms: AtomicU64,
+    /// Connections closed and not yet answered by re-arming a parked accept.
+    closed: AtomicU64,
+}
+
+impl Default for Parked {
+    fn default() -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Parked {
+            tx,
+            rx,
+            delay_ms: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Server {
+    /// Parks the accept of `listener` that just failed for lack of
+    /// resources, and doubles the back-off.
+    fn park(&self, listener: Handle<Ctx>) {
+        self.out_of_fds.fetch_add(1, Ordering::Relaxed);
+        let d = self.parked.delay_ms.load(Ordering::Relaxed);
+        let next = (d * 2).clamp(BACKOFF_MIN_MS, BACKOFF_MAX_MS);
+        self.parked.delay_ms.store(next, Ordering::Relaxed);
+        let _ = self.parked.tx.send(listener);
+    }
+
+    /// Re-arms one parked accept per connection closed since the last call
+    /// (each freed a descriptor). Called between packets, once the packet
+    /// (which keeps its fd open) is gone.
+    fn rearm_after_closes(&self) {
+        let closed = self.parked.closed.swap(0, Ordering::AcqRel);
+        for _ in 0..closed {
+            match self.parked.rx.try_recv() {
+                Ok(listener) => rearm(self, &listener),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Issues an accept on `listener`, carrying it.
+fn rearm(server: &Server, listener: &Handle<Ctx>) {
+    if let Err(r) = listener.accept(Ctx::Accept(listener.clone())) {
+        if !completion_port::is_port_closed(&r.error) {
+            server.error(format!("re-arming accept failed: {}", r.error));
+        }
+    }
+}
+
+/// The thread that re-arms parked accepts after the back-off; stopped and
+/// joined when dropped.
+pub struct Rearm {
+    stop: Option<Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Rearm {
+    pub fn start(server: Arc<Server>) -> io::Result<Rearm> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let thread = thread::Builder::new()
+            .name("cport-rearm".into())
+            .spawn(move || loop {
+                let listener = crossbeam_channel::select! {
+                    recv(server.parked.rx) -> l => match l { Ok(l) => l, Err(_) => return },
+                    recv(stopped) -> _ => return,
+                };
+                let delay = server.parked.delay_ms.load(Ordering::Relaxed);
+                match stopped.recv_timeout(Duration::from_millis(delay)) {
+                    Err(RecvTimeoutError::Timeout) => rearm(&server, &listener),
+                    _ => return,
+                }
+            })?;
+        Ok(Rearm {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Rearm {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -158,6 +267,7 @@ pub fn worker(port: Port<Ctx>, server: Arc<Server>, hard_deadline: Option<Instan
                 if let Next::Stop = handle_packet(&port, &server, packet) {
                     return handled;
                 }
+                server.rearm_after_closes();
             }
             Err(GetError::Timeout) => {
                 if hard_deadline.is_some_and(|d| Instant::now() >= d) {
@@ -194,17 +304,13 @@ fn handle_packet(port: &Port<Ctx>, server: &Arc<Server>, mut packet: Packet<Ctx>
     match packet.context {
         Ctx::Stop => Next::Stop,
         Ctx::Accept(listener) => {
-            if let Err(e) = &packet.result {
-                if out_of_resources(e) {
-                    // Does not hold back other waiters while it sleeps.
-                    port.blocking(|| thread::sleep(ACCEPT_BACKOFF));
-                }
-            }
-            // Re-arm first, so the next client is accepted while we set up
-            // this one.
-            if let Err(r) = listener.accept(Ctx::Accept(listener.clone())) {
-                if !completion_port::is_port_closed(&r.error) {
-                    server.error(format!("re-arming accept failed: {}", r.error));
+            match &packet.result {
+                Err(e) if out_of_resources(e) => server.park(listener),
+                // Re-arm first, so the next client is accepted while we set
+                // up this one.
+                _ => {
+                    server.parked.delay_ms.store(0, Ordering::Relaxed);
+                    rearm(server, &listener)
                 }
             }
             if key != LISTENER_KEY {
@@ -213,6 +319,7 @@ fn handle_packet(port: &Port<Ctx>, server: &Arc<Server>, mut packet: Packet<Ctx>
             match (packet.result, accepted) {
                 (Ok(_), Some(a)) => start_connection(port, server, a.socket),
                 (Ok(_), None) => server.error("accept succeeded without a socket".into()),
+                (Err(e), _) if out_of_resources(&e) => {}
                 (Err(e), _) => server.error(format!("accept failed: {e}")),
             }
             Next::Continue

@@ -478,3 +478,86 @@ fn bad_arguments_are_refused_clearly() {
     assert!(r.stderr.contains("multiple of 4K"), "{}", r.stderr);
     assert_eq!(names(dir.path()), ["src"]);
 }
+
+/// A FIFO as the source is refused at once (its `open` would block until a
+/// writer came, with SIGINT/SIGTERM blocked and not yet taken: issue 17.6),
+/// leaving nothing behind.
+#[test]
+fn fifo_source_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(s(&fifo)).unwrap();
+    // SAFETY: a NUL-terminated path that lives across the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let r = copy(&[s(&fifo), s(&dir.path().join("dst"))]);
+    assert!(!r.ok(), "copied a FIFO");
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    assert_eq!(names(dir.path()), ["fifo"], "left files behind");
+}
+
+/// A copy killed with SIGKILL leaves no hidden temporary file (issue
+/// 17.6): the copy is an unnamed file (`O_TMPFILE`) until it is linked
+/// as DST. One-byte blocks, one in flight: still copying when killed.
+#[test]
+fn killed_copy_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = write_random(dir.path(), "src", 4 * MIB, 17);
+    let out = tempfile::tempdir().unwrap();
+    for backend in BACKENDS {
+        let dst = out.path().join(format!("dst-{backend}"));
+        let args = [s(&src), s(&dst), "--block-size", "1", "--queue-depth", "1"];
+        let mut child = command(&args)
+            .arg("--backend")
+            .arg(backend)
+            .spawn()
+            .unwrap();
+        // Wait (bounded) until it holds a file in DST's directory open.
+        let fds = format!("/proc/{}/fd", child.id());
+        let end = Instant::now() + WAIT;
+        while !fs::read_dir(&fds)
+            .unwrap()
+            .any(|e| fs::read_link(e.unwrap().path()).is_ok_and(|t| t.starts_with(out.path())))
+        {
+            assert!(
+                Instant::now() < end,
+                "the copy never opened its temporary file"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            names(out.path()),
+            Vec::<String>::new(),
+            "{backend}: left behind"
+        );
+    }
+}
+
+/// Temporary files that copies killed earlier left (by a version that
+/// named them, or in the instant between link and rename) are removed by
+/// the next copy to the same DST, when their process is gone.
+#[test]
+fn stale_temporary_files_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, data) = write_random(dir.path(), "src", 1000, 19);
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let stale = dir.path().join(format!(".dst.cport-{dead}-1a2b3c.tmp"));
+    let alive = dir
+        .path()
+        .join(format!(".dst.cport-{}-4d5e.tmp", std::process::id()));
+    let other = dir.path().join(format!(".other.cport-{dead}-77.tmp"));
+    for f in [&stale, &alive, &other] {
+        fs::write(f, b"partial").unwrap();
+    }
+    let r = copy(&[s(&src), s(&dir.path().join("dst"))]);
+    assert!(r.ok(), "{}", r.stderr);
+    assert_same(&dir.path().join("dst"), &data, "copy");
+    assert!(!stale.exists(), "a dead copy's temporary file was kept");
+    assert!(
+        alive.exists() && other.exists(),
+        "a live copy's or another DST's file was removed"
+    );
+}

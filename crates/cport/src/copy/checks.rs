@@ -5,6 +5,7 @@
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -38,11 +39,13 @@ pub(super) fn check_args(a: &Args) -> io::Result<()> {
 
 /// Opens the source (with `O_DIRECT` when `direct`) and checks that it is a
 /// regular file; returns it with its attributes at the start of the copy.
+/// Opened with `O_NONBLOCK`, so that a FIFO (whose `open` blocks until a
+/// writer comes) is refused at once; the flag is cleared again.
 pub(super) fn open_source(src_path: &Path, direct: bool) -> io::Result<(File, Metadata)> {
     let direct_flag = if direct { libc::O_DIRECT } else { 0 };
     let src = OpenOptions::new()
         .read(true)
-        .custom_flags(direct_flag)
+        .custom_flags(direct_flag | libc::O_NONBLOCK)
         .open(src_path)
         .map_err(|e| {
             let why = if direct && e.raw_os_error() == Some(libc::EINVAL) {
@@ -74,6 +77,18 @@ pub(super) fn open_source(src_path: &Path, direct: bool) -> io::Result<(File, Me
         return Err(err(
             io::ErrorKind::InvalidInput,
             format!("the source {} is not a regular file", src_path.display()),
+        ));
+    }
+    // SAFETY: F_GETFL/F_SETFL on an open fd only read and set its flags.
+    let cleared = unsafe {
+        let flags = libc::fcntl(src.as_raw_fd(), libc::F_GETFL);
+        flags >= 0 && libc::fcntl(src.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) == 0
+    };
+    if !cleared {
+        let e = io::Error::last_os_error();
+        return Err(err(
+            e.kind(),
+            format!("cannot use the source {}: {e}", src_path.display()),
         ));
     }
     Ok((src, src_meta))

@@ -1,7 +1,9 @@
-//! The temporary file, from its creation next to DST to its rename over
-//! DST: [`TempFile`] removes it on every path but success; [`reserve`]
-//! preallocates it, [`open_for_io`] gives the fd the port writes through,
-//! and [`finish`] trims, flushes and checks it, then renames it into place.
+//! The temporary file, from its creation next to DST to its placing as
+//! DST: unnamed (`O_TMPFILE`) where the filesystem allows, else hidden and
+//! named; [`TempFile`] removes a named one on every path but success;
+//! [`reserve`] preallocates it, [`open_for_io`] gives the fd the port
+//! writes through, and [`finish`] trims, flushes and checks it, then links
+//! or renames it into place.
 
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, Metadata, OpenOptions};
@@ -29,10 +31,12 @@ pub(super) fn explain_dst_error(e: &io::Error, dir: &Path) -> String {
     }
 }
 
-/// The temporary copy: removed when dropped unless [`keep`](Self::keep) was
-/// called (after the rename, when its name no longer exists).
+/// The temporary copy: unnamed, or named and removed when dropped unless
+/// [`keep`](Self::keep) was called (after the rename, when its name no
+/// longer exists).
 pub(super) struct TempFile {
-    pub path: PathBuf,
+    /// Its hidden name; `None` for an unnamed (`O_TMPFILE`) file.
+    pub named: Option<PathBuf>,
     keep: bool,
 }
 
@@ -44,16 +48,49 @@ impl TempFile {
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if !self.keep {
-            let _ = fs::remove_file(&self.path);
+        if let (Some(path), false) = (&self.named, self.keep) {
+            let _ = fs::remove_file(path);
         }
     }
 }
 
-/// Creates the temporary file in `dir`, named after DST's `name`; an error
-/// says why `dir` refused it.
-pub(super) fn create_temp_in(dir: &Path, name: &OsStr) -> io::Result<(File, TempFile)> {
-    create_temp(dir, name).map_err(|e| {
+/// Creates the temporary file in `dir`, for DST's `name` (with `O_DIRECT`
+/// when unnamed and `direct`); an error says why `dir` refused it.
+pub(super) fn create_temp_in(
+    dir: &Path,
+    name: &OsStr,
+    direct: bool,
+) -> io::Result<(File, TempFile)> {
+    let base = base_name(name);
+    remove_stale(dir, &base);
+    let unnamed = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE | if direct { libc::O_DIRECT } else { 0 })
+        .open(dir);
+    let made = match unnamed {
+        Ok(f) => Ok((
+            f,
+            TempFile {
+                named: None,
+                keep: false,
+            },
+        )),
+        // No O_TMPFILE here (EOPNOTSUPP; EISDIR from kernels before 3.11),
+        // or no O_DIRECT with it (EINVAL): a named file, which
+        // `open_for_io` reopens with O_DIRECT (or says why it cannot).
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            ) =>
+        {
+            create_named(dir, &base)
+        }
+        Err(e) => Err(e),
+    };
+    made.map_err(|e| {
         let why = explain_dst_error(&e, dir);
         err(
             e.kind(),
@@ -62,32 +99,76 @@ pub(super) fn create_temp_in(dir: &Path, name: &OsStr) -> io::Result<(File, Temp
     })
 }
 
+/// DST's name as the temporary names use it: under NAME_MAX (255 bytes)
+/// whatever DST's name is.
+fn base_name(name: &OsStr) -> String {
+    name.to_string_lossy().chars().take(100).collect()
+}
+
 /// Creates `.NAME.cport-PID-N.tmp` in `dir` (exclusively, mode 0600).
-fn create_temp(dir: &Path, name: &OsStr) -> io::Result<(File, TempFile)> {
-    // Keep the name under NAME_MAX (255 bytes) whatever DST's name is.
-    let base: String = name.to_string_lossy().chars().take(100).collect();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+fn create_named(dir: &Path, base: &str) -> io::Result<(File, TempFile)> {
     let mut last = None;
     for attempt in 0..16u64 {
-        let path = dir.join(format!(
-            ".{base}.cport-{}-{:x}.tmp",
-            std::process::id(),
-            seed.wrapping_add(attempt.wrapping_mul(0x9e37_79b9_7f4a_7c15)) & 0xffff_ffff
-        ));
+        let path = hidden_name(dir, base, attempt);
         match OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&path)
         {
-            Ok(f) => return Ok((f, TempFile { path, keep: false })),
+            Ok(f) => {
+                let named = Some(path);
+                return Ok((f, TempFile { named, keep: false }));
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
             Err(e) => return Err(e),
         }
     }
     Err(last.unwrap_or_else(|| io::Error::other("no free temporary file name")))
+}
+
+/// A hidden name in `dir` for DST's `base`: `.NAME.cport-PID-N.tmp`.
+fn hidden_name(dir: &Path, base: &str, attempt: u64) -> PathBuf {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    dir.join(format!(
+        ".{base}.cport-{}-{:x}.tmp",
+        std::process::id(),
+        seed.wrapping_add(attempt.wrapping_mul(0x9e37_79b9_7f4a_7c15)) & 0xffff_ffff
+    ))
+}
+
+/// Removes the hidden temporary files of copies to DST (`base`) whose
+/// process is gone — killed before they could clean up — and that belong
+/// to this user. Best effort.
+fn remove_stale(dir: &Path, base: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{base}.cport-");
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some((pid, n)) = rest.strip_suffix(".tmp").and_then(|r| r.split_once('-')) else {
+            continue;
+        };
+        let (Ok(pid), Ok(_)) = (pid.parse::<libc::pid_t>(), u64::from_str_radix(n, 16)) else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        let mine = fs::symlink_metadata(e.path()).is_ok_and(|m| m.uid() == me && m.is_file());
+        if gone && mine {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Reserves `size` bytes for the temporary file `f` in `dir`.
@@ -126,22 +207,22 @@ fn preallocate(f: &File, size: u64) -> io::Result<()> {
     }
 }
 
-/// The fd the port writes the temporary file `tmp_file` (at `tmp_path`, in
-/// `dir`) through: a second one opened with `O_DIRECT` when `direct`, else
-/// a duplicate.
+/// The fd the port writes the temporary file `tmp_file` (in `dir`)
+/// through: a duplicate, or for a named file and `direct` a second fd
+/// opened with `O_DIRECT` (an unnamed one was made with it).
 pub(super) fn open_for_io(
     tmp_file: &File,
-    tmp_path: &Path,
+    tmp: &TempFile,
     direct: bool,
     dir: &Path,
 ) -> io::Result<File> {
-    if !direct {
+    let Some(path) = tmp.named.as_ref().filter(|_| direct) else {
         return tmp_file.try_clone();
-    }
+    };
     OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT)
-        .open(tmp_path)
+        .open(path)
         .map_err(|e| {
             let why = if e.raw_os_error() == Some(libc::EINVAL) {
                 format!(
@@ -190,7 +271,7 @@ pub(super) fn finish(file: &File, tmp: &mut TempFile, f: &Finish<'_>) -> io::Res
     if f.interrupted.load(Ordering::Acquire) {
         return Err(err(io::ErrorKind::Interrupted, "interrupted".into()));
     }
-    rename(&tmp.path, f)?;
+    place(file, tmp, f)?;
     tmp.keep();
     // Make the rename itself durable (best effort).
     if let Ok(d) = File::open(f.dir) {
@@ -240,11 +321,25 @@ fn check(file: &File, f: &Finish<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// Renames the temporary file `tmp` over DST; an error says whether DST
-/// appeared meanwhile.
-fn rename(tmp: &Path, f: &Finish<'_>) -> io::Result<()> {
+/// Puts the temporary file `file` in place as DST: links an unnamed one,
+/// renames a named one; an error says whether DST appeared meanwhile.
+fn place(file: &File, tmp: &TempFile, f: &Finish<'_>) -> io::Result<()> {
     let dst_path = f.dst_path;
-    rename_into_place(tmp, dst_path, f.force).map_err(|e| {
+    let placed = match &tmp.named {
+        Some(path) => rename_into_place(path, dst_path, f.force),
+        None if !f.force => link_unnamed(file, dst_path),
+        None => {
+            // Replace: link under a hidden name, then rename that over DST.
+            let base = base_name(dst_path.file_name().unwrap_or_default());
+            let hidden = hidden_name(f.dir, &base, 0);
+            link_unnamed(file, &hidden).and_then(|()| {
+                fs::rename(&hidden, dst_path).inspect_err(|_| {
+                    let _ = fs::remove_file(&hidden);
+                })
+            })
+        }
+    };
+    placed.map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
             err(
                 e.kind(),
@@ -260,6 +355,51 @@ fn rename(tmp: &Path, f: &Finish<'_>) -> io::Result<()> {
             )
         }
     })
+}
+
+/// Gives the unnamed file `file` the name `dst` (`EEXIST` if it exists):
+/// `linkat(AT_EMPTY_PATH)`, which needs `CAP_DAC_READ_SEARCH`, else through
+/// `/proc/self/fd`, which does not.
+fn link_unnamed(file: &File, dst: &Path) -> io::Result<()> {
+    let d = CString::new(dst.as_os_str().as_bytes())?;
+    let empty = CString::default();
+    // SAFETY: `file` is open; both strings are NUL-terminated and live
+    // across the call.
+    let r = unsafe {
+        libc::linkat(
+            file.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            d.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if !matches!(
+        e.raw_os_error(),
+        Some(libc::EPERM | libc::EACCES | libc::ENOENT)
+    ) {
+        return Err(e);
+    }
+    let proc = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc.as_ptr(),
+            libc::AT_FDCWD,
+            d.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Renames `tmp` to `dst`; without `replace`, refuses (with `EEXIST`) to

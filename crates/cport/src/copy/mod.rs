@@ -12,14 +12,24 @@
 //! Safety of the destination:
 //! - DST is refused when it exists, unless `--force`, and when it is a
 //!   directory or the source itself;
-//! - the copy goes to a hidden temporary file in DST's directory
-//!   (`.NAME.cport-PID-N.tmp`, mode 0600), preallocated to the source's size
-//!   (so a full disk is usually found before any byte is copied; skip with
-//!   `--no-preallocate`), then flushed (`fsync`), checked to be exactly the
-//!   source's size, given the source's permission bits and renamed over DST
-//!   (without `--force`, with `RENAME_NOREPLACE`, so a DST that appeared
-//!   meanwhile is not overwritten). Any failure, or SIGINT/SIGTERM, removes
-//!   the temporary file: DST is either the complete copy or untouched.
+//! - the copy goes to a temporary file in DST's directory (mode 0600),
+//!   preallocated to the source's size (so a full disk is usually found
+//!   before any byte is copied; skip with `--no-preallocate`), then flushed
+//!   (`fsync`), checked to be exactly the source's size, given the source's
+//!   permission bits and put in place as DST. Any failure, or
+//!   SIGINT/SIGTERM, removes it: DST is either the complete copy or
+//!   untouched;
+//! - that file has no name where the filesystem allows (`O_TMPFILE`), so a
+//!   copy killed with SIGKILL leaves nothing behind: it is linked as DST at
+//!   the end (`linkat`, which refuses a DST that appeared meanwhile; with
+//!   `--force`, linked under a hidden name and renamed over DST).
+//!   Elsewhere it is a hidden file (`.NAME.cport-PID-N.tmp`) renamed over
+//!   DST (without `--force`, with `RENAME_NOREPLACE`); hidden files of
+//!   copies to the same DST whose process is gone (killed) are removed by
+//!   the next copy;
+//! - SIGINT and SIGTERM are taken from the start: before the copy runs they
+//!   end the program at once; a source that is not a regular file (a FIFO,
+//!   whose `open` would block until a writer comes) is refused at once.
 //!
 //! `--direct` opens both files with `O_DIRECT` and uses buffers aligned to
 //! 4096 bytes (`Buf::aligned`); the block size must be a multiple of 4096.
@@ -152,27 +162,28 @@ macro_rules! say {
 pub fn run(a: Args) -> io::Result<()> {
     let started = Instant::now();
     // Before any thread starts: SIGINT/SIGTERM are taken by our thread,
-    // which cancels the copy so the temporary file is removed.
-    let signals = progress::take_signals()?;
+    // from now on (the source's `open` may block).
+    let signals = progress::Signals::watch(progress::take_signals()?)?;
     checks::check_args(&a)?;
     let (src, src_meta) = checks::open_source(&a.src, a.direct)?;
     let dst = checks::check_dest(&a.src, &src_meta, &a.dst, a.force)?;
     let size = src_meta.len();
 
     // The temporary file, removed on every path but success.
-    let (tmp_file, mut tmp) = dest::create_temp_in(&dst.dir, dst.name)?;
+    let (tmp_file, mut tmp) = dest::create_temp_in(&dst.dir, dst.name, a.direct)?;
+    signals.temp(tmp.named.clone());
     let fail = |e: io::Error| dst.failed(&a.src, e);
     if size > 0 && !a.no_preallocate {
         dest::reserve(&tmp_file, size, &dst.dir).map_err(fail)?;
     }
-    let dst_io = dest::open_for_io(&tmp_file, &tmp.path, a.direct, &dst.dir).map_err(fail)?;
+    let dst_io = dest::open_for_io(&tmp_file, &tmp, a.direct, &dst.dir).map_err(fail)?;
 
     // One port, both files associated with it.
     let port = pipeline::open_port(a.backend)?;
     let src_check = src.try_clone().map_err(fail)?;
     let src_h = port.associate(src, SRC_KEY).map_err(|e| fail(e.error))?;
     let dst_h = port.associate(dst_io, DST_KEY).map_err(|e| fail(e.error))?;
-    let interrupted = progress::watch_signals(signals, &port, &tmp.path).map_err(fail)?;
+    signals.running(&port);
     let bar = progress::bar(size);
 
     let plan = Plan {
@@ -206,7 +217,7 @@ pub fn run(a: Args) -> io::Result<()> {
         src_path: &a.src,
         dst_path: &a.dst,
         force: a.force,
-        interrupted: &interrupted,
+        interrupted: &signals.interrupted,
     };
     dest::finish(&tmp_file, &mut tmp, &finish).map_err(fail)?;
     report(&a, &port, &plan, started.elapsed());

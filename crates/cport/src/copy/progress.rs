@@ -1,12 +1,12 @@
 //! What the user sees and sends while a copy runs: the progress bar on
-//! stderr, and SIGINT/SIGTERM, which a thread of ours turns into a cancel
-//! posted to the port.
+//! stderr, and SIGINT/SIGTERM, which a thread of ours takes from the start
+//! and, once the copy runs, turns into a cancel posted to the port.
 
 use std::fs;
 use std::io::{self, IsTerminal};
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use super::err;
 use super::pipeline::{Op, CANCEL_KEY};
 use crate::echo::{signal_name, TermSignals};
 
-/// Blocks SIGINT/SIGTERM (to be taken by [`watch_signals`]'s thread) and
+/// Blocks SIGINT/SIGTERM (to be taken by [`Signals::watch`]'s thread) and
 /// ignores SIGXFSZ. Call before any thread starts.
 pub(super) fn take_signals() -> io::Result<TermSignals> {
     let signals = TermSignals::block()
@@ -29,32 +29,74 @@ pub(super) fn take_signals() -> io::Result<TermSignals> {
     Ok(signals)
 }
 
-/// Starts the thread that takes `signals`: the first cancels the copy
-/// (through `port`, so the dequeue loop sees it); a second removes the
-/// temporary file at `tmp_path` and exits. Returns the flag it sets.
-pub(super) fn watch_signals(
-    signals: TermSignals,
-    port: &Port<Op>,
-    tmp_path: &Path,
-) -> io::Result<Arc<AtomicBool>> {
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let (port, flag, tmp_path) = (port.clone(), interrupted.clone(), tmp_path.to_path_buf());
-    thread::Builder::new()
-        .name("cport-signals".into())
-        .spawn(move || loop {
-            let Ok(sig) = signals.wait() else { return };
-            if flag.swap(true, Ordering::AcqRel) {
-                let _ = fs::remove_file(&tmp_path);
-                eprintln!(
-                    "cport copy: {} received again, exiting now",
-                    signal_name(sig)
-                );
-                std::process::exit(130);
-            }
-            let _ = port.post(CANCEL_KEY, 0, Op::Cancel(sig));
-        })
-        .map_err(|e| err(e.kind(), format!("cannot start the signal thread: {e}")))?;
-    Ok(interrupted)
+/// What the signal thread knows of the copy: set as the copy gets going.
+#[derive(Default)]
+struct Stage {
+    /// The hidden temporary file, once there is one with a name.
+    temp: Option<PathBuf>,
+    /// The port, once the copy runs: a signal then cancels through it.
+    port: Option<Port<Op>>,
+}
+
+/// The thread that takes SIGINT/SIGTERM, started before the copy opens
+/// anything (an `open` may block): before the copy runs, the first signal
+/// removes the temporary file if there is one and exits (status 128 +
+/// signal); while it runs, the first cancels it through the port (the
+/// dequeue loop sees it and cleans up), a second removes the temporary
+/// file and exits.
+pub(super) struct Signals {
+    stage: Mutex<Stage>,
+    /// Set by the first signal: the copy must not be renamed into place.
+    pub interrupted: AtomicBool,
+}
+
+impl Signals {
+    pub(super) fn watch(signals: TermSignals) -> io::Result<Arc<Signals>> {
+        let me = Arc::new(Signals {
+            stage: Mutex::new(Stage::default()),
+            interrupted: AtomicBool::new(false),
+        });
+        let watch = me.clone();
+        thread::Builder::new()
+            .name("cport-signals".into())
+            .spawn(move || loop {
+                let Ok(sig) = signals.wait() else { return };
+                let again = watch.interrupted.swap(true, Ordering::AcqRel);
+                let stage = watch.stage.lock().unwrap_or_else(|e| e.into_inner());
+                match &stage.port {
+                    Some(port) if !again => {
+                        let _ = port.post(CANCEL_KEY, 0, Op::Cancel(sig));
+                    }
+                    _ => {
+                        if let Some(t) = &stage.temp {
+                            let _ = fs::remove_file(t);
+                        }
+                        eprintln!(
+                            "cport copy: interrupted by {}{}, exiting now; DST untouched",
+                            signal_name(sig),
+                            if again {
+                                " again"
+                            } else {
+                                " before the copy started"
+                            }
+                        );
+                        std::process::exit(128 + sig);
+                    }
+                }
+            })
+            .map_err(|e| err(e.kind(), format!("cannot start the signal thread: {e}")))?;
+        Ok(me)
+    }
+
+    /// The hidden temporary file a signal must remove (`None`: unnamed).
+    pub(super) fn temp(&self, path: Option<PathBuf>) {
+        self.stage.lock().unwrap_or_else(|e| e.into_inner()).temp = path;
+    }
+
+    /// The copy runs: the first signal cancels it through `port`.
+    pub(super) fn running(&self, port: &Port<Op>) {
+        self.stage.lock().unwrap_or_else(|e| e.into_inner()).port = Some(port.clone());
+    }
 }
 
 /// A bar of `size` bytes on stderr when it is a terminal; else a hidden one.
