@@ -19,6 +19,26 @@
 //! spare capacity (`len..capacity`) and advance the length by the bytes
 //! received, exactly as `Read::read_to_end` appends. To receive into a
 //! whole buffer, start from [`Buf::with_capacity`] or call [`Buf::clear`].
+//!
+//! # Windows into a buffer, without copying
+//!
+//! - [`Buf::consume`] drops bytes from the front of the filled part in
+//!   O(1): after a short send of `n` bytes, `buf.consume(n)` and send `buf`
+//!   again — the rest goes, nothing is copied ([`Buf::consume_vectored`]
+//!   does the same across the buffers of a vectored send). [`Buf::clear`]
+//!   makes the whole allocation usable again.
+//! - [`Buf::set_spare_limit`] caps how much of the spare capacity a receive
+//!   fills, so one large buffer can take a small read.
+//!
+//! ```
+//! use completion_port::Buf;
+//! let mut b = Buf::copy_from(b"hello, world");
+//! b.consume(7); // say `send` took 7 bytes
+//! assert_eq!(&b[..], b"world");
+//! let mut big = Buf::with_capacity(64 * 1024);
+//! big.set_spare_limit(Some(512)); // a receive fills at most 512 bytes
+//! assert_eq!(big.spare_capacity(), 512);
+//! ```
 
 use std::alloc::{self, Layout};
 use std::fmt;
@@ -42,6 +62,12 @@ pub struct Buf {
     /// The memory belongs to someone else ([`Buf::from_raw_parts`]): never
     /// freed or reallocated in place by this `Buf`.
     foreign: bool,
+    /// Bytes consumed from the front ([`Buf::consume`]): the contents are
+    /// `head..len`. `head <= len`.
+    head: usize,
+    /// At most this much of the spare capacity is offered to a receive
+    /// ([`Buf::set_spare_limit`]; `usize::MAX`: no limit).
+    limit: usize,
 }
 
 // SAFETY: `Buf` owns its allocation exclusively, like `Vec<u8>`.
@@ -77,6 +103,8 @@ impl Buf {
                 cap: 0,
                 align,
                 foreign: false,
+                head: 0,
+                limit: usize::MAX,
             });
         }
         // SAFETY: `layout` has a non-zero size.
@@ -90,6 +118,8 @@ impl Buf {
             cap: capacity,
             align,
             foreign: false,
+            head: 0,
+            limit: usize::MAX,
         })
     }
 
@@ -113,6 +143,8 @@ impl Buf {
             cap,
             align: 1,
             foreign: true,
+            head: 0,
+            limit: usize::MAX,
         }
     }
 
@@ -127,14 +159,14 @@ impl Buf {
         Buf::from(bytes.to_vec())
     }
 
-    /// Number of filled bytes.
+    /// Number of filled bytes (after those consumed).
     pub fn len(&self) -> usize {
-        self.len
+        self.len - self.head
     }
 
     /// Whether no byte is filled.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len == self.head
     }
 
     /// Size of the allocation.
@@ -142,9 +174,46 @@ impl Buf {
         self.cap
     }
 
-    /// Room left after the filled bytes: what a receiving operation fills.
+    /// Room left after the filled bytes that a receiving operation fills:
+    /// up to the end of the allocation, and no more than the spare limit
+    /// ([`set_spare_limit`](Self::set_spare_limit)).
     pub fn spare_capacity(&self) -> usize {
-        self.cap - self.len
+        (self.cap - self.len).min(self.limit)
+    }
+
+    /// Drops the first `n` filled bytes (all of them if fewer are filled)
+    /// without moving the rest: a send issued next transfers what follows.
+    /// O(1); the space is reused once the buffer is cleared.
+    pub fn consume(&mut self, n: usize) {
+        self.head += n.min(self.len());
+    }
+
+    /// Consumes `n` bytes across `bufs`, in order, as a vectored send of
+    /// them transferred `n` bytes: fully sent buffers end empty, the first
+    /// partly sent one keeps its rest. Returns what is left of `n` beyond
+    /// the buffers' filled bytes (0 when they held `n` or more).
+    ///
+    /// ```
+    /// use completion_port::Buf;
+    /// let mut v = vec![Buf::copy_from(b"abc"), Buf::copy_from(b"defg")];
+    /// assert_eq!(Buf::consume_vectored(&mut v, 5), 0);
+    /// assert_eq!((&v[0][..], &v[1][..]), (&b""[..], &b"fg"[..]));
+    /// ```
+    pub fn consume_vectored(bufs: &mut [Buf], mut n: usize) -> usize {
+        for b in bufs {
+            let take = n.min(b.len());
+            b.consume(take);
+            n -= take;
+        }
+        n
+    }
+
+    /// Caps the spare capacity a receive fills at `limit` bytes (`None`:
+    /// the rest of the allocation), so a large buffer can take a small
+    /// read without another allocation. Kept until changed, across
+    /// receives and [`clear`](Self::clear).
+    pub fn set_spare_limit(&mut self, limit: Option<usize>) {
+        self.limit = limit.unwrap_or(usize::MAX);
     }
 
     /// Alignment of the allocation (1 for buffers made from a `Vec`).
@@ -152,14 +221,15 @@ impl Buf {
         self.align
     }
 
-    /// Forgets the filled bytes, keeping the allocation.
+    /// Forgets the filled (and consumed) bytes, keeping the allocation.
     pub fn clear(&mut self) {
         self.len = 0;
+        self.head = 0;
     }
 
     /// Shortens the filled part to `len` bytes; no effect if it is shorter.
     pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
+        self.len = self.head + self.len().min(len);
     }
 
     /// Appends `bytes`, growing the allocation (keeping its alignment) when
@@ -194,18 +264,30 @@ impl Buf {
         } else {
             Buf::aligned(new_cap, self.align).expect("buffer size overflows isize::MAX")
         };
-        // SAFETY: `grown` has room for `new_cap >= len` bytes; the two
-        // allocations are distinct.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), grown.ptr.as_ptr(), self.len) };
-        grown.len = self.len;
+        // Only the contents move (what was consumed stays behind).
+        let n = self.len();
+        // SAFETY: `grown` has room for `new_cap >= len >= n` bytes; the two
+        // allocations are distinct; `head..len` is initialised.
+        unsafe { std::ptr::copy_nonoverlapping(self.as_ptr(), grown.ptr.as_ptr(), n) };
+        grown.len = n;
+        grown.limit = self.limit;
         *self = grown;
     }
 
     /// The filled bytes as a `Vec<u8>`: free for buffers made from a `Vec`
     /// or with [`Buf::with_capacity`]; a copy for aligned buffers.
-    pub fn into_vec(self) -> Vec<u8> {
+    pub fn into_vec(mut self) -> Vec<u8> {
         if self.align != 1 || self.foreign {
             return self.as_ref().to_vec();
+        }
+        if self.head > 0 {
+            // A `Vec` starts at its allocation: move the contents there.
+            let n = self.len();
+            // SAFETY: `head..len` is initialised and within the allocation;
+            // `copy` handles the overlap.
+            unsafe { std::ptr::copy(self.as_ptr(), self.ptr.as_ptr(), n) };
+            self.len = n;
+            self.head = 0;
         }
         let me = std::mem::ManuallyDrop::new(self);
         if me.cap == 0 {
@@ -218,9 +300,11 @@ impl Buf {
         unsafe { Vec::from_raw_parts(me.ptr.as_ptr(), me.len, me.cap) }
     }
 
-    /// Pointer to the start of the allocation.
+    /// Pointer to the first filled byte (after those consumed): where a
+    /// send starts.
     pub(crate) fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
+        // SAFETY: `head <= len <= cap`: within (or one past) the allocation.
+        unsafe { self.ptr.as_ptr().add(self.head) }
     }
 
     /// Pointer to the first spare byte (`len`), where a receive writes.
@@ -258,6 +342,8 @@ impl From<Vec<u8>> for Buf {
                 cap: 0,
                 align: 1,
                 foreign: false,
+                head: 0,
+                limit: usize::MAX,
             };
         }
         Buf {
@@ -267,6 +353,8 @@ impl From<Vec<u8>> for Buf {
             cap: v.capacity(),
             align: 1,
             foreign: false,
+            head: 0,
+            limit: usize::MAX,
         }
     }
 }
@@ -309,15 +397,16 @@ impl Drop for Buf {
 impl Deref for Buf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: bytes `0..len` are initialised and owned by `self`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        // SAFETY: bytes `head..len` are initialised and owned by `self`.
+        unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len()) }
     }
 }
 
 impl DerefMut for Buf {
     fn deref_mut(&mut self) -> &mut [u8] {
+        let n = self.len();
         // SAFETY: as in `deref`, and `&mut self` makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.as_ptr().cast_mut(), n) }
     }
 }
 
@@ -338,6 +427,7 @@ impl Clone for Buf {
                 .expect("alignment was valid when the buffer was made")
         };
         b.extend_from_slice(self);
+        b.limit = self.limit;
         b
     }
 }
@@ -351,7 +441,8 @@ impl PartialEq for Buf {
 impl fmt::Debug for Buf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Buf")
-            .field("len", &self.len)
+            .field("len", &self.len())
+            .field("consumed", &self.head)
             .field("capacity", &self.cap)
             .field("align", &self.align)
             .finish()
@@ -448,6 +539,50 @@ mod tests {
         assert_eq!(b.clone().into_vec()[..5], [1, 2, 3, 4, 5]);
         drop(b);
         assert_eq!(mem[..5], [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn consume_windows_the_filled_part_without_moving_it() {
+        let mut b = Buf::copy_from(b"abcdefgh");
+        let base = b.as_ptr();
+        b.consume(3);
+        assert_eq!(&b[..], b"defgh");
+        assert_eq!(b.len(), 5);
+        // SAFETY: pointer arithmetic within the allocation, for comparison.
+        assert_eq!(b.as_ptr(), unsafe { base.add(3) }, "nothing moved");
+        b.consume(100); // more than is filled: everything, no panic
+        assert!(b.is_empty());
+        b.clear();
+        assert_eq!(b.len(), 0);
+        assert_eq!(b.spare_capacity(), b.capacity());
+        // Consumed, then grown or turned into a Vec: the contents move.
+        let mut b = Buf::copy_from(b"0123456789");
+        b.consume(4);
+        b.truncate(3);
+        assert_eq!(&b[..], b"456");
+        b.extend_from_slice(&[b'x'; 200]);
+        assert_eq!(&b[..4], b"456x");
+        assert_eq!(b.len(), 203);
+        let mut b = Buf::copy_from(b"0123456789");
+        b.consume(6);
+        assert_eq!(b.into_vec(), b"6789");
+    }
+
+    #[test]
+    fn spare_limit_caps_what_a_receive_fills() {
+        let mut b = Buf::with_capacity(1000);
+        b.set_spare_limit(Some(10));
+        assert_eq!(b.spare_capacity(), 10);
+        b.extend_from_slice(&[1; 995]);
+        assert_eq!(
+            b.spare_capacity(),
+            5,
+            "the end of the allocation comes first"
+        );
+        b.clear();
+        assert_eq!(b.spare_capacity(), 10, "kept across clear");
+        b.set_spare_limit(None);
+        assert_eq!(b.spare_capacity(), 1000);
     }
 
     #[test]

@@ -77,7 +77,9 @@ pub use error::{is_aborted, is_port_closed, GetError, Rejected};
 pub use handle::{AssociateError, Handle};
 pub use op::net::MAX_IOVECS;
 pub use op::{Accepted, FileStat, OpenOptions, PacketKind, Token};
-pub use port::{BlockingDetection, BlockingGuard, Delivery, Packet, Port, PortBuilder, PortStats};
+pub use port::{
+    BlockingDetection, BlockingGuard, Delivery, Packet, PacketParts, Port, PortBuilder, PortStats,
+};
 
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

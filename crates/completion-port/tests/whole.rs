@@ -197,7 +197,51 @@ fn port_close_with_waiting_receives(backend: Backend) {
     assert_eq!(port.stats().in_flight, 0);
 }
 
+/// A short send retried by hand without copying: `Buf::consume` the bytes
+/// sent and send the same buffer again, until it is empty.
+fn short_sends_retried_with_consume(backend: Backend) {
+    const N: usize = 4 << 20;
+    let port: Port<()> = port(backend, 2);
+    let (a, b) = UnixStream::pair().unwrap();
+    let a = port.associate(a, 1).unwrap();
+    let reader = slow_reader(b, N);
+    let mut buf = Buf::from(pattern(0, N));
+    let mut sent = 0;
+    while !buf.is_empty() {
+        a.send(buf, ()).unwrap();
+        let mut p = port.get(Some(WAIT)).unwrap();
+        let n = p.bytes();
+        assert!(n > 0, "{:?}", p.result);
+        sent += n;
+        buf = p.take_buf().unwrap();
+        buf.consume(n);
+    }
+    assert_eq!(sent, N);
+    assert!(reader.join().unwrap() == pattern(0, N));
+}
+
+/// A receive into a large buffer with a spare limit takes no more than it.
+fn receive_with_a_spare_limit(backend: Backend) {
+    let port: Port<()> = port(backend, 2);
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let a = port.associate(a, 1).unwrap();
+    b.write_all(b"abcdef").unwrap();
+    let mut buf = Buf::with_capacity(4096);
+    buf.set_spare_limit(Some(3));
+    a.recv(buf, ()).unwrap();
+    let mut buf = port.get(Some(WAIT)).unwrap().take_buf().unwrap();
+    assert_eq!(&buf[..], b"abc");
+    buf.clear();
+    a.recv(buf, ()).unwrap();
+    assert_eq!(
+        &port.get(Some(WAIT)).unwrap().take_buf().unwrap()[..],
+        b"def"
+    );
+}
+
 per_backend!(
+    short_sends_retried_with_consume,
+    receive_with_a_spare_limit,
     send_all_16_mib,
     whole_sends_keep_their_order,
     receives_keep_their_order,

@@ -115,7 +115,7 @@ use crossbeam_utils::CachePadded;
 
 pub use self::file_stat::FileStat;
 pub use self::monitor::BlockingDetection;
-pub use self::packet::{Accepted, Packet, PacketKind};
+pub use self::packet::{Accepted, Packet, PacketKind, PacketParts};
 pub use self::running::BlockingGuard;
 pub use self::stats::PortStats;
 pub(crate) use self::submit::CloseFd;

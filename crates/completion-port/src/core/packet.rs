@@ -216,6 +216,66 @@ impl<C> Packet<C> {
             peer,
         })
     }
+
+    /// Takes the packet apart: its key, kind, token, result and context,
+    /// with every buffer it hands back (one for a single-buffer operation,
+    /// in order for a vectored one) and what an accept or an open brought —
+    /// so the context can be moved out without taking the buffers first.
+    ///
+    /// ```
+    /// use completion_port::{Buf, Port};
+    /// # fn main() -> std::io::Result<()> {
+    /// struct Conn { id: u32 }
+    /// let port = Port::<Conn>::new(0)?;
+    /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+    /// let a = port.associate(a, 0)?;
+    /// a.recv(Buf::with_capacity(16), Conn { id: 7 })?;
+    /// std::io::Write::write_all(&mut b, b"hi")?;
+    /// let parts = port.get(None)?.into_parts();
+    /// let conn: Conn = parts.context; // moved out
+    /// assert_eq!((conn.id, &parts.bufs[0][..]), (7, &b"hi"[..]));
+    /// # Ok(()) }
+    /// ```
+    pub fn into_parts(mut self) -> PacketParts<C> {
+        let mut bufs = self.take_bufs();
+        if let Some(b) = self.take_buf() {
+            bufs.push(b);
+        }
+        let accepted = self.take_accepted();
+        let opened = self.take_opened();
+        PacketParts {
+            key: self.key,
+            kind: self.kind,
+            token: self.token(),
+            result: self.result,
+            context: self.context,
+            bufs,
+            accepted,
+            opened,
+        }
+    }
+}
+
+/// A [`Packet`] taken apart ([`Packet::into_parts`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct PacketParts<C> {
+    /// The completion key.
+    pub key: usize,
+    /// Which call produced it.
+    pub kind: PacketKind,
+    /// The operation's token (`None` for posts).
+    pub token: Option<Token>,
+    /// Bytes transferred, or the error.
+    pub result: io::Result<usize>,
+    /// The context.
+    pub context: C,
+    /// Every buffer the operation owned, in order.
+    pub bufs: Vec<Buf>,
+    /// The connection of a successful accept.
+    pub accepted: Option<Accepted>,
+    /// The file of a successful open.
+    pub opened: Option<std::fs::File>,
 }
 
 impl<C: fmt::Debug> fmt::Debug for Packet<C> {

@@ -79,7 +79,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::core::{BlockingDetection, BlockingGuard, Delivery, Packet, PortStats};
+pub use crate::core::{BlockingDetection, BlockingGuard, Delivery, Packet, PacketParts, PortStats};
 
 use crate::core::{monitor, running, CompletionHook, Core, Token};
 use crate::driver::{Backend, Config, Driver};
