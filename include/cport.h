@@ -1119,7 +1119,7 @@ int cport_getaddrinfo(const char *node,
 int ioctlsocket(SOCKET s, long cmd, unsigned long *argp);
 
 // Accepts a connection into the pre-created socket `sAcceptSocket`
-// (spec §7.28): the packet arrives on the **listening** socket's port and
+// (windows-semantics §7.28): the packet arrives on the **listening** socket's port and
 // key. When the connection arrives, it replaces `sAcceptSocket`'s socket
 // (the fd number stays; `dup3`), its local and remote addresses are
 // written after the receive area of `lpOutputBuffer` (read them with
@@ -1150,7 +1150,7 @@ BOOL AcceptEx(SOCKET sListenSocket,
               LPDWORD lpdwBytesReceived,
               LPOVERLAPPED lpOverlapped);
 
-// Finds the addresses `AcceptEx` wrote (spec §7.28). Each pointer points
+// Finds the addresses `AcceptEx` wrote (windows-semantics §7.28). Each pointer points
 // into `lpOutputBuffer`; lengths are the addresses' sizes.
 //
 // # Safety
@@ -1165,7 +1165,7 @@ void GetAcceptExSockaddrs(LPVOID lpOutputBuffer,
                           struct sockaddr **RemoteSockaddr,
                           int32_t *RemoteSockaddrLength);
 
-// Connects a **bound** socket associated with a port (spec §7.29): the
+// Connects a **bound** socket associated with a port (windows-semantics §7.29): the
 // packet comes on the socket's port and key, after `dwSendDataLength`
 // bytes of `lpSendBuffer`, if any, were sent (the packet's bytes).
 // `WSAEINVAL` for an unbound or unassociated socket.
@@ -1208,7 +1208,7 @@ int32_t WSAIoctl(SOCKET s,
                  LPWSAOVERLAPPED lpOverlapped,
                  LPWSAOVERLAPPED_COMPLETION_ROUTINE lpCompletionRoutine);
 
-// Reads from a file, pipe or socket (spec §3.11, §5.24): at the
+// Reads from a file, pipe or socket (windows-semantics §3.11, §5.24): at the
 // OVERLAPPED's offset for files. Overlapped: `FALSE` with
 // `ERROR_IO_PENDING` (or `TRUE` in skip-on-success mode when it completed
 // in the call). Reading at or past the end of a file fails with
@@ -1259,7 +1259,7 @@ BOOL GetOverlappedResult(HANDLE hFile,
                          BOOL bWait);
 
 // Cancels one operation (`lpOverlapped`) or every operation on the handle
-// (`NULL`), from any thread (spec §6.25). Each cancelled operation still
+// (`NULL`), from any thread (windows-semantics §6.25). Each cancelled operation still
 // queues its packet, with `ERROR_OPERATION_ABORTED`, unless it completed
 // first. Nothing to cancel: `ERROR_NOT_FOUND`.
 //
@@ -1275,7 +1275,7 @@ BOOL CancelIoEx(HANDLE hFile, LPOVERLAPPED lpOverlapped);
 BOOL CancelIo(HANDLE hFile);
 
 // `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`: an operation that succeeds
-// during its call returns `TRUE` and queues no packet (spec §3.13). Such
+// during its call returns `TRUE` and queues no packet (windows-semantics §3.13). Such
 // completions happen on the epoll backend (data already there); io_uring
 // completes every operation after its call, so there every operation
 // still yields a packet. `FILE_SKIP_SET_EVENT_ON_HANDLE` is accepted and
@@ -1285,7 +1285,7 @@ BOOL CancelIo(HANDLE hFile);
 // Nothing is dereferenced.
 BOOL SetFileCompletionNotificationModes(HANDLE FileHandle, uint8_t Flags);
 
-// Closes a port, a file, or a socket/fd (spec §2.10, §6.26–27).
+// Closes a port, a file, or a socket/fd (windows-semantics §2.10, §6.26–27).
 //
 // - port: threads waiting in `GetQueuedCompletionStatus` return `FALSE`
 //   with `ERROR_ABANDONED_WAIT_0`; queued packets are discarded;
@@ -1420,7 +1420,7 @@ BOOL DeleteFileA(LPCSTR lpFileName);
 int cport_fd(HANDLE h);
 
 // Creates a port (`FileHandle == INVALID_HANDLE_VALUE`) or associates a
-// file, socket or pipe with one (spec §1.1, §2.6–8).
+// file, socket or pipe with one (windows-semantics §1.1, §2.6–8).
 //
 // `NumberOfConcurrentThreads` is the concurrency value (0: the number of
 // CPUs); it is ignored when associating with an existing port. Returns
@@ -1435,7 +1435,7 @@ HANDLE CreateIoCompletionPort(HANDLE FileHandle,
                               ULONG_PTR CompletionKey,
                               DWORD NumberOfConcurrentThreads);
 
-// Dequeues one packet (spec §4.17).
+// Dequeues one packet (windows-semantics §4.17).
 //
 // - success packet: `TRUE`, with bytes, key and OVERLAPPED set;
 // - failed I/O: `FALSE`, `*lpOverlapped != NULL`, bytes and key set, the
@@ -1457,7 +1457,7 @@ BOOL GetQueuedCompletionStatus(HANDLE CompletionPort,
                                DWORD dwMilliseconds);
 
 // Dequeues up to `ulCount` packets: waits for at least one, then takes
-// what is queued without waiting for more (spec §4.18). Each entry's
+// what is queued without waiting for more (windows-semantics §4.18). Each entry's
 // `Internal` holds the operation's NTSTATUS (0 for success). Time-out:
 // `FALSE`, `WAIT_TIMEOUT`, `*ulNumEntriesRemoved = 0`.
 //
@@ -1475,7 +1475,7 @@ BOOL GetQueuedCompletionStatusEx(HANDLE CompletionPort,
                                  DWORD dwMilliseconds,
                                  BOOL fAlertable);
 
-// Queues a packet carrying exactly these values (spec §4.19); the
+// Queues a packet carrying exactly these values (windows-semantics §4.19); the
 // OVERLAPPED pointer is passed through untouched and may be any value.
 //
 // # Safety
@@ -1528,14 +1528,14 @@ SOCKET WSASocketA(int32_t af,
                   DWORD dwFlags);
 
 // Closes a socket: cancels its operations in flight (each queues its
-// packet with `ERROR_OPERATION_ABORTED`, spec §5.22) and ends the
+// packet with `ERROR_OPERATION_ABORTED`, windows-semantics §5.22) and ends the
 // `AcceptEx` operations it is the listener or accept socket of, ends its
 // association, wakes the threads blocked on it in `accept`, `recv`,
 // `send`, … (they fail with `WSAEINTR` through the header's wrappers; see
 // `blocked.rs`), closes the fd. 0, or `SOCKET_ERROR` with `WSAENOTSOCK`.
 int32_t closesocket(SOCKET s);
 
-// Receives into one or more buffers (spec §7.30–31). Overlapped (an
+// Receives into one or more buffers (windows-semantics §7.30–31). Overlapped (an
 // OVERLAPPED on an associated socket): `SOCKET_ERROR` with
 // `WSA_IO_PENDING`, and one packet with the total bytes; a zero-length
 // buffer waits for data without consuming it; 0 bytes with success means

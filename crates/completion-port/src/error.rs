@@ -114,7 +114,7 @@ pub(crate) fn invalid_input(msg: impl Into<String>) -> io::Error {
 
 /// An operation or post the port refused at the call: the error, and
 /// everything the call was given, handed back untouched. No packet will
-/// come for it (spec §3.13, "failed at once").
+/// come for it (windows-semantics §3.13, "failed at once").
 ///
 /// `?` turns it into its `io::Error` (dropping the context and buffers).
 pub struct Rejected<C> {

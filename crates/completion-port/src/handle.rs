@@ -182,7 +182,7 @@ impl<C: Send + 'static> Handle<C> {
     }
 
     /// Cancels the operation `token` (returned when it was issued on this
-    /// handle), from any thread (spec §6.25, `CancelIoEx(h, ov)`).
+    /// handle), from any thread (windows-semantics §6.25, `CancelIoEx(h, ov)`).
     ///
     /// The operation still yields exactly one packet: with `ECANCELED`
     /// (kind `Other`, see [`is_aborted`](crate::is_aborted)) and its buffers,
@@ -204,7 +204,7 @@ impl<C: Send + 'static> Handle<C> {
         self.inner.core.cancel(&self.inner.owner, None)
     }
 
-    /// Closes the handle (`CloseHandle` with I/O pending, spec §6.26): every
+    /// Closes the handle (`CloseHandle` with I/O pending, windows-semantics §6.26): every
     /// operation in flight is cancelled and still yields its packet, with
     /// its buffers; new operations on this handle (any clone) are refused
     /// with `EBADF`. The fd itself is closed once the last clone is dropped
@@ -222,7 +222,8 @@ impl<C: Send + 'static> Handle<C> {
     }
 
     /// A clone of this handle whose operations queue **no packet** (the
-    /// `hEvent` low-bit analogue, spec §3.14): each one's result is kept by
+    /// Rust form of an `OVERLAPPED` whose `hEvent` has its low bit set,
+    /// windows-semantics §3.14): each one's result is kept by
     /// its token, to be taken with [`Port::take_result`](crate::Port::take_result)
     /// or waited for with [`Port::wait_result`](crate::Port::wait_result)
     /// (`GetOverlappedResult`). A result nobody takes is kept until the

@@ -1,4 +1,4 @@
-//! Calls refused at once (spec §3.13 "failed at once": no packet), with
+//! Calls refused at once (windows-semantics §3.13 "failed at once": no packet), with
 //! everything they were given handed back.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Blocked-thread detection (spec §1.4, README "The concurrency value"): a
+//! Blocked-thread detection (windows-semantics §1.4, README "The concurrency value"): a
 //! thread that runs for a port and blocks in the kernel without a blocking
 //! scope stops counting as running, so another waiter is released; when it
 //! runs again it counts again (the count may exceed the concurrency value),

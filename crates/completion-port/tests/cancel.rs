@@ -1,4 +1,4 @@
-//! Cancel and close (spec §6.25–26) on both backends: a cancelled operation
+//! Cancel and close (windows-semantics §6.25–26) on both backends: a cancelled operation
 //! still yields exactly one packet, aborted or with its real result; nothing
 //! to cancel is `NotFound`; closing a handle cancels its I/O, refuses new
 //! operations, and its fd number is not reused while any op could use it.
@@ -193,7 +193,7 @@ fn close_with_pending_operations(backend: Backend) {
     eprintln!("fd number reused by the new socket: {reused}");
 }
 
-/// A cancelled accept and connect (spec §6.25 for every kind of op).
+/// A cancelled accept and connect (windows-semantics §6.25 for every kind of op).
 fn cancel_accept(backend: Backend) {
     let port = port::<u32>(backend, 2);
     let l = port

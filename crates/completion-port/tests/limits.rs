@@ -1,4 +1,4 @@
-//! Never drop, never stall (spec §3.16 under load): completion bursts far
+//! Never drop, never stall (windows-semantics §3.16 under load): completion bursts far
 //! larger than the ring, a port with 100 000 operations pending, and a
 //! handler that panics.
 

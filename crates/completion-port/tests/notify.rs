@@ -1,5 +1,5 @@
-//! Notification modes (spec §3.13–14) on both backends: operations issued
-//! without packets (the `hEvent` low-bit analogue) and skip-on-success
+//! Notification modes (windows-semantics §3.13–14) on both backends: operations issued
+//! without packets (windows-semantics §3.14) and skip-on-success
 //! handles, with results taken by token (`GetOverlappedResult`).
 
 mod common;

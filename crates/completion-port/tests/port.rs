@@ -1,4 +1,4 @@
-//! The port itself (spec §1 and §4): FIFO queue, LIFO release of waiters,
+//! The port itself (windows-semantics §1 and §4): FIFO queue, LIFO release of waiters,
 //! the concurrency value, time-outs, `get_many`, `post`, `close`.
 //!
 //! Ports here have blocking detection off (`common::explicit_port`): these

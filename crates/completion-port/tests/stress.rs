@@ -1,4 +1,4 @@
-//! Seeded exactly-once stress (spec §3.16): several threads issue a random
+//! Seeded exactly-once stress (windows-semantics §3.16): several threads issue a random
 //! mix of nops, posts, file writes and reads, and socket sends and receives
 //! over a few loopback connections, and dequeue concurrently. Every issued
 //! operation's packet must be seen exactly once, with the right key, kind,

@@ -1,5 +1,5 @@
 //! The Microsoft extensions of Winsock (`<mswsock.h>`): `AcceptEx`,
-//! `GetAcceptExSockaddrs`, `ConnectEx` (spec §7.28–29), `WSAIoctl`'s
+//! `GetAcceptExSockaddrs`, `ConnectEx` (windows-semantics §7.28–29), `WSAIoctl`'s
 //! `SIO_GET_EXTENSION_FUNCTION_POINTER` that hands out their addresses, and their
 //! completions, which may issue a second stage (the first receive of an
 //! `AcceptEx`, the data of a `ConnectEx`) before the caller sees a packet.
@@ -42,7 +42,7 @@ fn addr_room(family: i32) -> usize {
 }
 
 /// Accepts a connection into the pre-created socket `sAcceptSocket`
-/// (spec §7.28): the packet arrives on the **listening** socket's port and
+/// (windows-semantics §7.28): the packet arrives on the **listening** socket's port and
 /// key. When the connection arrives, it replaces `sAcceptSocket`'s socket
 /// (the fd number stays; `dup3`), its local and remote addresses are
 /// written after the receive area of `lpOutputBuffer` (read them with
@@ -242,7 +242,7 @@ pub(crate) fn accepted(packet: &mut Packet<FfiOp>) -> Option<(DWORD, DWORD)> {
     }
 }
 
-/// Finds the addresses `AcceptEx` wrote (spec §7.28). Each pointer points
+/// Finds the addresses `AcceptEx` wrote (windows-semantics §7.28). Each pointer points
 /// into `lpOutputBuffer`; lengths are the addresses' sizes.
 ///
 /// # Safety
@@ -300,7 +300,7 @@ pub(crate) struct ConnectSend {
     len: DWORD,
 }
 
-/// Connects a **bound** socket associated with a port (spec §7.29): the
+/// Connects a **bound** socket associated with a port (windows-semantics §7.29): the
 /// packet comes on the socket's port and key, after `dwSendDataLength`
 /// bytes of `lpSendBuffer`, if any, were sent (the packet's bytes).
 /// `WSAEINVAL` for an unbound or unassociated socket.

@@ -29,7 +29,7 @@ pub(crate) enum Dir {
     Write,
 }
 
-/// Reads from a file, pipe or socket (spec §3.11, §5.24): at the
+/// Reads from a file, pipe or socket (windows-semantics §3.11, §5.24): at the
 /// OVERLAPPED's offset for files. Overlapped: `FALSE` with
 /// `ERROR_IO_PENDING` (or `TRUE` in skip-on-success mode when it completed
 /// in the call). Reading at or past the end of a file fails with
@@ -110,7 +110,7 @@ unsafe fn transfer(
     }
     let target = match object::io_target(h) {
         // A read of a write-only file (or the reverse) fails at the call,
-        // queuing nothing (spec §3.13), as on Windows.
+        // queuing nothing (windows-semantics §3.13), as on Windows.
         Ok(Io::Known(t)) if !t.allows(dir == Dir::Read) => return fail(ERROR_ACCESS_DENIED),
         Ok(Io::Known(t)) => t,
         Ok(Io::Plain(fd)) => {
@@ -146,7 +146,7 @@ unsafe fn transfer(
                 return assoc.port.port.post(handle.key(), 0, ctx).map(|()| None);
             }
             // SAFETY: the caller lends `n` bytes at `buf` until the packet is
-            // dequeued (spec §3.12); reads fill them, writes send them.
+            // dequeued (windows-semantics §3.12); reads fill them, writes send them.
             let b = unsafe {
                 match dir {
                     Dir::Read => Buf::from_raw_parts(buf, 0, n as usize),
@@ -331,7 +331,7 @@ unsafe fn read_result(ov: LPOVERLAPPED, lpNumberOfBytesTransferred: LPDWORD) -> 
 }
 
 /// Cancels one operation (`lpOverlapped`) or every operation on the handle
-/// (`NULL`), from any thread (spec §6.25). Each cancelled operation still
+/// (`NULL`), from any thread (windows-semantics §6.25). Each cancelled operation still
 /// queues its packet, with `ERROR_OPERATION_ABORTED`, unless it completed
 /// first. Nothing to cancel: `ERROR_NOT_FOUND`.
 ///
@@ -407,7 +407,7 @@ fn cancel(
 }
 
 /// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`: an operation that succeeds
-/// during its call returns `TRUE` and queues no packet (spec §3.13). Such
+/// during its call returns `TRUE` and queues no packet (windows-semantics §3.13). Such
 /// completions happen on the epoll backend (data already there); io_uring
 /// completes every operation after its call, so there every operation
 /// still yields a packet. `FILE_SKIP_SET_EVENT_ON_HANDLE` is accepted and
@@ -434,7 +434,7 @@ pub unsafe extern "C" fn SetFileCompletionNotificationModes(FileHandle: HANDLE, 
     TRUE
 }
 
-/// Closes a port, a file, or a socket/fd (spec §2.10, §6.26–27).
+/// Closes a port, a file, or a socket/fd (windows-semantics §2.10, §6.26–27).
 ///
 /// - port: threads waiting in `GetQueuedCompletionStatus` return `FALSE`
 ///   with `ERROR_ABANDONED_WAIT_0`; queued packets are discarded;
@@ -493,7 +493,7 @@ pub extern "C" fn SetLastError(dwErrCode: DWORD) {
 #[no_mangle]
 pub extern "C" fn Sleep(dwMilliseconds: DWORD) {
     // The blocking scope is what makes the documented behaviour true: the
-    // port cannot see a plain sleep (spec §1.4).
+    // port cannot see a plain sleep (windows-semantics §1.4).
     crate::port::blocking(|| {
         if dwMilliseconds == INFINITE {
             loop {

@@ -1,6 +1,6 @@
 //! Starting an overlapped operation on an associated handle: the steps
 //! every `ReadFile`, `WriteFile`, `WSARecv`, `WSASend`, `AcceptEx` and
-//! `ConnectEx` share (spec §3.11–14).
+//! `ConnectEx` share (windows-semantics §3.11–14).
 
 use std::sync::Arc;
 
@@ -47,7 +47,7 @@ pub(crate) fn start(
 ) -> Result<Started, DWORD> {
     check_overlapped(ov)?;
     // SAFETY: `ov` is non-null and aligned (checked); the caller hands it
-    // to the system for the duration of the operation (spec §3.12).
+    // to the system for the duration of the operation (windows-semantics §3.12).
     let no_packet = unsafe { overlapped::wants_no_packet(ov) };
     let handle = if no_packet {
         assoc.handle.without_packets()

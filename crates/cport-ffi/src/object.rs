@@ -72,7 +72,7 @@ pub(crate) struct Target {
     /// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` was set.
     pub(crate) skip_on_success: AtomicBool,
     /// `O_ACCMODE` of the fd, so that a read of a write-only file (or the
-    /// reverse) fails at the call, as on Windows (spec §3.13), instead of
+    /// reverse) fails at the call, as on Windows (windows-semantics §3.13), instead of
     /// in a packet.
     access: i32,
     /// Seen connected once (or not a connection-oriented socket): the
@@ -126,7 +126,7 @@ impl Target {
 
     /// False for a stream (or seqpacket) socket that is not connected: a
     /// transfer on it fails at the call with `WSAENOTCONN`, as on Windows
-    /// (spec §3.13), instead of in a packet. Once seen connected, the
+    /// (windows-semantics §3.13), instead of in a packet. Once seen connected, the
     /// answer is cached (later failures, such as a reset, come in packets).
     pub(crate) fn is_connected(&self) -> bool {
         if self.connected.load(Ordering::Relaxed) {
@@ -166,7 +166,7 @@ impl Target {
     }
 
     /// Associates with `port` under `key`; `ERROR_INVALID_PARAMETER` when
-    /// already associated (spec §2.8).
+    /// already associated (windows-semantics §2.8).
     pub(crate) fn associate(&self, port: &Arc<FfiPort>, key: usize) -> Result<(), DWORD> {
         if self.assoc.get().is_some() {
             return Err(ERROR_INVALID_PARAMETER);

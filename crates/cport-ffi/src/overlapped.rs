@@ -379,7 +379,7 @@ pub(crate) fn is_usable(ov: LPOVERLAPPED) -> bool {
     !ov.is_null() && (ov as usize) % std::mem::align_of::<OVERLAPPED>() == 0
 }
 
-/// Whether `hEvent`'s low bit asks for no packet (spec §3.14).
+/// Whether `hEvent`'s low bit asks for no packet (windows-semantics §3.14).
 ///
 /// # Safety
 /// As [`fields`].

@@ -22,7 +22,7 @@ pub(crate) struct Delivered {
 }
 
 /// Creates a port (`FileHandle == INVALID_HANDLE_VALUE`) or associates a
-/// file, socket or pipe with one (spec §1.1, §2.6–8).
+/// file, socket or pipe with one (windows-semantics §1.1, §2.6–8).
 ///
 /// `NumberOfConcurrentThreads` is the concurrency value (0: the number of
 /// CPUs); it is ignored when associating with an existing port. Returns
@@ -120,7 +120,7 @@ fn remaining(deadline: Option<Instant>) -> Option<Duration> {
     deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
 
-/// Dequeues one packet (spec §4.17).
+/// Dequeues one packet (windows-semantics §4.17).
 ///
 /// - success packet: `TRUE`, with bytes, key and OVERLAPPED set;
 /// - failed I/O: `FALSE`, `*lpOverlapped != NULL`, bytes and key set, the
@@ -175,7 +175,7 @@ pub unsafe extern "C" fn GetQueuedCompletionStatus(
 }
 
 /// Dequeues up to `ulCount` packets: waits for at least one, then takes
-/// what is queued without waiting for more (spec §4.18). Each entry's
+/// what is queued without waiting for more (windows-semantics §4.18). Each entry's
 /// `Internal` holds the operation's NTSTATUS (0 for success). Time-out:
 /// `FALSE`, `WAIT_TIMEOUT`, `*ulNumEntriesRemoved = 0`.
 ///
@@ -243,7 +243,7 @@ pub unsafe extern "C" fn GetQueuedCompletionStatusEx(
     }
 }
 
-/// Queues a packet carrying exactly these values (spec §4.19); the
+/// Queues a packet carrying exactly these values (windows-semantics §4.19); the
 /// OVERLAPPED pointer is passed through untouched and may be any value.
 ///
 /// # Safety
@@ -286,7 +286,7 @@ fn note_running(port: &Arc<FfiPort>) {
 }
 
 /// Runs `f` as a blocked thread for the concurrency accounting of the port
-/// this thread last dequeued from (spec §1.4), if that port still exists.
+/// this thread last dequeued from (windows-semantics §1.4), if that port still exists.
 pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match LAST_PORT.with(|p| p.borrow().upgrade()) {
         Some(port) => port.port.blocking(f),

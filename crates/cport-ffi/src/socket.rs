@@ -1,6 +1,6 @@
 //! Winsock: `WSAStartup`, `WSACleanup`, `WSASocketA/W`, `WSARecv`,
 //! `WSASend`, `WSAGetOverlappedResult`, `closesocket`, `WSAGetLastError`,
-//! `WSASetLastError` (spec §7). The Microsoft extensions (`AcceptEx`,
+//! `WSASetLastError` (windows-semantics §7). The Microsoft extensions (`AcceptEx`,
 //! `ConnectEx`, …) are in `extension.rs`.
 //!
 //! A `SOCKET` is the Linux fd: `bind`, `listen`, `setsockopt`,
@@ -114,7 +114,7 @@ pub unsafe extern "C" fn WSASocketA(
 }
 
 /// Closes a socket: cancels its operations in flight (each queues its
-/// packet with `ERROR_OPERATION_ABORTED`, spec §5.22) and ends the
+/// packet with `ERROR_OPERATION_ABORTED`, windows-semantics §5.22) and ends the
 /// `AcceptEx` operations it is the listener or accept socket of, ends its
 /// association, wakes the threads blocked on it in `accept`, `recv`,
 /// `send`, … (they fail with `WSAEINTR` through the header's wrappers; see
@@ -153,7 +153,7 @@ pub(crate) fn socket_target(s: SOCKET) -> Result<Io, DWORD> {
     Ok(io)
 }
 
-/// Receives into one or more buffers (spec §7.30–31). Overlapped (an
+/// Receives into one or more buffers (windows-semantics §7.30–31). Overlapped (an
 /// OVERLAPPED on an associated socket): `SOCKET_ERROR` with
 /// `WSA_IO_PENDING`, and one packet with the total bytes; a zero-length
 /// buffer waits for data without consuming it; 0 bytes with success means
@@ -255,7 +255,7 @@ unsafe fn wsa_transfer(
     let Some(assoc) = target.assoc.get() else {
         return fail_wsa(WSAENOTSOCK);
     };
-    // Not connected: fails at the call and queues nothing (spec §3.13), as
+    // Not connected: fails at the call and queues nothing (windows-semantics §3.13), as
     // on Windows; the backends would report it in a packet.
     if !target.is_connected() {
         return fail_wsa(WSAENOTCONN);
@@ -272,7 +272,7 @@ unsafe fn wsa_transfer(
                 .map(|b| {
                     let n = b.len as usize;
                     // SAFETY: the caller lends each buffer until the packet is
-                    // dequeued (spec §3.12).
+                    // dequeued (windows-semantics §3.12).
                     unsafe {
                         match dir {
                             Dir::Read => Buf::from_raw_parts(b.buf.cast(), 0, n),

@@ -72,7 +72,7 @@ pub struct OVERLAPPED_OFFSET {
 /// `HasOverlappedIoCompleted`. `hEvent` may name an event (`CreateEvent`):
 /// the operation resets it when it starts and signals it when it ends
 /// (`crate::win32::event`); with its low bit set, the operation queues no
-/// packet (spec §3.14).
+/// packet (windows-semantics §3.14).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct OVERLAPPED {

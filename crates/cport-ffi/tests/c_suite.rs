@@ -1,4 +1,4 @@
-//! The C test suite (`tests/c/suite.c`): the spec's statements through
+//! The C test suite (`tests/c/suite.c`): docs/windows-semantics.md's points through
 //! the C ABI, in plain C, on both backends.
 
 mod common;

@@ -5,7 +5,7 @@
 //!   one's context carries the listener's handle, to re-arm it);
 //! - each accepted socket is associated with its own key (the connection
 //!   id) and gets a heap [`Connection`] that travels as the context of its
-//!   one operation in flight, like the article's `Connection` that derives
+//!   one operation in flight, like the classic IOCP server's `Connection` that derives
 //!   from `OVERLAPPED`; its single buffer travels with the operation;
 //! - a worker that dequeues a receive sends back exactly the bytes received
 //!   (the rest again after a short send), then receives again; on `Ok(0)`
@@ -47,7 +47,7 @@ const BACKOFF_MAX_MS: u64 = 1000;
 pub const MAX_MESSAGES: usize = 10;
 
 /// The per-operation context: what a worker needs when the packet comes
-/// back. Connections own themselves through it, like the article's
+/// back. Connections own themselves through it, like the classic IOCP server's
 /// heap-allocated `Connection` passed as the `OVERLAPPED` pointer.
 pub enum Ctx {
     /// A pending accept; carries the listener, to re-arm it.

@@ -18,7 +18,7 @@
 //! leader) stays under the lock, and `sleepers` mirrors it for the posters.
 //!
 //! - **Slots.** A thread takes a packet only holding a slot: it either
-//!   already runs (a running thread asking again keeps its slot, spec §1.5)
+//!   already runs (a running thread asking again keeps its slot, windows-semantics §1.5)
 //!   or reserves one with a compare-and-swap of `running` from `r < N` to
 //!   `r + 1` (`try_reserve`). A reservation that finds no packet is given
 //!   back (`release_slot`). So `running` never exceeds the concurrency value
@@ -387,7 +387,7 @@ impl<C: Send + 'static> Core<C> {
         }
     }
 
-    /// Dequeues one packet for the calling thread (spec §4.17, §1.3–1.5).
+    /// Dequeues one packet for the calling thread (windows-semantics §4.17, §1.3–1.5).
     pub(crate) fn get(&self, timeout: Option<Duration>) -> Result<Packet<C>, GetError> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let start = running::begin_get(self.id);
@@ -395,7 +395,7 @@ impl<C: Send + 'static> Core<C> {
         // it leads, else explicitly before it parks or returns.
         let mut pending = start.pending;
         // Fast path, without the lock: a running thread asking again takes
-        // the next packet with the slot it holds (spec §1.5) — unless the
+        // the next packet with the slot it holds (windows-semantics §1.5) — unless the
         // count is above the concurrency value (a blocked thread came
         // back): counted out, it would not be below the value, so it
         // gives the slot up. Another thread reserves a slot first.
@@ -418,7 +418,7 @@ impl<C: Send + 'static> Core<C> {
                 running::counted(self.id, || self.me.clone() as Weak<dyn Accounting>);
                 return Ok(p);
             }
-            // Nothing queued: it stops counting (spec §1.4). The loop below
+            // Nothing queued: it stops counting (windows-semantics §1.4). The loop below
             // looks at the queue again.
             self.release_slot();
         } else if was_running {
@@ -549,7 +549,7 @@ impl<C: Send + 'static> Core<C> {
     }
 
     /// Takes up to `max - 1` more packets for a thread that just got one
-    /// (spec §4.18: what is queued, without waiting).
+    /// (windows-semantics §4.18: what is queued, without waiting).
     pub(crate) fn take_more(&self, out: &mut Vec<Packet<C>>, max: usize) {
         if max == 0 {
             return;

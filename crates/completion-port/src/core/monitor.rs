@@ -1,5 +1,5 @@
 //! Blocked-thread detection: one monitor thread per process notices when a
-//! thread that counts as running for a port (spec §1.4) blocks in the
+//! thread that counts as running for a port (windows-semantics §1.4) blocks in the
 //! kernel, for any reason — a `read` on a pipe, a sleep, a contended mutex,
 //! a page fault — and counts it out, as Windows does, releasing a waiter if
 //! packets are queued; when the thread runs again it counts it back in.

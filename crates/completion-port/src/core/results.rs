@@ -1,4 +1,4 @@
-//! Results kept by token instead of queued as packets (spec §3.13–14): the
+//! Results kept by token instead of queued as packets (windows-semantics §3.13–14): the
 //! operations issued [without packets](crate::Handle::without_packets), and
 //! those that succeeded during their issue call on a handle in
 //! [skip-on-success](crate::Handle::set_skip_packet_on_success) mode.

@@ -1,4 +1,4 @@
-//! Which port the current thread is *running* for (spec §1.4), the
+//! Which port the current thread is *running* for (windows-semantics §1.4), the
 //! explicit blocking scope, and the per-thread record the blocked-thread
 //! monitor (`monitor.rs`) shares.
 //!

@@ -123,7 +123,7 @@ impl<C: Send + 'static> Core<C> {
     }
 
     /// Cancels one operation (`token`) or all operations of the fd `owner`
-    /// (spec §6.25). Returns how many were in flight; `NotFound` if none.
+    /// (windows-semantics §6.25). Returns how many were in flight; `NotFound` if none.
     ///
     /// The kernel's cancel request is made while holding the fd's in-flight
     /// lock: the named records cannot complete into packets (and be freed,

@@ -1,73 +1,109 @@
-//! [`Port`]: the completion port, and [`PortBuilder`].
+//! [`Port`]: the completion port, and [`PortBuilder`]. This page is where
+//! the port's behaviour is described: what counts as running, how a
+//! blocked thread is noticed, when an operation reaches the kernel, what
+//! happens while nobody waits, and where this port differs from Windows.
+//! Citations of the form *windows-semantics §S.N* refer to
+//! `docs/windows-semantics.md` in the repository: what Windows does, point
+//! by point.
 //!
 //! # Where a packet goes
-//! - **Born**: [`Port::post`], or a backend reporting an operation complete
-//!   (`Packet::completed` in `packet.rs`).
-//! - **Queued**: `Core::post` in `core.rs`, or `Core::enqueue` in
-//!   `core/reap.rs` (a completion), push it on the FIFO queue, or
-//!   `Core::dispatch` (`core.rs`) hands it straight to a parked thread.
-//! - **Dequeued**: `Core::get` in `core.rs`.
+//! - **Born**: [`Port::post`] (`Packet::posted`), or an operation's
+//!   completion collected from the backend (`Core::complete` in
+//!   `core/reap.rs`, which runs the [completion
+//!   hook](PortBuilder::on_completion)).
+//! - **Queued**: pushed on the FIFO queue (`Core::post` in `core/mod.rs`,
+//!   `Core::queue_completions` in `core/reap.rs`), then handed straight to
+//!   a parked thread by `Core::dispatch` (`core/mod.rs`) when one may take
+//!   it.
+//! - **Dequeued**: `Core::get` in `core/mod.rs`.
 //!
-//! # Concurrency value: what this library sees, compared with Windows
-//! On Windows the scheduler knows when a thread that runs completions of a
-//! port blocks on *anything*, and lets another waiter run. A user-space
-//! library has to look. This port counts a thread as running from the
+//! # The concurrency value
+//! At most `concurrency` threads *run* completions of a port at once (0:
+//! one per CPU of the process's affinity mask); further callers of
+//! [`get`](Port::get) wait, and waiting threads are released last in, first
+//! out (windows-semantics §1.3–1.5). A thread counts as running from the
 //! moment `get` returns it a packet until:
-//! - it calls `get` or `get_many` again (on any port — a thread belongs to
-//!   one port at a time),
-//! - it enters an explicit blocking scope ([`Port::blocking`],
+//! - it calls `get` or `get_many` again (on any port: a thread runs for one
+//!   port at a time),
+//! - it enters a blocking scope ([`Port::blocking`],
 //!   [`Port::blocking_guard`]),
-//! - the blocked-thread monitor sees it blocked in the kernel (a `read`, a
-//!   sleep, a contended mutex, a page fault: see `monitor.rs` and
-//!   [`PortBuilder::blocking_detection`], on by default; about 1 ms after
-//!   it blocked, about 0.15 ms with context-switch events), or
-//! - it exits (a thread-local destructor counts it down).
+//! - the blocked-thread monitor sees it blocked in the kernel (below), or
+//! - it exits.
 //!
-//! When the scope ends, or the monitor sees the thread run again, it counts
-//! again, which may take the count above the concurrency value for a
-//! while, exactly as on Windows; no packet is handed out (not even to a
-//! running thread asking again) until the count falls back below. With
-//! detection off, a thread that blocks without a scope still counts, and
-//! with a small concurrency value can hold back other waiters.
+//! When it runs again (the scope ends, or the monitor sees it run) it counts
+//! again, which may take the count above the value for a while, as on
+//! Windows; no packet is handed out — not even to a running thread asking
+//! again — until the count is back below the value.
 //!
-//! # When an operation is submitted: the same three events
-//! The io_uring backend submits in batches. An operation issued on a
-//! handle by a thread that counts as running for the handle's port is
-//! queued in the ring without a system call, and submitted (with whatever
-//! else is queued) at that thread's next
-//! - `get`/`get_many` (on any port): merged into the kernel wait when the
-//!   thread goes on to lead, otherwise submitted before it returns a packet
-//!   or parks;
-//! - blocking scope ([`Port::blocking`], [`Port::blocking_guard`]);
-//! - exit (the thread-local destructor).
+//! ## Blocked-thread detection
+//! Windows' scheduler knows when a running thread blocks on anything; a
+//! library has to look. One monitor thread per process does, for the ports
+//! built with detection on ([`PortBuilder::blocking_detection`], the
+//! default):
+//! - **When it looks**: only while a packet waits for a slot (packets
+//!   queued and every slot held). Otherwise it does not look, and a blocked
+//!   worker keeps its slot — nobody needs it — until a packet comes for the
+//!   full port; the monitor's first look then counts it out, however long
+//!   it has been blocked.
+//! - **How**: every millisecond while it looks, it reads each running
+//!   thread's CPU-time clock, and for a thread that did not run during the
+//!   whole period, its scheduler state (`/proc/self/task/<tid>/stat`).
+//!   Anything but running or runnable is blocked: the thread is counted out
+//!   and a waiter released. A preempted thread is runnable: never counted
+//!   out. With `CPORT_DETECT=switch`, where the kernel lets a process count
+//!   its threads' context switches (`perf_event_open`), each switch-out of
+//!   a watched thread wakes the monitor instead (sooner, and more costly
+//!   where workers share a CPU; the signal `SIGRTMAX-3` is then the
+//!   library's). [`Port::blocking_detection`] says which runs.
+//! - **Cost**: nothing while no packet waits for a slot; on a port kept
+//!   full, one monitor wake-up per millisecond (sampling). Measured delays
+//!   and costs: `BENCHMARKS.md`, "Blocking detection".
+//! - **Off**: a thread that blocks without a scope then keeps its slot;
+//!   wrap such calls in [`Port::blocking`], which works with detection on
+//!   too and is faster than waiting to be seen.
 //!
-//! These are exactly the events the library can see (above), so no
-//! operation depends on timing to be submitted: while its issuing thread
-//! waits anywhere the port can see, it has been submitted. A running thread
-//! that issues an operation and then waits for it somewhere else (a
-//! channel, a lock, a `join`, a sleep) without a `get` or a blocking scope
-//! first is seen blocked by the monitor, which submits its operations
-//! (shortly after it blocked); with detection off they stay unsubmitted and it waits
-//! forever. Wrap such waits in [`Port::blocking`].
+//! # When an operation reaches the kernel
+//! The epoll backend tries every operation inside its issue call. The
+//! io_uring backend batches: an operation issued by a thread that runs for
+//! the port, while no thread waits in the kernel for it, stays in the ring
+//! and goes with that thread's next `get` (in the same system call as its
+//! wait, when it goes on to wait), blocking scope or exit — or with any
+//! other thread's entry into the kernel. If none of those comes (the
+//! thread blocks somewhere the port cannot see, say on a channel), the
+//! port's monitor submits it within about a millisecond (below): so no
+//! operation depends on detection, or on the backend, to start. Any other
+//! operation is submitted before its issue call returns. A full ring is
+//! submitted to make room, never an error.
 //!
-//! An operation issued by a thread that does not run for the port (it
-//! never dequeued from it, is inside a blocking scope, or runs for another
-//! port) is submitted before the issuing call returns. A full ring is
-//! submitted to make room, never reported as an error. The epoll backend
-//! tries every operation at once and has nothing to defer.
+//! # While nobody waits
+//! The leader — the one thread waiting in the kernel for the port — is
+//! what normally collects completions. When operations are in flight and
+//! no thread waits (every worker busy or blocked elsewhere, or gone), the
+//! process's monitor keeps the port moving: every millisecond it submits
+//! what waits in the ring and, if nothing was collected meanwhile, collects
+//! what is ready without blocking (`core/progress.rs`). So a completion's
+//! hook runs — and the C ABI writes an `OVERLAPPED`'s state — within a few
+//! milliseconds of the I/O ending, whether or not anybody dequeues, and a
+//! queue kept busy by posts cannot starve completions behind it.
 //!
-//! # Other documented differences from Windows
+//! # Differences from Windows
+//! - A block is noticed a sampling period late (about a millisecond), or
+//!   not at all with detection off and no blocking scope; Windows notices
+//!   at once.
 //! - `get` returns [`GetError::Timeout`] / [`GetError::Closed`] instead of
 //!   `WAIT_TIMEOUT` / `ERROR_ABANDONED_WAIT_0`.
-//! - Errors the **kernel** reports for an operation (for example
-//!   `ENOTCONN`, `EBADF` on a wrong kind of fd) arrive in its packet; only
-//!   argument and state checks (closed port, oversized buffer, empty
-//!   vectored list) fail at the call. Windows reports some kernel errors at
-//!   the call instead (spec §3.13).
+//! - Errors the **kernel** reports for an operation (`ENOTCONN`, `EBADF` on
+//!   a wrong kind of fd, …) arrive in its packet; only argument and state
+//!   checks (closed port, oversized buffer, empty vectored list) fail at the
+//!   call. Windows reports some kernel errors at the call instead
+//!   (windows-semantics §3.13).
 //! - A read at or past the end of a file completes with `Ok(0)`, the Rust
-//!   convention, where Windows fails it with `ERROR_HANDLE_EOF` (spec §5.24).
+//!   convention, where Windows fails it with `ERROR_HANDLE_EOF`
+//!   (windows-semantics §5.24).
 //! - `close` waits until every operation in flight was cancelled and
 //!   reaped, so that their buffers are freed before it returns.
+//! - Timer packets ([`Port::post_after`]) and per-operation time-outs
+//!   ([`Handle::with_timeout`](crate::Handle::with_timeout)) are extensions.
 //!
 //! [`GetError::Timeout`]: crate::GetError::Timeout
 //! [`GetError::Closed`]: crate::GetError::Closed
@@ -173,7 +209,7 @@ impl<C: Send + 'static> Port<C> {
     /// carrying `key`. The handle owns the fd from now on.
     ///
     /// Refused, with the fd handed back open, when the port is closed or the
-    /// fd is already associated with a port (spec §2.8).
+    /// fd is already associated with a port (windows-semantics §2.8).
     pub fn associate(
         &self,
         fd: impl Into<OwnedFd>,
@@ -195,7 +231,7 @@ impl<C: Send + 'static> Port<C> {
 
     /// Waits like [`get`](Self::get) for one packet, then also takes
     /// whatever else is queued, up to `max` packets in all, without waiting
-    /// for more (spec §4.18). Appends to `out`; returns how many were
+    /// for more (windows-semantics §4.18). Appends to `out`; returns how many were
     /// added. `max == 0` is refused with `InvalidInput`.
     pub fn get_many(
         &self,
@@ -216,7 +252,7 @@ impl<C: Send + 'static> Port<C> {
     }
 
     /// Queues a packet carrying exactly `key`, `Ok(bytes)` and `context`;
-    /// no I/O is involved (spec §4.19). Refused (context handed back) when
+    /// no I/O is involved (windows-semantics §4.19). Refused (context handed back) when
     /// the port is closed. A post that races with [`close`](Self::close)
     /// may succeed and have its packet dropped with the rest of the queue,
     /// as if it had been posted just before.
@@ -471,30 +507,10 @@ impl<C: Send + 'static> PortBuilder<C> {
     /// Whether a thread that runs completions of this port and blocks in
     /// the kernel without a blocking scope — a `read`, a sleep, a
     /// contended mutex, a page fault — stops counting as running, as on
-    /// Windows (spec §1.4). Default: on.
-    ///
-    /// One monitor thread per process looks at the threads running for
-    /// ports with detection on, only while such a port has packets queued
-    /// and every slot held (or a running thread has unsubmitted io_uring
-    /// operations): every millisecond (CPU-time clock, then the thread's
-    /// state in `/proc/self/task/<tid>/stat`), or, with
-    /// `CPORT_DETECT=switch` where the kernel allows counting context
-    /// switches (`perf_event_open`), at each switch-out of a watched thread
-    /// ([`Port::blocking_detection`] says which). A thread that is merely
-    /// preempted is never counted out. A blocked thread is counted out
-    /// about 1 ms after it blocked (about 0.15 ms with switch events); then a parked waiter is released, and the io_uring
-    /// operations it issued and had not yet submitted are submitted. When
-    /// it runs again it is counted in again, which may take the count above
-    /// the concurrency value for a while, as on Windows, and no packet is
-    /// handed out until it falls back below.
-    ///
-    /// Cost: nothing while no packet waits for a slot (the monitor sleeps);
-    /// on a port kept full, one monitor wake-up per millisecond (with
-    /// switch events: per switch-out of a running thread, preemptions
-    /// included; measured in BENCHMARKS.md, "Blocking detection"). A worker pays a few uncontended atomic operations on
-    /// its own record per `get`. Turn it off for ports whose handlers
-    /// never block, or that mark their blocking calls with
-    /// [`Port::blocking`] (which keeps working beside detection).
+    /// Windows (windows-semantics §1.4). Default: on. How it works, when it
+    /// looks and what it costs: [the module docs](self#blocked-thread-detection).
+    /// Turn it off for ports whose handlers never block, or that mark their
+    /// blocking calls with [`Port::blocking`].
     pub fn blocking_detection(mut self, on: bool) -> Self {
         self.blocking_detection = on;
         self

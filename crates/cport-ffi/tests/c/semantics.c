@@ -1,5 +1,5 @@
 /*
- * Windows semantics of the C ABI beyond the spec suite (suite.c): what
+ * Windows semantics of the C ABI beyond the conformance suite (suite.c): what
  * closing, cancelling and bad input do to AcceptEx and blocked calls, the
  * Winsock errors of the BSD calls, socket options across AcceptEx, the file
  * APIs, the Win32 names classic IOCP programs use, and the completion state

@@ -1,6 +1,6 @@
 /*
- * C conformance suite for libcport: exercises the numbered statements of
- * IOCP-SPEC.md through the Win32-named C ABI of include/cport.h.
+ * C conformance suite for libcport: exercises the numbered points of
+ * docs/windows-semantics.md through the Win32-named C ABI of include/cport.h.
  *
  * Prints one line per test ("ok name" / "FAIL name: why") and finally
  * "N passed, M failed"; exits 0 only when nothing failed. Run it once per
@@ -14,7 +14,7 @@
  *   (GetOverlappedResult with bWait = TRUE);
  * - no test asserts timing; a short timeout only checks that nothing is
  *   queued;
- * - OVERLAPPEDs and buffers of operations live on the heap (spec §3.12),
+ * - OVERLAPPEDs and buffers of operations live on the heap (windows-semantics §3.12),
  *   except in the test that checks the stack-OVERLAPPED warning;
  * - network tests use 127.0.0.1 port 0; files live in a mkdtemp directory
  *   removed at the end.
