@@ -9,52 +9,58 @@
 //!    *concurrency value*: how many threads may run completions at once.
 //! 2. **Associate** files and sockets with it: [`Port::associate`] takes
 //!    ownership of the fd and returns a [`Handle`]; its *completion key*
-//!    comes back in every packet.
-//! 3. **Issue overlapped operations** on the handle: [`Handle::read_at`],
-//!    [`Handle::write_at`], [`Handle::recv`], [`Handle::send`], their
-//!    vectored forms, [`Handle::accept`], [`Handle::connect`]. Each one owns
-//!    its buffers ([`Buf`]) and a per-operation context `C` (the typed
-//!    "OVERLAPPED") until its packet is dequeued; borrowed buffers and
-//!    non-`'static` contexts do not compile.
+//!    comes back in every packet. [`Port::open`] opens a file as an
+//!    operation of its own.
+//! 3. **Issue overlapped operations** on the handle: reads and writes
+//!    ([`Handle::read_at`], [`Handle::write_at`], [`Handle::recv`],
+//!    [`Handle::send`], their vectored forms, and the whole forms
+//!    [`Handle::send_all`] and [`Handle::write_all_at`]),
+//!    [`Handle::accept`], [`Handle::connect`], lifecycle operations
+//!    ([`Handle::fsync`], [`Handle::stat`], [`Handle::shutdown`], …) and
+//!    [`Handle::send_file`]. Each one owns its buffers ([`Buf`]) and a
+//!    per-operation context `C` (the typed "OVERLAPPED") until its packet is
+//!    dequeued; borrowed buffers and non-`'static` contexts do not compile.
 //! 4. **Dequeue** packets from any number of threads: [`Port::get`],
 //!    [`Port::get_many`]. Each [`Packet`] carries the key, the result
 //!    (`io::Result<usize>`), the context and the buffers.
 //!
-//! [`Port::post`] queues packets of your own (work items, stop signals).
-//! [`Handle::cancel`], [`Handle::cancel_all`] and [`Handle::close`] end
-//! operations early (each still yields its one packet);
-//! [`Handle::without_packets`] and [`Handle::set_skip_packet_on_success`]
-//! trade packets for results taken by token ([`Port::take_result`],
-//! [`Port::wait_result`]).
+//! [`Port::post`] queues packets of your own (work items, stop signals),
+//! [`Port::post_after`] does so after a delay (timers), and
+//! [`Handle::with_timeout`] bounds an operation's time. [`Handle::cancel`],
+//! [`Handle::cancel_all`] and [`Handle::close`] (or dropping the last clone
+//! of a handle) end operations early; each still yields its one packet.
 //!
-//! ```no_run
+//! ```
 //! use completion_port::{Buf, Port};
-//! use std::net::TcpListener;
-//!
-//! enum Op { Accept, Recv(u64), Send(u64) }
+//! use std::io::Write;
+//! use std::os::unix::net::UnixStream;
+//! use std::time::Duration;
 //!
 //! # fn main() -> std::io::Result<()> {
-//! let port = Port::<Op>::new(0)?;
-//! let listener = port.associate(TcpListener::bind("127.0.0.1:0")?, 0)?;
-//! listener.accept(Op::Accept)?;
-//! loop {
-//!     let mut packet = port.get(None)?;
-//!     match packet.context {
-//!         Op::Accept => {
-//!             let conn = packet.take_accepted().expect("accepted socket");
-//!             let id = 1; // your connection table
-//!             let conn = port.associate(conn.socket, id)?;
-//!             conn.recv(Buf::with_capacity(4096), Op::Recv(1))?;
-//!             listener.accept(Op::Accept)?;
-//!         }
-//!         Op::Recv(_) | Op::Send(_) => { /* … */ }
-//!     }
-//! }
-//! # }
+//! let port = Port::<&'static str>::new(0)?;        // 1. create
+//! let (ours, mut peer) = UnixStream::pair()?;
+//! let conn = port.associate(ours, 7)?;              // 2. associate, key 7
+//! conn.recv(Buf::with_capacity(64), "first read")?; // 3. issue
+//! peer.write_all(b"hello")?;
+//! let mut packet = port.get(Some(Duration::from_secs(5)))?; // 4. dequeue
+//! let buf = packet.take_buf().unwrap(); // the buffer comes back
+//! assert_eq!((packet.key, packet.context, packet.result?), (7, "first read", 5));
+//! assert_eq!(&buf[..], b"hello");
+//! # Ok(()) }
 //! ```
 //!
-//! See [`port`] for the concurrency model and the documented differences
-//! from Windows, and [`buf`] for the buffer rules.
+//! Where to read on:
+//! - [`port`]: the behaviour of a port — where a packet goes, the
+//!   concurrency value, blocked-thread detection, when an operation reaches
+//!   the kernel, and the differences from Windows.
+//! - [`op`]: who owns buffers and contexts, and an operation's life
+//!   (cancel, time-out, close).
+//! - [`buf`]: the buffer type and its windows.
+//! - [`cookbook`]: the first week's questions, answered with code.
+//!
+//! Citations of the form *windows-semantics §S.N* refer to
+//! `docs/windows-semantics.md` in the repository: what Windows does, point
+//! by point, in our words.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 // Under loom the real engines and the monitor thread are compiled but not
@@ -63,6 +69,7 @@
 #![warn(missing_docs)]
 
 pub mod buf;
+pub mod cookbook;
 mod core;
 mod driver;
 mod error;

@@ -8,10 +8,10 @@
 //! Every [`PERIOD`] the monitor looks at each thread in `COUNTED` state
 //! (running.rs) on a port with detection on:
 //! 1. it reads the thread's CPU-time clock (`pthread_getcpuclockid` +
-//!    `clock_gettime`, one system call, ~0.6 µs);
+//!    `clock_gettime`, one cheap system call);
 //! 2. only if that did not advance since the previous look (a whole period
 //!    without running), it reads the state field of
-//!    `/proc/self/task/<tid>/stat` (kept open, `pread`, ~3.6 µs): anything
+//!    `/proc/self/task/<tid>/stat` (kept open, `pread`; dearer): anything
 //!    but `R` (running or runnable) means blocked. A thread that is merely
 //!    preempted is `R`, so it is never counted out.
 //!
@@ -240,10 +240,10 @@ fn started() -> Option<&'static Monitor> {
 /// Why sampling is the default: with switch events the monitor wakes at
 /// every switch-out of a running thread while a packet waits, preemptions
 /// included, and reads that thread's state; where workers share a CPU
-/// (the `echo` benchmark: 2 workers pinned to one CPU) that cost the
-/// server 3-5 µs of CPU per request (9.2-9.5 µs without detection, 9.0-10.8
-/// µs sampling, 12.5-14.7 µs switch events; BENCHMARKS.md). Switch events
-/// pay off for handlers that block for about a millisecond or less.
+/// (the `echo` benchmark: 2 workers pinned to one CPU) that adds a
+/// measurable CPU cost per request (BENCHMARKS.md, "Blocking detection",
+/// "Default: sampling"). Switch events pay off for handlers that
+/// block for about a millisecond or less.
 fn choose() -> BlockingDetection {
     if !std::env::var("CPORT_DETECT").is_ok_and(|v| v.trim() == "switch") {
         return BlockingDetection::Sampling;

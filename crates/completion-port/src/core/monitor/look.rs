@@ -6,37 +6,17 @@
 //! What a look concludes is acted on by `detect` and `resume`
 //! (`monitor.rs`, the state machine of running.rs).
 //!
-//! # Measured on the development machine (2 vCPUs, AMD EPYC, Linux 6.18)
-//! `cargo run --release -p completion-port --example probe_blocking`:
-//!
-//! | look at another thread                         | cost     |
-//! |------------------------------------------------|----------|
-//! | `clock_gettime` on its CPU-time clock          | 580 ns   |
-//! | `/proc/self/task/<tid>/stat`, open+read+close  | 9 090 ns |
-//! | `/proc/self/task/<tid>/stat`, kept open, pread | 3 630 ns |
-//! | `/proc/self/task/<tid>/schedstat`, kept open   | 905 ns   |
-//!
-//! Detection delay (block on a pipe read after spinning; 200 blocks):
-//!
-//! | period | rule                  | p50     | p99     | sampler CPU (one core) |
-//! |--------|-----------------------|---------|---------|------------------------|
-//! | 0.5 ms | CPU clock only        | 0.82 ms | 1.03 ms | 4.7 %                  |
-//! | 0.5 ms | CPU clock, then state | 0.80 ms | 0.86 ms | 3.8 %                  |
-//! | 1 ms   | CPU clock only        | 1.76 ms | 1.86 ms | 2.8 %                  |
-//! | 1 ms   | CPU clock, then state | 1.76 ms | 1.87 ms | 3.1 %                  |
-//! | 1 ms   | state twice           | 1.81 ms | 1.90 ms | 3.8 %                  |
-//! | 2 ms   | CPU clock, then state | 2.76 ms | 3.04 ms | 2.6 %                  |
-//!
-//! And the decisive one, false alarms on a thread that never blocks but is
-//! preempted (it spins while two more spinners share the 2 CPUs, 1 ms
-//! period): CPU clock only said "blocked" on 368 of 1 820 looks; CPU clock
-//! then state, 0 of 1 792; state twice, 0 of 1 800. So: the CPU clock
-//! alone is wrong on a busy machine, the state field alone costs 6× more
-//! per look at every running thread; the clock first and the state only
-//! for a thread that did not run costs one cheap system call per running
-//! thread per period. The sampler's own CPU is mostly its wake-up, not the
-//! looks. The numbers with the port (end-to-end delay, cost under load)
-//! are in BENCHMARKS.md (`cport bench blocking`).
+//! # Why this rule
+//! The CPU-time clock alone mistakes preemption for blocking (a preempted
+//! thread does not run either); the state field alone is several times
+//! dearer per look, and would be read for every running thread every
+//! period. The clock first, and the state only for a thread that did not
+//! run for a whole period, costs one cheap system call per running thread
+//! per period and never counts out a preempted thread. The measurements
+//! behind this choice (cost per look, delay, false alarms), with their
+//! command (`cargo run --release -p completion-port --example
+//! probe_blocking`): BENCHMARKS.md, "Blocking detection" → "Choosing the
+//! mechanism".
 
 use crate::sync::Ordering;
 use std::fs::File;
