@@ -37,7 +37,10 @@ use std::time::Duration;
 use completion_port::{Backend, Port};
 
 use super::loadgen::{self, Cost, Load};
-use super::{pin, run_pairs, Contest, Lat, RatioKind, Row, Sample, Settings, Side, ThreadUse};
+use super::{
+    library_threads_use, pin, run_pairs, Contest, Lat, RatioKind, Row, Sample, Settings, Side,
+    ThreadUse,
+};
 
 #[path = "echo_child.rs"]
 mod child;
@@ -96,7 +99,7 @@ pub const TOKIO: Server = Server::Tokio(TokioBlocking::Inline);
 #[derive(Debug, Clone)]
 pub struct EchoRun {
     pub load: Load,
-    /// What the server's own threads used.
+    /// What the server's own threads used (ours: its workers and the library's own threads).
     pub server: ThreadUse,
     /// Resident memory added per connection once all were established
     /// (when asked for).
@@ -250,6 +253,10 @@ fn start(
 struct Running {
     threads: Vec<JoinHandle<io::Result<ThreadUse>>>,
     port: Option<Port<Op>>,
+    /// Ours: what the library's own threads (`cport-monitor`, …) had used
+    /// when the server started; their use during the trial is the
+    /// server's too.
+    library_before: Option<ThreadUse>,
 }
 
 impl Running {
@@ -265,6 +272,9 @@ impl Running {
             total += t
                 .join()
                 .map_err(|_| io::Error::other("server thread panicked"))??;
+        }
+        if let Some(before) = self.library_before {
+            total += library_threads_use().since(before);
         }
         if let Some(port) = self.port {
             port.close();
@@ -423,7 +433,7 @@ pub(super) fn run(s: &Settings, backend: Backend, peer: Server) -> io::Result<Ro
         label,
         describe: format!(
             "TCP echo over loopback: {CONNECTIONS} connections x {SIZE}-byte messages in closed loops for {ms} ms \
-             (shared epoll load generator on its own CPU); ops = verified round trips, CPU = server threads only"
+             (shared epoll load generator on its own CPU); ops = verified round trips, CPU = server threads only (ours: its workers and the library's monitor thread)"
         ),
         ops_per_trial: 0,
         ours,

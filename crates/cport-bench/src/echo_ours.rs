@@ -15,7 +15,7 @@ use std::time::Duration;
 use completion_port::{Backend, Buf, GetError, Handle, Port};
 
 use super::super::loadgen::{self, CostParser};
-use super::super::{pin, thread_use};
+use super::super::{library_threads_use, pin, thread_use};
 use super::{Running, WORKERS};
 
 /// Key of the listener and of stop packets.
@@ -71,6 +71,7 @@ pub(super) fn start(
         .concurrency(pool.concurrency)
         .blocking_detection(crate::detection())
         .build()?;
+    let library_before = library_threads_use();
     let listener = port.associate(listener, LISTENER)?;
     listener.accept(Op::Accept)?;
     let mut threads = Vec::new();
@@ -93,6 +94,7 @@ pub(super) fn start(
     Ok(Running {
         threads,
         port: Some(port),
+        library_before: Some(library_before),
     })
 }
 

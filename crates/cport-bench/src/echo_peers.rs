@@ -36,6 +36,7 @@ pub(super) fn raw_epoll(
     Ok(Running {
         threads: vec![t],
         port: None,
+        library_before: None,
     })
 }
 
@@ -163,6 +164,7 @@ pub(super) fn tokio(
     Ok(Running {
         threads: vec![t],
         port: None,
+        library_before: None,
     })
 }
 
@@ -274,6 +276,7 @@ pub(super) fn compio(
     Ok(Running {
         threads,
         port: None,
+        library_before: None,
     })
 }
 

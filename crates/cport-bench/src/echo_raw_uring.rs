@@ -97,6 +97,7 @@ pub(super) fn raw_uring(
         Ok(Ok(())) => Ok(Running {
             threads: vec![t],
             port: None,
+            library_before: None,
         }),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(io::Error::other("raw io_uring: the loop did not start")),

@@ -143,7 +143,7 @@ pub(super) fn run(s: &Settings, backend: Backend) -> io::Result<Vec<Row>> {
                 "TCP echo over loopback, {CONNECTIONS} connections x {SIZE}-byte messages in closed loops for {ms} ms; \
                  10 % of requests (seeded) make the handler block 1 ms in a sleep, the rest only echo; \
                  nothing pinned (the server may use all {cpus} CPUs); ops = verified round trips, \
-                 CPU = server threads only, latency = round trip measured by the load generator"
+                 CPU = server threads only (ours: its workers and the library's monitor thread), latency = round trip measured by the load generator"
             ),
             ops_per_trial: 0,
             ours,

@@ -45,7 +45,9 @@ use std::time::Instant;
 
 use completion_port::{Backend, Port};
 
-pub(crate) use meter::{ns_histogram, thread_use, Lat, Meter, Sample, ThreadUse};
+pub(crate) use meter::{
+    library_threads_use, ns_histogram, thread_use, Lat, Meter, Sample, ThreadUse,
+};
 pub(crate) use threads::{collect, collect_ticking, join_all, pin, run_on_thread, spawn_pinned};
 pub(crate) use trial::{check_contexts, median, run_pairs, Contest, Extra, RatioKind, Row, Side};
 

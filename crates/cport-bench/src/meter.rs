@@ -131,6 +131,63 @@ pub(crate) fn thread_use() -> ThreadUse {
     }
 }
 
+impl ThreadUse {
+    /// What was used between `earlier` and `self` (saturating).
+    pub fn since(self, earlier: ThreadUse) -> ThreadUse {
+        ThreadUse {
+            cpu: self.cpu.saturating_sub(earlier.cpu),
+            sys: self.sys.saturating_sub(earlier.sys),
+            csw: self.csw.saturating_sub(earlier.csw),
+        }
+    }
+}
+
+/// What the library's own threads of this process (named `cport-…`: the
+/// blocked-thread monitor, which also keeps ports moving while nobody
+/// waits, and the epoll backend's file pool) have used so far, from
+/// `/proc/self/task`: CPU time from `schedstat` (ns), kernel CPU time from
+/// `stat` (clock ticks), context switches from `status`. A port's server
+/// CPU is its workers' *and* these threads' (threads that exited are not
+/// counted).
+pub(crate) fn library_threads_use() -> ThreadUse {
+    let mut total = ThreadUse::default();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return total;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    for task in dir.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !comm.starts_with("cport-") {
+            continue;
+        }
+        let sched = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        let ns: u64 = sched
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        let stime: u64 = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(12)?.parse().ok())
+            .unwrap_or(0);
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        let csw: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        total += ThreadUse {
+            cpu: Duration::from_nanos(ns),
+            sys: Duration::from_nanos(stime * 1_000_000_000 / tick),
+            csw,
+        };
+    }
+    total
+}
+
 /// CPU time used so far by what `clock` measures (the whole process or
 /// the calling thread); zero if the clock cannot be read.
 fn cpu_time(clock: libc::clockid_t) -> Duration {

@@ -80,7 +80,7 @@ pub(super) fn run(s: &Settings, backend: Backend, peer: Peer) -> io::Result<Row>
         describe: format!(
             "TCP echo over loopback, {CONNECTIONS} connections x {SIZE}-byte messages in closed loops for {ms} ms; \
              each request makes the server spin for 2 µs (90 %) or 200 µs (10 %), seeded; ops = verified round trips, \
-             CPU = server threads only, latency = round trip measured by the load generator"
+             CPU = server threads only (ours: its workers and the library's monitor thread), latency = round trip measured by the load generator"
         ),
         ops_per_trial: 0,
         ours,

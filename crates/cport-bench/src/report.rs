@@ -232,7 +232,7 @@ pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo
         out.push('\n');
     }
     out.push_str(
-        "\nours/peer: operations per second (median of trials); ratio: median of per-pair ratios of what \"ratio of\" names (for latency, lower is better: 0.7× means ours waits 30 % less); CPU/op: process CPU time per operation (median; echo, mixed, handlers and scale rows: the server's threads only, per request; file: the reading thread, or fio's usr+sys); p50/p99: latency percentiles (median of trials; mixed, handlers: request round trip; wake: post to wake-up)\n",
+        "\nours/peer: operations per second (median of trials); ratio: median of per-pair ratios of what \"ratio of\" names (for latency, lower is better: 0.7× means ours waits 30 % less); CPU/op: process CPU time per operation (median; echo, mixed, handlers and scale rows: the server's threads only (ours: its workers and the library's own threads, the monitor included), per request; file: the reading thread, or fio's usr+sys); p50/p99: latency percentiles (median of trials; mixed, handlers: request round trip; wake: post to wake-up)\n",
     );
     if run.backend != Backend::IoUring && rows.iter().any(|r| r.id.starts_with("nop")) {
         out.push_str(&format!(

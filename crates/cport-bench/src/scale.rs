@@ -73,7 +73,7 @@ pub(super) fn run(s: &Settings, backend: Backend) -> io::Result<Row> {
         describe: format!(
             "TCP echo over loopback, our server with 2 workers, {big} connections against {SMALL}, \
              {SIZE}-byte messages in closed loops for {ms} ms (connections established before the clock starts); \
-             ratio = requests/s at {big} / requests/s at {SMALL}; CPU = server threads only"
+             ratio = requests/s at {big} / requests/s at {SMALL}; CPU = server threads only (ours: its workers and the library's monitor thread)"
         ),
         ops_per_trial: 0,
         ours,
