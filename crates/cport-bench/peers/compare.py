@@ -13,6 +13,9 @@ setup), `c-epoll` (epoll_echo.c), or any name `cport-bench --serve`
 takes (`raw-uring`, `raw-uring-coop`, `raw-uring-plain`, `raw-epoll`,
 `tokio`, `compio`, `ours-io_uring`, `ours-epoll`).
 
+A server written `LABEL=BINARY:SERVER` runs SERVER of another
+cport-bench build (to compare builds: `base=/tmp/cb-base:ours-io_uring`).
+
 usage: compare.py CPORT_BENCH C_DIR ROUNDS MS SERVER,SERVER,...
 (C_DIR holds the built uring_echo and epoll_echo; see their headers)
 """
@@ -48,7 +51,10 @@ def start(name):
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == 'listening', name
         return proc, f'127.0.0.1:{port}'
-    proc = subprocess.Popen([BENCH, '--serve', f'{name},127.0.0.1:0,0'],
+    bench = BENCH
+    if '=' in name:
+        bench, name = name.split('=', 1)[1].rsplit(':', 1)
+    proc = subprocess.Popen([bench, '--serve', f'{name},127.0.0.1:0,0'],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline().split()
     assert line and line[0] == 'listening', (name, line)
@@ -76,13 +82,13 @@ for r in range(ROUNDS):
         proc.wait(timeout=LIMIT)
         rate, per, sys_per = n / (ns / 1e9), (c1 - c0) / n * 1e9, (s1 - s0) / n * 1e9
         res[s].append((rate, per, sys_per))
-        print(f'round {r + 1} {s:16} {rate / 1e3:7.1f} k/s  CPU/req {per:6.0f} ns '
+        print(f'round {r + 1} {s.split("=", 1)[0]:16} {rate / 1e3:7.1f} k/s  CPU/req {per:6.0f} ns '
               f'(kernel {sys_per:5.0f})', flush=True)
 print()
 base = SERVERS[-1]
 for s in SERVERS:
     ratios = [a[0] / b[0] for a, b in zip(res[s], res[base])]
-    print(f'{s:16} median {statistics.median(x[0] for x in res[s]) / 1e3:7.1f} k/s, '
+    print(f'{s.split("=", 1)[0]:16} median {statistics.median(x[0] for x in res[s]) / 1e3:7.1f} k/s, '
           f'CPU/req {statistics.median(x[1] for x in res[s]):6.0f} ns '
           f'(kernel {statistics.median(x[2] for x in res[s]):5.0f}); '
           f'rate vs {base}: median of rounds {statistics.median(ratios):.3f}')
