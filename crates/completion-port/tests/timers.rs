@@ -13,7 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use completion_port::{is_aborted, Backend, Buf, PacketKind, Port};
@@ -56,6 +56,39 @@ fn cancel_a_timer(backend: Backend) {
         port.cancel_timer(t).unwrap_err().kind(),
         ErrorKind::NotFound
     );
+}
+
+/// A timer never fires before its delay (the backends round ticks up to
+/// their grid, never down).
+fn never_early(backend: Backend) {
+    let port: Port<Instant> = port(backend, 1);
+    for d in [1, 7, 13, 31] {
+        port.post_after(ms(d), d as usize, Instant::now() + ms(d))
+            .unwrap();
+    }
+    for p in take(&port, 4) {
+        assert!(Instant::now() >= p.context, "timer {} fired early", p.key);
+    }
+}
+
+/// Cancelling the earliest timer leaves the next one on time: the port
+/// watches the earliest deadline only (io_uring: one kernel time-out for
+/// it), so after a cancel it must still wake for the rest.
+fn cancelling_the_earliest_keeps_the_rest(backend: Backend) {
+    let port: Port<&str> = port(backend, 1);
+    let first = port.post_after(ms(20), 1, "first").unwrap();
+    port.post_after(ms(60), 2, "second").unwrap();
+    port.cancel_timer(first).unwrap();
+    let p = port.get(Some(WAIT)).unwrap();
+    assert_eq!(p.context, "first");
+    assert!(is_aborted(p.result.as_ref().unwrap_err()));
+    let p = port.get(Some(WAIT)).unwrap();
+    assert_eq!((p.context, p.bytes()), ("second", 0), "{:?}", p.result);
+    // And a new earliest after the others still comes first.
+    port.post_after(ms(80), 3, "third").unwrap();
+    port.post_after(ms(10), 4, "fourth").unwrap();
+    let order: Vec<&str> = take(&port, 2).iter().map(|p| p.context).collect();
+    assert_eq!(order, ["fourth", "third"]);
 }
 
 /// 100 000 timers pending at once (delays spread over 300 ms), every other
@@ -173,6 +206,8 @@ fn close_drops_pending_timers(backend: Backend) {
 per_backend!(
     timers_fire_in_deadline_order,
     cancel_a_timer,
+    never_early,
+    cancelling_the_earliest_keeps_the_rest,
     a_hundred_thousand_timers,
     receive_times_out,
     whole_send_times_out,

@@ -33,6 +33,7 @@ mod queue;
 mod report;
 mod scale;
 mod threads;
+mod timers;
 mod trial;
 mod wake;
 mod yardstick;
@@ -78,6 +79,9 @@ pub enum Workload {
     /// post→wake latency of a parked waiter against a Mutex+Condvar
     /// hand-off of the same shape (p50/p99; lower is better).
     Wake,
+    /// 100 000 pending timers (`post_after`) armed and expired by one
+    /// thread against tokio's timer wheel: CPU per timer and lateness.
+    Timers,
     /// Handlers that block 1 ms in 10 % of packets: a port with blocking
     /// detection on and off against a plain thread pool; plus the
     /// monitor's detection delay and CPU cost. Not part of `all`.
@@ -99,7 +103,8 @@ pub enum Workload {
 /// latency vs tokio and compio), handlers (10 % of handlers block 1 ms:
 /// throughput and p99 vs tokio and compio), scale (10 000 vs 50
 /// connections, memory per connection), file (O_DIRECT random reads vs
-/// fio), wake (post→wake latency vs Mutex+Condvar), all; and blocking
+/// fio), wake (post→wake latency vs Mutex+Condvar), timers (100 000
+/// pending timers vs tokio), all; and blocking
 /// (the monitor's detection delay and cost; not part of all).
 #[derive(clap::Parser, Debug)]
 #[command(
@@ -366,6 +371,9 @@ fn run(a: Args) -> io::Result<()> {
     }
     if matches!(a.workload, Workload::Wake | Workload::All) {
         rows.push(wake::run(&s, backend)?);
+    }
+    if matches!(a.workload, Workload::Timers | Workload::All) {
+        rows.push(timers::run(&s, backend)?);
     }
     if a.workload == Workload::Blocking {
         rows.extend(blocking::run(&s, backend)?);

@@ -247,6 +247,7 @@ pub(crate) fn print_table(rows: &[Row], s: &Settings, m: &Machine, run: &RunInfo
             RatioKind::Rate => (">=", ""),
             RatioKind::P50 => ("<=", " (p50 latency)"),
             RatioKind::P99 => ("<=", " (p99 latency)"),
+            RatioKind::Cpu => ("<=", " (CPU per op)"),
         };
         let status = match r.target_met() {
             Some(true) => "MET".to_string(),
@@ -383,6 +384,7 @@ fn row_json(r: &Row) -> Value {
                 RatioKind::Rate => "ours/peer (ops/s), median of per-pair ratios; higher is better",
                 RatioKind::P50 => "ours/peer (p50 latency), median of per-pair ratios; lower is better",
                 RatioKind::P99 => "ours/peer (p99 latency), median of per-pair ratios; lower is better",
+                RatioKind::Cpu => "ours/peer (CPU per op), median of per-pair ratios; lower is better",
             },
             "of": r.kind.describe(),
             "per_pair": r.ratios(),

@@ -29,6 +29,9 @@ pub(crate) enum RatioKind {
     /// ours/peer of the 99th-percentile latency: lower is better, the
     /// target is a maximum.
     P99,
+    /// ours/peer of the process CPU time per operation: lower is better,
+    /// the target is a maximum.
+    Cpu,
 }
 
 impl RatioKind {
@@ -41,6 +44,7 @@ impl RatioKind {
             RatioKind::Rate => "ops/s, higher is better",
             RatioKind::P50 => "p50 latency, lower is better",
             RatioKind::P99 => "p99 latency, lower is better",
+            RatioKind::Cpu => "CPU per op, lower is better",
         }
     }
 }
@@ -146,6 +150,7 @@ impl Row {
                 RatioKind::Rate => Some(o.ops_per_sec() / p.ops_per_sec().max(1e-9)),
                 RatioKind::P50 => Some(o.lat?.p50_ns / p.lat?.p50_ns.max(1.0)),
                 RatioKind::P99 => Some(o.lat?.p99_ns / p.lat?.p99_ns.max(1.0)),
+                RatioKind::Cpu => Some(o.cpu_ns_per_op() / p.cpu_ns_per_op().max(1e-9)),
             })
             .collect()
     }

@@ -2,8 +2,10 @@
 //! (`Port::post_after`, [`OpKind::Timer`]) and opening files
 //! (`Port::open`, [`OpKind::Open`]). Each is an operation on the port's own
 //! fd, so that it is registered, cancelled and reported exactly like any
-//! other — including on close, and when io_uring cancels it with its
-//! issuing thread (an orphan, resubmitted; a timer with the time left).
+//! other — including on close, and when io_uring cancels an open with its
+//! issuing thread (an orphan, resubmitted). Timers never reach the kernel
+//! one by one: each backend keeps them in one ordered map per port
+//! (`driver/uring/timers.rs`, `driver/epoll/timers.rs`).
 //!
 //! The port's own fd is an eventfd made on first use; no operation ever
 //! reads or writes it.

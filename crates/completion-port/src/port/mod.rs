@@ -263,8 +263,10 @@ impl<C: Send + 'static> Port<C> {
     /// Queues a timer packet `delay` from now: its `key`, `Ok(0)`, `context`,
     /// [`PacketKind::Timer`](crate::PacketKind::Timer). Returns the timer's
     /// token, for [`cancel_timer`](Self::cancel_timer). Costs no thread:
-    /// io_uring keeps the time-out in the kernel, epoll in one ordered map
-    /// per port watched by a timerfd; a timer is an operation of the port
+    /// pending timers wait in one ordered map per port, and the kernel
+    /// wakes the port for the earliest only (io_uring: one kernel time-out;
+    /// epoll: a timerfd); arming is `O(log n)` in the timers pending. A
+    /// timer is an operation of the port
     /// like any other (closing the port cancels it, and drops its context).
     /// Refused (context back) when the port is closed.
     ///

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::fd::FdEntry;
-use crate::driver::OpPtr;
+use crate::driver::{OpPtr, TIMER_GRANULARITY};
 
 /// Orders the deadlines; the second part makes keys unique.
 pub(super) type TimerKey = (Instant, u64);
@@ -84,9 +84,10 @@ impl Timers {
         if let Deadline::Timer(op) = &what {
             self.timers.insert(*op, key);
         }
+        let round = matches!(what, Deadline::Timer(_));
         self.map.insert(key, what);
         if self.armed.is_none_or(|a| at < a) {
-            self.arm(Some(at));
+            self.arm(Some((at, round)));
         }
         key
     }
@@ -129,19 +130,24 @@ impl Timers {
                 self.timers.remove(op);
             }
         }
-        let next = self.map.keys().next().map(|k| k.0);
+        let next = self
+            .map
+            .iter()
+            .next()
+            .map(|(k, d)| (k.0, matches!(d, Deadline::Timer(_))));
         self.arm(next);
         due
     }
 
-    /// Arms the `timerfd` for `at` (absolute, on the monotonic clock), or
-    /// disarms it.
-    fn arm(&mut self, at: Option<Instant>) {
-        self.armed = at;
+    /// Arms the `timerfd` for `at` (absolute, on the monotonic clock) —
+    /// rounded up to the timers' grid ([`TIMER_GRANULARITY`]) when `round`
+    /// (the earliest deadline is a timer's) — or disarms it.
+    fn arm(&mut self, at: Option<(Instant, bool)>) {
+        self.armed = at.map(|(at, _)| at);
         let mut spec: libc::itimerspec = disarmed();
         let flags = match at {
             None => 0,
-            Some(at) => {
+            Some((at, round)) => {
                 let mut now: libc::timespec = libc::timespec {
                     tv_sec: 0,
                     tv_nsec: 0,
@@ -154,6 +160,19 @@ impl Timers {
                 if nsec >= 1_000_000_000 {
                     sec += 1;
                     nsec -= 1_000_000_000;
+                }
+                if round {
+                    let grain = TIMER_GRANULARITY.as_nanos() as libc::c_long;
+                    let rounded = (nsec + grain - 1) / grain * grain;
+                    // What the timerfd is armed for, on `Instant`'s clock
+                    // (the same clock): an insert due before it re-arms.
+                    self.armed =
+                        Some(at + std::time::Duration::from_nanos((rounded - nsec) as u64));
+                    nsec = rounded;
+                    if nsec >= 1_000_000_000 {
+                        sec += 1;
+                        nsec -= 1_000_000_000;
+                    }
                 }
                 // Zero would disarm: a deadline due now fires at once.
                 if sec == 0 && nsec == 0 {

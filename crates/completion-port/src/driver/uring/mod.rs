@@ -30,15 +30,20 @@
 
 mod op;
 mod setup;
+mod timers;
 
 use std::io;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use io_uring::{opcode, squeue, types, IoUring};
 use parking_lot::Mutex;
 
-use crate::driver::{self, Completion, Config, Engine, FdRef, OpIo, OpPtr, Reaped, Submitted};
+use crate::driver::{
+    self, Completion, Config, Engine, FdRef, OpIo, OpKind, OpPtr, Reaped, Submitted,
+};
+use timers::{Tick, Timers};
 
 /// `user_data` of the NOP that [`Ring::wake`] submits.
 const WAKE: u64 = u64::MAX;
@@ -54,6 +59,11 @@ pub(crate) struct Ring {
     sq: Mutex<bool>,
     /// The CQ lock.
     cq: Mutex<()>,
+    /// Timer operations (`timers.rs`). Lock order: after the SQ and CQ
+    /// locks; nothing is locked while it is held.
+    timers: Mutex<Timers>,
+    /// A tick's CQE was seen: arm the next tick (`settle_ticks`).
+    rearm: AtomicBool,
 }
 
 impl Ring {
@@ -62,6 +72,8 @@ impl Ring {
             ring: setup::open(cfg)?,
             sq: Mutex::new(false),
             cq: Mutex::new(()),
+            timers: Mutex::new(Timers::new()),
+            rearm: AtomicBool::new(false),
         })
     }
 
@@ -96,6 +108,47 @@ impl Ring {
             drop(sq);
             // Full: hand the queued entries to the kernel and retry.
             self.enter_submit(spill)?;
+        }
+    }
+
+    /// Pushes a tick: a kernel time-out at the tick's absolute time on the
+    /// monotonic clock (`timers.rs`).
+    ///
+    /// # Safety
+    /// The SQ lock must be held; the tick's timespec stays in `timers`
+    /// until the tick's CQE.
+    unsafe fn push_tick(&self, tick: Tick, spill: &mut Vec<Completion>) -> io::Result<()> {
+        let e = opcode::Timeout::new(tick.ts)
+            .flags(types::TimeoutFlags::ABS)
+            .build()
+            .user_data(tick.user_data);
+        // SAFETY: forwarded from the caller.
+        unsafe { self.push(&e, spill) }
+    }
+
+    /// Arms the next tick after a tick's CQE, if timers are pending and no
+    /// tick in flight covers the earliest (`timers.rs`). Called without
+    /// any of the ring's locks.
+    fn settle_ticks(&self, spill: &mut Vec<Completion>) {
+        if !self.rearm.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let closed = self.sq.lock();
+        if *closed {
+            return;
+        }
+        let Some(tick) = self.timers.lock().rearm() else {
+            return;
+        };
+        // SAFETY: we hold the SQ lock; the timespec lives in `timers`.
+        let r = unsafe { self.push_tick(tick, spill) }.and_then(|()| {
+            drop(closed);
+            self.enter_submit(spill)
+        });
+        if let Err(e) = r {
+            // Kernel resource errors only: the tick stays in the SQ and goes
+            // with the next submission.
+            tracing::warn!("io_uring: arming the timers' next tick failed: {e}");
         }
     }
 
@@ -137,8 +190,16 @@ impl Ring {
     }
 
     /// Drains the CQ into `out`, flushing the kernel's overflow list when the
-    /// CQ was found full. Returns whether a [`WAKE`] was seen.
+    /// CQ was found full, and arms the timers' next tick if one fired.
+    /// Returns whether a [`WAKE`] was seen.
     fn drain(&self, out: &mut Vec<Completion>) -> bool {
+        let woke = self.drain_all(out);
+        self.settle_ticks(out);
+        woke
+    }
+
+    /// [`drain`](Self::drain) without the ticks.
+    fn drain_all(&self, out: &mut Vec<Completion>) -> bool {
         let mut woke = false;
         loop {
             let (w, full) = self.drain_cq(out);
@@ -171,10 +232,17 @@ impl Ring {
         let mut cq = unsafe { self.ring.completion_shared() };
         let full = cq.is_full();
         let mut woke = false;
+        let mut due = Vec::new();
         for cqe in &mut cq {
             match cqe.user_data() {
                 WAKE => woke = true,
                 CANCEL | LINK_TIMEOUT => {}
+                ud if Timers::is_tick(ud) => {
+                    let mut t = self.timers.lock();
+                    t.tick_done(ud);
+                    t.due(&mut due);
+                    self.rearm.store(true, Ordering::Release);
+                }
                 ud => out.push(Completion {
                     // A real op's user_data is the non-null address of its record.
                     op: OpPtr(NonNull::new(ud as *mut OpIo).expect("CQE without an op record")),
@@ -182,6 +250,10 @@ impl Ring {
                 }),
             }
         }
+        out.extend(due.into_iter().map(|op| Completion {
+            op,
+            res: -libc::ETIME,
+        }));
         (woke, full)
     }
 }
@@ -210,10 +282,23 @@ impl Engine for Ring {
         if *closed {
             return Err(driver::closed());
         }
-        // SAFETY: the caller hands us exclusive ownership of the record;
-        // nothing else references it until its CQE is reaped. We hold the
-        // SQ lock.
-        unsafe { self.push_op(op, spill)? };
+        // SAFETY: the caller hands us exclusive ownership of the record; we
+        // read its kind and deadline.
+        let io = unsafe { op.op() };
+        if io.kind == OpKind::Timer {
+            let at = io.deadline.expect("a timer has a deadline");
+            let Some(tick) = self.timers.lock().insert(at, op) else {
+                // A tick in flight fires no later than this timer.
+                return Ok(Submitted::Queued);
+            };
+            // SAFETY: we hold the SQ lock; the timespec lives in `timers`.
+            unsafe { self.push_tick(tick, spill)? };
+        } else {
+            // SAFETY: the caller hands us exclusive ownership of the record;
+            // nothing else references it until its CQE is reaped. We hold
+            // the SQ lock.
+            unsafe { self.push_op(op, spill)? };
+        }
         if !defer {
             self.enter_submit(spill)?;
         }
@@ -320,10 +405,31 @@ impl Engine for Ring {
             // `shutdown` already cancelled everything in flight.
             return Ok(());
         }
+        // Timers are ours (`timers.rs`): a pending one ends here; one no
+        // longer pending fired, and its completion is on its way.
+        let mut kernel = Vec::with_capacity(targets.len());
+        {
+            let mut timers = self.timers.lock();
+            for &t in targets {
+                // SAFETY: every target is alive (the caller holds its fd's
+                // in-flight lock).
+                if unsafe { t.kind() } != OpKind::Timer {
+                    kernel.push(t);
+                } else if timers.take(t) {
+                    spill.push(Completion {
+                        op: t,
+                        res: -libc::ECANCELED,
+                    });
+                }
+            }
+        }
+        if kernel.is_empty() {
+            return Ok(());
+        }
         let builders: Vec<types::CancelBuilder> = if all {
             vec![types::CancelBuilder::fd(types::Fd(fd.raw)).all()]
         } else {
-            targets
+            kernel
                 .iter()
                 .map(|t| types::CancelBuilder::user_data(t.user_data()))
                 .collect()
@@ -371,6 +477,11 @@ impl Engine for Ring {
             return;
         }
         *closed = true;
+        // Pending timers end cancelled; their ticks go with the rest.
+        spill.extend(self.timers.lock().clear().into_iter().map(|op| Completion {
+            op,
+            res: -libc::ECANCELED,
+        }));
         let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
             .user_data(CANCEL);

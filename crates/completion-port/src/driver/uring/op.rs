@@ -129,7 +129,9 @@ fn entry(op: &mut OpIo) -> squeue::Entry {
             )
             .build()
         }
-        // Relative: the time left, written by `arm_deadline`.
+        // Timers wait in the ring's map (`timers.rs`) and never come here
+        // through `submit`; a timer that did would still fire, after the
+        // time left (relative, written by `arm_deadline`).
         OpKind::Timer => {
             op.arm_deadline();
             opcode::Timeout::new(timespec(op)).build()
