@@ -10,9 +10,14 @@
  * - An acceptor keeps several AcceptEx calls outstanding, each with its
  *   pre-created accept socket; their packets come on the listener's key.
  * - A pool of worker threads loops on GetQueuedCompletionStatus.
- * - Shutdown (end of standard input, or SIGTERM/SIGINT): the listener is
- *   closed, one quit packet is posted per worker, the workers are joined,
- *   the port is closed and every connection freed.
+ * - Shutdown (end of standard input, or SIGTERM/SIGINT), as Microsoft's
+ *   samples do it: the listener is closed, one quit packet is posted per
+ *   worker and the workers are joined; then, with no thread left in
+ *   GetQueuedCompletionStatus, each connection's socket is closed and the
+ *   server spins on HasOverlappedIoCompleted until its pending operation
+ *   has ended (closesocket cancels it; its OVERLAPPED is written when it
+ *   ends, whether or not anyone dequeues its packet) before freeing it;
+ *   last, the port is closed.
  *
  * Apart from the #include and the shutdown trigger, this is the code one
  * writes for Windows.
@@ -133,7 +138,7 @@ void worker()
             }
             g_accepted++;
             setsockopt(c->sock, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, (char *)&g_listener,
-                       sizeof g_listener); // needed on Windows; harmless here
+                       sizeof g_listener); // as on Windows: gives it the listener's properties
             if (CreateIoCompletionPort((HANDLE)c->sock, g_port, KEY_CONN, 0) != g_port) {
                 destroy(c);
             } else {
@@ -225,15 +230,29 @@ int main(int argc, char **argv)
         PostQueuedCompletionStatus(g_port, 0, KEY_QUIT, nullptr);
     for (auto &t : pool)
         t.join();
-    CloseHandle(g_port); // discards what is still queued
+    // Nobody dequeues any more: every live connection has one operation
+    // pending (or ended with its packet still queued). Close its socket and
+    // wait for the operation to end before freeing the OVERLAPPED.
     std::vector<Connection *> left;
     {
         std::lock_guard<std::mutex> g(g_lock);
         left.assign(g_conns.begin(), g_conns.end());
+        g_conns.clear();
     }
-    for (Connection *c : left)
-        destroy(c);
+    unsigned long pending = 0;
+    for (Connection *c : left) {
+        pending += !HasOverlappedIoCompleted(c);
+        closesocket(c->sock);
+        c->sock = INVALID_SOCKET;
+    }
+    for (Connection *c : left) {
+        while (!HasOverlappedIoCompleted(c))
+            Sleep(0);
+        delete c;
+    }
+    CloseHandle(g_port); // discards the packets still queued
     WSACleanup();
+    std::printf("closed %zu connections, %lu with I/O pending\n", left.size(), pending);
     std::printf("accepted %llu connections, echoed %llu bytes\n", g_accepted.load(),
                 g_echoed.load());
     return 0;

@@ -14,7 +14,10 @@ takes (`raw-uring`, `raw-uring-coop`, `raw-uring-plain`, `raw-epoll`,
 `tokio`, `compio`, `ours-io_uring`, `ours-epoll`).
 
 A server written `LABEL=BINARY:SERVER` runs SERVER of another
-cport-bench build (to compare builds: `base=/tmp/cb-base:ours-io_uring`).
+cport-bench build (to compare builds: `base=/tmp/cb-base:ours-io_uring`);
+`LABEL=cmd:PROGRAM ARGS…` runs any server that prints a line saying
+"listening … HOST:PORT" and stops on SIGTERM (`cport echo`, the C
+examples).
 
 usage: compare.py CPORT_BENCH C_DIR ROUNDS MS SERVER,SERVER,...
 (C_DIR holds the built uring_echo and epoll_echo; see their headers)
@@ -51,6 +54,15 @@ def start(name):
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == 'listening', name
         return proc, f'127.0.0.1:{port}'
+    if '=cmd:' in name:
+        # Any server: started pinned to CPU 0, its address read from its
+        # first line that says "listening ... HOST:PORT"; stopped by SIGTERM.
+        argv = ['taskset', '-c', '0'] + name.split('=cmd:', 1)[1].split()
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for line in proc.stdout:
+            if 'listening' in line:
+                return proc, line.split()[-1]
+        raise AssertionError(f'{name}: no "listening" line')
     bench = BENCH
     if '=' in name:
         bench, name = name.split('=', 1)[1].rsplit(':', 1)
@@ -77,6 +89,8 @@ for r in range(ROUNDS):
         lg.wait(timeout=LIMIT)
         if s.startswith('c-'):
             proc.kill()
+        elif '=cmd:' in s:
+            proc.terminate()
         else:
             proc.stdin.close()  # --serve stops at EOF
         proc.wait(timeout=LIMIT)

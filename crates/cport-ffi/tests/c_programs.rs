@@ -186,6 +186,26 @@ fn echo_server_example_echoes_and_stops_cleanly_on_both_backends() {
             "echo_server on {backend} after SIGTERM: {:?}",
             o.status
         );
+        // Its shutdown spun on HasOverlappedIoCompleted, with no thread in
+        // GetQueuedCompletionStatus, for the receives of the idle clients
+        // (and the outstanding AcceptEx calls): they all ended.
+        let out = String::from_utf8_lossy(&o.stdout);
+        let pending: usize = out
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("closed ")?
+                    .split_once(" with I/O pending")?
+                    .0
+                    .rsplit(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("echo_server on {backend} reported: {out}"));
+        assert!(
+            pending >= idle.len(),
+            "echo_server on {backend}: only {pending} operations pending at shutdown: {out}"
+        );
         drop(idle);
     }
 }
