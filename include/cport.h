@@ -125,8 +125,10 @@ typedef struct _OVERLAPPED {
 // OVERLAPPED's `hEvent` is still signalled).
 #define FILE_SKIP_SET_EVENT_ON_HANDLE 2
 
-// `setsockopt` option Windows servers set after `AcceptEx`; Linux needs no
-// such step, and `setsockopt` with it fails harmlessly (`ENOPROTOOPT`).
+// `setsockopt` option Windows servers set after `AcceptEx`: through the
+// header's `setsockopt` it is checked and succeeds (the accepted socket
+// already has the listener's properties on Linux, and the options set on
+// the accept socket were carried over).
 #define SO_UPDATE_ACCEPT_CONTEXT 28683
 
 // The same, after `ConnectEx`.

@@ -366,8 +366,10 @@ pub const FILE_SKIP_SET_EVENT_ON_HANDLE: u8 = 0x2;
 pub const WSA_FLAG_OVERLAPPED: DWORD = 0x01;
 /// `WSASocket` flag: close-on-exec (always set here).
 pub const WSA_FLAG_NO_HANDLE_INHERIT: DWORD = 0x80;
-/// `setsockopt` option Windows servers set after `AcceptEx`; Linux needs no
-/// such step, and `setsockopt` with it fails harmlessly (`ENOPROTOOPT`).
+/// `setsockopt` option Windows servers set after `AcceptEx`: through the
+/// header's `setsockopt` it is checked and succeeds (the accepted socket
+/// already has the listener's properties on Linux, and the options set on
+/// the accept socket were carried over).
 pub const SO_UPDATE_ACCEPT_CONTEXT: i32 = 0x700B;
 /// The same, after `ConnectEx`.
 pub const SO_UPDATE_CONNECT_CONTEXT: i32 = 0x7010;
