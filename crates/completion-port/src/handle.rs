@@ -312,9 +312,7 @@ impl<C: Send + 'static> Handle<C> {
         bufs: Buffers,
         context: C,
     ) -> Result<Token, Rejected<C>> {
-        let mut rec = self.new_record(kind, bufs, context);
-        rec.io.offset = offset;
-        self.inner.core.submit(rec)
+        self.issue_as(false, kind, offset, bufs, context, |_| None)
     }
 
     /// Like [`issue`](Self::issue), after `check` accepted the arguments.
@@ -326,10 +324,7 @@ impl<C: Send + 'static> Handle<C> {
         context: C,
         check: impl FnOnce(&Buffers) -> Option<String>,
     ) -> Result<Token, Rejected<C>> {
-        if let Some(msg) = check(&bufs) {
-            return Err(Rejected::new(invalid_input(msg), context, bufs));
-        }
-        self.issue(kind, offset, bufs, context)
+        self.issue_as(false, kind, offset, bufs, context, check)
     }
 
     /// Like [`issue_checked`](Self::issue_checked), for a whole transfer
@@ -342,12 +337,25 @@ impl<C: Send + 'static> Handle<C> {
         context: C,
         check: impl FnOnce(&Buffers) -> Option<String>,
     ) -> Result<Token, Rejected<C>> {
+        self.issue_as(true, kind, offset, bufs, context, check)
+    }
+
+    /// The three above: `check`, then a record (`whole` or not) to the port.
+    fn issue_as(
+        &self,
+        whole: bool,
+        kind: OpKind,
+        offset: u64,
+        bufs: Buffers,
+        context: C,
+        check: impl FnOnce(&Buffers) -> Option<String>,
+    ) -> Result<Token, Rejected<C>> {
         if let Some(msg) = check(&bufs) {
             return Err(Rejected::new(invalid_input(msg), context, bufs));
         }
         let mut rec = self.new_record(kind, bufs, context);
         rec.io.offset = offset;
-        rec.io.whole = true;
+        rec.io.whole = whole;
         self.inner.core.submit(rec)
     }
 

@@ -39,35 +39,56 @@ fn delay(i: u64, n: u64) -> Duration {
     SPREAD * (slot as u32) / (n as u32).max(1)
 }
 
-/// Records one expiry: its index must be new, its lateness goes in `h`.
-fn expired(seen: &mut [bool], h: &mut Histogram<u64>, index: u64, late_ns: u64) -> io::Result<()> {
-    let slot = seen
-        .get_mut(index as usize)
-        .ok_or_else(|| io::Error::other(format!("timers: unknown timer {index}")))?;
-    if std::mem::replace(slot, true) {
-        return Err(io::Error::other(format!(
-            "timers: timer {index} expired twice"
-        )));
-    }
-    h.saturating_record(late_ns.max(1));
-    Ok(())
+/// What a trial saw: which timers expired, and how late.
+struct Expiries {
+    seen: Vec<bool>,
+    late: Histogram<u64>,
+    base: Instant,
 }
 
-fn ns_since(base: Instant) -> u64 {
-    base.elapsed().as_nanos() as u64
+impl Expiries {
+    fn new(n: u64) -> io::Result<Expiries> {
+        Ok(Expiries {
+            seen: vec![false; n as usize],
+            late: ns_histogram()?,
+            base: Instant::now(),
+        })
+    }
+
+    /// `at` from now, in ns since `base`: a timer's deadline.
+    fn deadline(&self, at: Duration) -> u64 {
+        self.now() + at.as_nanos() as u64
+    }
+
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    /// Timer `index`, due at `deadline`, expired now: it must be new.
+    fn expired(&mut self, index: u64, deadline: u64) -> io::Result<()> {
+        let slot = self
+            .seen
+            .get_mut(index as usize)
+            .ok_or_else(|| io::Error::other(format!("timers: unknown timer {index}")))?;
+        if std::mem::replace(slot, true) {
+            return Err(io::Error::other(format!(
+                "timers: timer {index} expired twice"
+            )));
+        }
+        let late = self.now().saturating_sub(deadline);
+        self.late.saturating_record(late.max(1));
+        Ok(())
+    }
 }
 
 fn ours(n: u64, backend: Backend) -> io::Result<Sample> {
     // Context: (index, deadline in ns since `base`).
     let port = open_port::<(u64, u64)>(backend, 1)?;
-    let mut seen = vec![false; n as usize];
-    let mut h = ns_histogram()?;
-    let base = Instant::now();
+    let mut e = Expiries::new(n)?;
     let meter = Meter::start();
     for i in 0..n {
         let d = delay(i, n);
-        let deadline = ns_since(base) + d.as_nanos() as u64;
-        port.post_after(d, 0, (i, deadline)).map_err(|r| {
+        port.post_after(d, 0, (i, e.deadline(d))).map_err(|r| {
             io::Error::new(r.error.kind(), format!("timers: post_after: {}", r.error))
         })?;
     }
@@ -86,16 +107,11 @@ fn ours(n: u64, backend: Backend) -> io::Result<Sample> {
             .as_ref()
             .map_err(|e| io::Error::new(e.kind(), format!("timers: a timer failed: {e}")))?;
         let (index, deadline) = p.context;
-        expired(
-            &mut seen,
-            &mut h,
-            index,
-            ns_since(base).saturating_sub(deadline),
-        )?;
+        e.expired(index, deadline)?;
     }
     let mut sample = meter.stop(n);
     port.close();
-    sample.lat = Some(Lat::of(&h));
+    sample.lat = Some(Lat::of(&e.late));
     Ok(sample)
 }
 
@@ -103,15 +119,13 @@ fn tokio_timers(n: u64) -> io::Result<Sample> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
-    let mut seen = vec![false; n as usize];
-    let mut h = ns_histogram()?;
-    let base = Instant::now();
+    let mut e = Expiries::new(n)?;
     let meter = Meter::start();
     rt.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
         for i in 0..n {
             let d = delay(i, n);
-            let deadline = ns_since(base) + d.as_nanos() as u64;
+            let deadline = e.deadline(d);
             let at = tokio::time::Instant::now() + d;
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -125,17 +139,12 @@ fn tokio_timers(n: u64) -> io::Result<Sample> {
             let Ok(Some((index, deadline))) = next else {
                 return Err(io::Error::other("timers: tokio: an expiry is missing"));
             };
-            expired(
-                &mut seen,
-                &mut h,
-                index,
-                ns_since(base).saturating_sub(deadline),
-            )?;
+            e.expired(index, deadline)?;
         }
         Ok(())
     })?;
     let mut sample = meter.stop(n);
-    sample.lat = Some(Lat::of(&h));
+    sample.lat = Some(Lat::of(&e.late));
     Ok(sample)
 }
 

@@ -40,6 +40,26 @@ impl<C: Send + 'static> Core<C> {
         Ok(self.own.get_or_init(|| Arc::new(owner)))
     }
 
+    /// A record for an operation of the port itself, on its own fd.
+    fn own_record(
+        &self,
+        kind: OpKind,
+        key: usize,
+        context: C,
+    ) -> Result<super::record::RecordBox<C>, Rejected<C>> {
+        match self.own_fd() {
+            Ok(own) => Ok(OpRecord::boxed(
+                kind,
+                own,
+                key,
+                Notify::Packet,
+                Buffers::None,
+                context,
+            )),
+            Err(e) => Err(Rejected::new(e, context, Buffers::None)),
+        }
+    }
+
     /// A timer packet `delay` from now (`Port::post_after`).
     pub(crate) fn post_after(
         &self,
@@ -54,18 +74,7 @@ impl<C: Send + 'static> Core<C> {
                 Buffers::None,
             ));
         };
-        let own = match self.own_fd() {
-            Ok(o) => o,
-            Err(e) => return Err(Rejected::new(e, context, Buffers::None)),
-        };
-        let mut rec = OpRecord::boxed(
-            OpKind::Timer,
-            own,
-            key,
-            Notify::Packet,
-            Buffers::None,
-            context,
-        );
+        let mut rec = self.own_record(OpKind::Timer, key, context)?;
         rec.io.deadline = Some(deadline);
         self.submit(rec)
     }
@@ -92,18 +101,7 @@ impl<C: Send + 'static> Core<C> {
                 ))
             }
         };
-        let own = match self.own_fd() {
-            Ok(o) => o,
-            Err(e) => return Err(Rejected::new(e, context, Buffers::None)),
-        };
-        let mut rec = OpRecord::boxed(
-            OpKind::Open { flags, mode },
-            own,
-            key,
-            Notify::Packet,
-            Buffers::None,
-            context,
-        );
+        let mut rec = self.own_record(OpKind::Open { flags, mode }, key, context)?;
         rec.io.extra().path = Some(path);
         self.submit(rec)
     }
