@@ -39,48 +39,9 @@
 #define MUST_MS 5000u /* a packet or a thread that must come back */
 #define NONE_MS 200u  /* checking that nothing is queued */
 
-static char g_why[1024];
-static int g_bad, g_passed, g_failed;
-static const char *g_current = "";
+#include "harness.h"
+
 static char g_dir[64];
-
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            int n_ = snprintf(g_why, sizeof g_why, "line %d: ", __LINE__);     \
-            snprintf(g_why + n_, sizeof g_why - (size_t)n_, __VA_ARGS__);      \
-            g_bad = 1;                                                         \
-            goto done;                                                         \
-        }                                                                      \
-    } while (0)
-
-static void on_alarm(int sig) {
-    (void)sig;
-    static const char msg[] = ": watchdog: the test did not finish in time\n";
-    ssize_t r = write(1, "FAIL ", 5);
-    r = write(1, g_current, strlen(g_current));
-    r = write(1, msg, sizeof msg - 1);
-    (void)r;
-    _exit(2);
-}
-
-static void run(const char *name, void (*fn)(void)) {
-    g_current = name;
-    g_bad = 0;
-    alarm(60);
-    fn();
-    alarm(0);
-    if (g_bad) {
-        printf("FAIL %s: %s\n", name, g_why);
-        g_failed++;
-    } else {
-        printf("ok %s\n", name);
-        g_passed++;
-    }
-    fflush(stdout);
-}
-
-#define RUN(t) run(#t, t)
 #define H(fd) ((HANDLE)(intptr_t)(fd))
 #define ADDR_LEN ((DWORD)(sizeof(SOCKADDR_STORAGE) + 16))
 
@@ -267,9 +228,7 @@ static void do_result_nowait(call_t *c) {
 #include "semantics_state.h"
 
 int main(void) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGALRM, on_alarm);
+    harness_start();
     snprintf(g_dir, sizeof g_dir, "/tmp/cport-semantics-XXXXXX");
     if (!mkdtemp(g_dir)) {
         perror("mkdtemp");
@@ -311,6 +270,5 @@ int main(void) {
     RUN(event_signalled_when_it_ends);
 
     rmdir(g_dir);
-    printf("%d passed, %d failed\n", g_passed, g_failed);
-    return g_failed == 0 ? 0 : 1;
+    return harness_report();
 }

@@ -57,57 +57,10 @@
 
 #define MUST_MS 5000u   /* a packet that must arrive */
 #define NONE_MS 200u    /* checking that no packet is queued */
-#define WATCHDOG_S 60u  /* per test */
 
-static char g_why[1024];
-static int g_bad;
-static int g_passed, g_failed;
-static const char *g_current = "";
-
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            int n_ = snprintf(g_why, sizeof g_why, "line %d: ", __LINE__);     \
-            snprintf(g_why + n_, sizeof g_why - (size_t)n_, __VA_ARGS__);      \
-            g_bad = 1;                                                         \
-            goto done;                                                         \
-        }                                                                      \
-    } while (0)
-
-static void put(const char *s) {
-    ssize_t r = write(1, s, strlen(s));
-    (void)r;
-}
+#include "harness.h"
 
 static void tmp_cleanup(void);
-
-static void on_alarm(int sig) {
-    (void)sig;
-    tmp_cleanup(); /* unlink and rmdir only */
-    put("FAIL ");
-    put(g_current);
-    put(": watchdog: the test did not finish in time\n");
-    _exit(2);
-}
-
-static void run(const char *name, void (*fn)(void)) {
-    g_current = name;
-    g_bad = 0;
-    g_why[0] = 0;
-    alarm(WATCHDOG_S);
-    fn();
-    alarm(0);
-    if (g_bad) {
-        printf("FAIL %s: %s\n", name, g_why);
-        g_failed++;
-    } else {
-        printf("ok %s\n", name);
-        g_passed++;
-    }
-    fflush(stdout);
-}
-
-#define RUN(t) run(#t, t)
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
@@ -2334,9 +2287,8 @@ done:
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--strict-child") == 0)
         return strict_child();
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGALRM, on_alarm);
+    harness_start();
+    g_on_watchdog = tmp_cleanup; /* unlink and rmdir only */
     snprintf(g_tmpdir, sizeof g_tmpdir, "/tmp/cport-suite-XXXXXX");
     if (!mkdtemp(g_tmpdir)) {
         perror("mkdtemp");
@@ -2404,6 +2356,5 @@ int main(int argc, char **argv) {
     RUN(s7_scatter_gather);
 
     tmp_cleanup();
-    printf("%d passed, %d failed\n", g_passed, g_failed);
-    return g_failed == 0 ? 0 : 1;
+    return harness_report();
 }

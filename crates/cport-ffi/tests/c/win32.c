@@ -31,46 +31,8 @@
 #define MUST_MS 10000u
 #define NONE_MS 100u
 
-static char g_why[1024];
-static int g_bad, g_passed, g_failed;
-static const char *g_name = "";
-
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            int n_ = snprintf(g_why, sizeof g_why, "line %d: ", __LINE__);     \
-            snprintf(g_why + n_, sizeof g_why - (size_t)n_, __VA_ARGS__);      \
-            g_bad = 1;                                                         \
-            return;                                                            \
-        }                                                                      \
-    } while (0)
-
-static void on_alarm(int sig)
-{
-    (void)sig;
-    static const char msg[] = "FAIL (watchdog): a test did not finish in time\n";
-    ssize_t r = write(1, msg, sizeof msg - 1);
-    (void)r;
-    _exit(2);
-}
-
-static void run(const char *name, void (*fn)(void))
-{
-    g_name = name;
-    g_bad = 0;
-    alarm(60);
-    fn();
-    alarm(0);
-    if (g_bad) {
-        printf("FAIL %s: %s\n", name, g_why);
-        g_failed++;
-    } else {
-        printf("ok %s\n", name);
-        g_passed++;
-    }
-    fflush(stdout);
-}
-#define RUN(t) run(#t, t)
+#define CHECK_LEAVES_BY_RETURN /* the tests here return at the first failure */
+#include "harness.h"
 
 /* ---- Events and waits -------------------------------------------------- */
 
@@ -485,7 +447,7 @@ int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--ctrl") == 0)
         return ctrl_child(argv[2]);
-    signal(SIGALRM, on_alarm);
+    harness_start();
     g_self = argv[0];
     RUN(events_manual_and_auto_reset);
     RUN(wait_any_lowest_index_and_wait_all_atomic);
@@ -505,6 +467,5 @@ int main(int argc, char **argv)
     RUN(console_handler_runs_on_its_own_thread);
     RUN(console_handler_false_falls_through);
     RUN(console_ignore_ctrl_c_and_close_event);
-    printf("%d passed, %d failed\n", g_passed, g_failed);
-    return g_failed ? 1 : 0;
+    return harness_report();
 }
