@@ -155,7 +155,8 @@ pub(crate) struct Core<C> {
     in_flight: CachePadded<AtomicUsize>,
     /// Results kept by token instead of queued (`results.rs`).
     results: Results<C>,
-    /// Counts the times the backend was waited on, reaped or polled: the
+    /// Counts the times the backend was waited on, polled, or reaped
+    /// completely (`Reaped::complete`): the
     /// monitor polls a port whose count stood still for a whole tick while
     /// operations are in flight and nobody leads (`progress.rs`).
     reaped: AtomicU64,

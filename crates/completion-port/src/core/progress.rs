@@ -12,8 +12,9 @@
 //! - it submits what the SQ holds (deferred submissions of a running thread
 //!   that then blocked somewhere the port cannot see: issue 15's channel
 //!   wait, with detection on or off, on both backends the same);
-//! - if nothing was waited on, reaped or polled since its previous tick
-//!   (the `reaped` count stood still), it polls the backend without
+//! - if nothing was waited on, or collected completely (`Reaped::complete`:
+//!   epoll's `reap` is not, it never asks which fds are ready), since its
+//!   previous tick (the `reaped` count stood still), it polls the backend without
 //!   blocking (`Engine::poll`: drain the CQ; epoll: run the operations
 //!   whose fds are ready) and queues what that collected — so a queue that
 //!   never empties (handlers whose new operations finish during the issue

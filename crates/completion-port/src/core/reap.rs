@@ -127,8 +127,11 @@ impl<C: Send + 'static> Core<C> {
             self.driver.reap(&mut done)
         };
         let swallowed_wake = reaped.swallowed_wake;
-        self.reaped
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if reaped.complete {
+            // Progress the monitor may count on (`progress.rs`).
+            self.reaped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.settle(&mut done);
         let collected = !done.is_empty();
         let kept = self.queue_completions(&mut done);

@@ -112,6 +112,13 @@ pub(crate) enum Submitted {
 pub(crate) struct Reaped {
     /// It consumed a wake-up meant for the leader, who will not see it.
     pub(crate) swallowed_wake: bool,
+    /// It collected everything the kernel had finished: a non-blocking
+    /// wait right after would collect nothing more. Always true of `poll`;
+    /// true of io_uring's `reap` (the kernel posts to the CQ by itself);
+    /// false of epoll's, which takes finished operations without asking
+    /// the kernel which fds are ready. The monitor counts only such
+    /// collections as progress (`core/progress.rs`).
+    pub(crate) complete: bool,
 }
 
 /// The backends' state for one fd (see the module docs). Only the backend

@@ -134,12 +134,18 @@ impl Engine for Model {
         let mut k = self.state.lock().unwrap();
         out.extend(k.done.drain(..));
         let swallowed_wake = self.swallows_wakes && std::mem::take(&mut k.wake);
-        Reaped { swallowed_wake }
+        Reaped {
+            swallowed_wake,
+            complete: false,
+        }
     }
 
     fn poll(&self, out: &mut Vec<Completion>) -> Reaped {
         self.state.lock().unwrap().submit_sq();
-        self.reap(out)
+        Reaped {
+            complete: true,
+            ..self.reap(out)
+        }
     }
 
     fn wake(&self, _spill: &mut Vec<Completion>) {

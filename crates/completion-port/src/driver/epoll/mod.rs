@@ -403,6 +403,8 @@ impl Engine for Reactor {
     /// Collects completions produced by other threads, without blocking.
     /// Never consumes the leader's wake-up (only the leader reads the
     /// eventfd).
+    /// Takes the operations already finished; does not ask the kernel
+    /// which fds are ready (`complete: false`: that is a `poll`).
     fn reap(&self, out: &mut Vec<Completion>) -> Reaped {
         self.shared.take_ready(out);
         Reaped::default()
@@ -423,6 +425,7 @@ impl Engine for Reactor {
         self.shared.take_ready(out);
         Reaped {
             swallowed_wake: woke,
+            complete: true,
         }
     }
 

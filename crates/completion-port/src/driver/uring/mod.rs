@@ -365,6 +365,7 @@ impl Engine for Ring {
         }
         Reaped {
             swallowed_wake: self.drain(out),
+            complete: true,
         }
     }
 
@@ -373,6 +374,7 @@ impl Engine for Ring {
     fn poll(&self, out: &mut Vec<Completion>) -> Reaped {
         Reaped {
             swallowed_wake: self.drain(out),
+            complete: true,
         }
     }
 
