@@ -1241,12 +1241,10 @@ BOOL WriteFile(HANDLE hFile,
 //
 // Completed: `TRUE` with the bytes, or `FALSE` with its error. In flight:
 // with `bWait = FALSE`, `FALSE` / `ERROR_IO_INCOMPLETE`; with `bWait =
-// TRUE`, waits. An operation issued with `hEvent`'s low bit set (no
-// packet) is completed here: its result is taken from the port, driving
-// the port if no thread is waiting on it. An operation that queues a
-// packet completes, from this call's point of view, when its packet is
-// dequeued (Windows updates the OVERLAPPED when the I/O ends; this
-// library when it hands the packet out).
+// TRUE`, waits. The state is written when the operation ends (the ports'
+// completion hook), with or without a packet and whether or not anyone
+// dequeues it, as on Windows; the port's monitor collects completions
+// when no thread waits on the port.
 //
 // `ERROR_INVALID_PARAMETER` for a null or misaligned OVERLAPPED, a null
 // `lpNumberOfBytesTransferred`, or an OVERLAPPED marked pending that no

@@ -85,6 +85,31 @@ impl FfiOp {
     pub(crate) fn ov(&self) -> LPOVERLAPPED {
         self.ov as LPOVERLAPPED
     }
+
+    /// **The operation ended for good** (not a stage that goes on): writes
+    /// `(error, bytes)` into its OVERLAPPED and signals its event
+    /// ([`mark_done`]) — after taking the OVERLAPPED out of the registry
+    /// and an `AcceptEx` out of the accepts in flight. On Windows the
+    /// OVERLAPPED is the program's again once its state says so: it may be
+    /// reused at once (even before the packet is dequeued), and a cancel
+    /// that names it finds nothing (`ERROR_NOT_FOUND`).
+    ///
+    /// # Safety
+    /// As [`mark_done`]: the OVERLAPPED is live (it was registered at
+    /// issue and is the system's until this returns).
+    pub(crate) unsafe fn end(&mut self, error: DWORD, bytes: DWORD) {
+        if self.id != 0 {
+            REGISTRY.remove(self.ov, self.id);
+            self.id = 0;
+        }
+        if let Stage::AcceptRecv(_) = self.stage {
+            // Drops its ticket: the entry among the accepts in flight.
+            self.stage = Stage::Io { zero: None };
+        }
+        // SAFETY: forwarded.
+        unsafe { mark_done(self.ov(), error, bytes) };
+        self.done = Some((error, bytes));
+    }
 }
 
 impl Drop for FfiOp {

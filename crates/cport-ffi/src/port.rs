@@ -9,7 +9,7 @@ use completion_port::{Delivery, GetError, Packet, Port};
 
 use crate::error::{fail, ntstatus_from_win32, set_last_error, win32_from_io};
 use crate::object::{self, FfiPort, Object};
-use crate::overlapped::{mark_done, FfiOp, Stage};
+use crate::overlapped::{FfiOp, Stage};
 use crate::types::*;
 
 /// A packet as the caller sees it.
@@ -322,14 +322,8 @@ pub(crate) fn outcome(result: &std::io::Result<usize>, zero: Option<DWORD>) -> (
 pub(crate) fn completion_hook(packet: &mut Packet<FfiOp>) -> Delivery {
     match complete(packet) {
         None => Delivery::Discard,
-        Some(state) => {
-            packet.context.done = Some(state);
-            if packet.context.no_packet {
-                Delivery::Discard
-            } else {
-                Delivery::Deliver
-            }
-        }
+        Some(_) if packet.context.no_packet => Delivery::Discard,
+        Some(_) => Delivery::Deliver,
     }
 }
 
@@ -355,7 +349,8 @@ pub(crate) fn deliver(mut packet: Packet<FfiOp>) -> Option<Delivered> {
 }
 
 /// What a completed operation reports, `(Windows error, bytes)`, written
-/// into its OVERLAPPED (`Internal`/`InternalHigh`): the one place where an
+/// into its OVERLAPPED (`Internal`/`InternalHigh`, by [`FfiOp::end`], which
+/// also frees the OVERLAPPED for reuse): the one place where an
 /// operation's completion state is decided and written. `None`: the packet
 /// only ended the first stage of a chained operation (`AcceptEx` with
 /// receive data, `ConnectEx` with send data), whose next stage is now
@@ -373,8 +368,7 @@ pub(crate) fn complete(packet: &mut Packet<FfiOp>) -> Option<(DWORD, DWORD)> {
         Stage::Connect(_) => crate::extension::connected(packet)?,
     };
     // SAFETY: the OVERLAPPED was registered at issue (live, aligned:
-    // checked there) and stays the system's until this packet is handed to
-    // the caller.
-    unsafe { mark_done(packet.context.ov(), error, bytes) };
+    // checked there) and is the system's until its state is written.
+    unsafe { packet.context.end(error, bytes) };
     Some((error, bytes))
 }
