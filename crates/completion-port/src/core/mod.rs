@@ -374,9 +374,19 @@ impl<C: Send + 'static> Core<C> {
     }
 
     /// Takes a packet with a slot the caller holds (it runs for the port, or
-    /// reserved one).
-    fn pop_counted(&self) -> Option<Packet<C>> {
+    /// reserved one). `None` also when the port is closed by now: the
+    /// packet goes to `graveyard` (dropped by the caller, after any lock),
+    /// not to a thread. Close drops what is queued, and a completion the
+    /// close itself caused (an operation it cancelled) can be pushed by a
+    /// reaping thread and popped here before the close's own drain sees it
+    /// (found by the model test): such a packet must not come out of a
+    /// closed port.
+    fn pop_counted(&self, graveyard: &mut Vec<Packet<C>>) -> Option<Packet<C>> {
         let p = self.queue.pop()?;
+        if self.hot.closed.load(Ordering::SeqCst) {
+            graveyard.push(p);
+            return None;
+        }
         self.dequeued[stripe()].fetch_add(1, Ordering::Relaxed);
         Some(p)
     }
@@ -407,7 +417,8 @@ impl<C: Send + 'static> Core<C> {
             was_running = false;
         }
         if !self.hot.closed.load(Ordering::SeqCst) && (was_running || self.try_reserve()) {
-            if let Some(p) = self.pop_counted() {
+            let mut graveyard = Vec::new();
+            if let Some(p) = self.pop_counted(&mut graveyard) {
                 if !was_running {
                     // A slot was taken: the port may now be full with
                     // packets waiting (monitor.rs).
@@ -419,9 +430,10 @@ impl<C: Send + 'static> Core<C> {
                 running::counted(self.id, || self.me.clone() as Weak<dyn Accounting>);
                 return Ok(p);
             }
-            // Nothing queued: it stops counting (windows-semantics §1.4). The loop below
-            // looks at the queue again.
+            // Nothing queued (or closed): it stops counting (windows-semantics
+            // §1.4). The loop below looks at the queue again.
             self.release_slot();
+            drop(graveyard);
         } else if was_running {
             self.release_slot();
         }
@@ -437,7 +449,7 @@ impl<C: Send + 'static> Core<C> {
                 break Err(GetError::Closed);
             }
             if self.try_reserve() {
-                if let Some(p) = self.pop_counted() {
+                if let Some(p) = self.pop_counted(&mut later.drop) {
                     if leading {
                         self.set_leader(&mut st, false);
                     }
@@ -558,10 +570,15 @@ impl<C: Send + 'static> Core<C> {
         let mut want = max;
         while want > 0 {
             // The caller runs for the port: it takes these with its slot.
-            if let Some(p) = self.pop_counted() {
+            let mut graveyard = Vec::new();
+            if let Some(p) = self.pop_counted(&mut graveyard) {
                 out.push(p);
                 want -= 1;
                 continue;
+            }
+            if !graveyard.is_empty() {
+                // Closed: nothing more comes out of this port.
+                break;
             }
             let mut later = AfterUnlock::default();
             let st = self.state.lock();
@@ -593,9 +610,10 @@ impl<C: Send + 'static> Core<C> {
             if !self.try_reserve() {
                 break;
             }
-            let Some(p) = self.pop_counted() else {
-                // Taken meanwhile by a thread holding a slot. Give the
-                // reservation back and look again.
+            let Some(p) = self.pop_counted(&mut later.drop) else {
+                // Taken meanwhile by a thread holding a slot (or dropped:
+                // the port is closed). Give the reservation back and look
+                // again.
                 self.release_slot();
                 continue;
             };
