@@ -100,6 +100,8 @@ const LISTENER: usize = 0;
 const CONNECTION: usize = 1;
 const FILE: usize = 2;
 
+/// Packets a worker takes at a time.
+const BATCH: usize = 64;
 /// Accepts kept in flight on the listener.
 const ACCEPTS: usize = 16;
 /// Receive buffer of a connection (a request head may grow it up to
@@ -149,6 +151,8 @@ struct Conn {
     head_only: bool,
     /// The file of the request being answered.
     path: PathBuf,
+    /// The memory of the last response sent, for the next one.
+    out: Vec<u8>,
 }
 
 /// What every worker shares.
@@ -246,64 +250,87 @@ impl Server {
     }
 }
 
-/// A worker: dequeue a packet, do what it says, issue the next operation.
+/// A worker: dequeue packets, do what each says, issue the next
+/// operations. Taking them in batches (`get_many`) lets the operations
+/// issued while handling a batch reach the kernel together, in one system
+/// call, at the next wait (io_uring: see the crate's docs, "When an
+/// operation reaches the kernel").
 fn worker(port: &Port<Op>, shared: &Shared) -> io::Result<()> {
+    let mut packets = Vec::with_capacity(BATCH);
     loop {
-        let mut packet = match port.get(None) {
-            Ok(p) => p,
+        match port.get_many(&mut packets, BATCH, None) {
+            Ok(_) => {}
             Err(GetError::Closed) => return Ok(()),
             Err(e) => return Err(e.into()),
-        };
-        // The buffer and the accepted socket first: then the context can
-        // be moved out of the packet.
-        let buf = packet.take_buf();
-        match std::mem::replace(&mut packet.context, Op::Stop) {
-            Op::Accept => accepted(port, shared, &mut packet),
-            // Data: answer what is complete, or receive more.
-            Op::Recv(mut conn) if packet.bytes() > 0 => {
-                conn.buf = buf.expect("a receive hands its buffer back");
-                answer(port, shared, conn);
+        }
+        let mut stops = 0;
+        for packet in packets.drain(..) {
+            stops += usize::from(!handle(port, shared, packet));
+        }
+        if stops > 0 {
+            // One stop packet per worker: hand on those meant for others.
+            for _ in 1..stops {
+                let _ = port.post(0, 0, Op::Stop);
             }
-            // Ok(0): the peer closed; TimedOut: idle for the time-out;
-            // anything else: the connection failed. Dropping the
-            // connection drops its handles, and the socket closes.
-            Op::Recv(_) => {}
-            Op::Open(conn) => opened(port, shared, conn, &mut packet),
-            Op::Sent(conn) if packet.result.is_ok() => next_request(port, shared, conn),
-            Op::Body(conn, size) if packet.bytes() as u64 == size => {
-                next_request(port, shared, conn)
-            }
-            // A failed send (the peer went away), or a file that shrank
-            // under its Content-Length: drop the connection.
-            Op::Sent(_) | Op::Body(..) => {}
-            Op::Read {
-                conn,
-                file,
-                head,
-                size,
-            } => {
-                let buf = buf.expect("a read hands its buffer back");
-                if buf.len() == head + size {
-                    let sock = conn.sock.clone();
-                    let _ = sock.send_all(buf, Op::Sent(conn));
-                } else if packet.bytes() > 0 {
-                    // A short read: read the rest.
-                    let at = (buf.len() - head) as u64;
-                    let next = Op::Read {
-                        conn,
-                        file: file.clone(),
-                        head,
-                        size,
-                    };
-                    let _ = file.read_at(buf, at, next);
-                }
-                // Else it failed, or the file shrank: drop the connection.
-            }
-            // The packet of a head sent ahead of its body: nothing to do.
-            Op::HeadOfBody => {}
-            Op::Stop => return Ok(()),
+            return Ok(());
         }
     }
+}
+
+/// Handles one packet; false for a stop packet.
+fn handle(port: &Port<Op>, shared: &Shared, mut packet: Packet<Op>) -> bool {
+    // The buffer and the accepted socket first: then the context can
+    // be moved out of the packet.
+    let buf = packet.take_buf();
+    match std::mem::replace(&mut packet.context, Op::Stop) {
+        Op::Accept => accepted(port, shared, &mut packet),
+        // Data: answer what is complete, or receive more.
+        Op::Recv(mut conn) if packet.bytes() > 0 => {
+            conn.buf = buf.expect("a receive hands its buffer back");
+            answer(port, shared, conn);
+        }
+        // Ok(0): the peer closed; TimedOut: idle for the time-out;
+        // anything else: the connection failed. Dropping the
+        // connection drops its handles, and the socket closes.
+        Op::Recv(_) => {}
+        Op::Open(conn) => opened(port, shared, conn, &mut packet),
+        Op::Sent(mut conn) if packet.result.is_ok() => {
+            // The response's buffer comes back: the next response reuses it.
+            conn.out = buf.map(Buf::into_vec).unwrap_or_default();
+            next_request(port, shared, conn)
+        }
+        Op::Body(conn, size) if packet.bytes() as u64 == size => next_request(port, shared, conn),
+        // A failed send (the peer went away), or a file that shrank
+        // under its Content-Length: drop the connection.
+        Op::Sent(_) | Op::Body(..) => {}
+        Op::Read {
+            conn,
+            file,
+            head,
+            size,
+        } => {
+            let buf = buf.expect("a read hands its buffer back");
+            if buf.len() == head + size {
+                let sock = conn.sock.clone();
+                let _ = sock.send_all(buf, Op::Sent(conn));
+            } else if packet.bytes() > 0 {
+                // A short read: read the rest.
+                let at = (buf.len() - head) as u64;
+                let next = Op::Read {
+                    conn,
+                    file: file.clone(),
+                    head,
+                    size,
+                };
+                let _ = file.read_at(buf, at, next);
+            }
+            // Else it failed, or the file shrank: drop the connection.
+        }
+        // The packet of a head sent ahead of its body: nothing to do.
+        Op::HeadOfBody => {}
+        Op::Stop => return false,
+    }
+    true
 }
 
 /// An accept came back: re-issue it, and start receiving on the new
@@ -330,6 +357,7 @@ fn accepted(port: &Port<Op>, shared: &Shared, packet: &mut Packet<Op>) {
         keep_alive: true,
         head_only: false,
         path: PathBuf::new(),
+        out: Vec::new(),
     });
     receive(conn);
 }
@@ -435,8 +463,11 @@ fn opened(port: &Port<Op>, shared: &Shared, conn: Box<Conn>, packet: &mut Packet
 /// Sends a 200 response: its head with `send_all` and, right behind it,
 /// the file's bytes with `send_file` — or, for a small file, the file read
 /// into the head's buffer and both sent with one `send_all`.
-fn reply_file(conn: Box<Conn>, file: Handle<Op>, size: u64, inline_max: u64) {
-    let mut head = Vec::with_capacity(256);
+fn reply_file(mut conn: Box<Conn>, file: Handle<Op>, size: u64, inline_max: u64) {
+    let inline = !conn.head_only && size <= inline_max;
+    let mut head = std::mem::take(&mut conn.out);
+    head.clear();
+    head.reserve(256 + if inline { size as usize } else { 0 });
     let kind = http::content_type(&conn.path);
     http::write_head(&mut head, http::Status::Ok, size, kind, conn.keep_alive);
     let sock = conn.sock.clone();
@@ -444,10 +475,9 @@ fn reply_file(conn: Box<Conn>, file: Handle<Op>, size: u64, inline_max: u64) {
         let _ = sock.send_all(Buf::from(head), Op::Sent(conn));
         return;
     }
-    if size <= inline_max {
+    if inline {
         // A read fills a buffer's spare capacity, after the head it holds.
         let (len, size) = (head.len(), size as usize);
-        head.reserve_exact(size);
         let next = Op::Read {
             conn,
             file: file.clone(),
@@ -471,7 +501,8 @@ fn reply_file(conn: Box<Conn>, file: Handle<Op>, size: u64, inline_max: u64) {
 /// Sends an error response: its head and a short text body.
 fn reply_error(mut conn: Box<Conn>, status: http::Status, keep_alive: bool) {
     conn.keep_alive = keep_alive;
-    let mut out = Vec::with_capacity(256);
+    let mut out = std::mem::take(&mut conn.out);
+    out.clear();
     http::write_error(&mut out, status, conn.head_only, keep_alive);
     let sock = conn.sock.clone();
     let _ = sock.send_all(Buf::from(out), Op::Sent(conn));
