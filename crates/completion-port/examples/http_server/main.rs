@@ -6,10 +6,11 @@
 //! ```
 //!
 //! `http_server [--addr ADDR] [--workers N] [--idle-timeout SECONDS]
-//! [--cache N] [--inline-max BYTES] [--backend auto|io_uring|epoll] DIR` serves the files under
-//! `DIR`: `GET` and `HEAD`, keep-alive (and pipelined requests), `Connection:
-//! close`, 400/404/405 answers, no way out of `DIR` (`..` is refused). It
-//! stops cleanly on Ctrl-C (SIGINT) or SIGTERM.
+//! [--cache N] [--inline-max BYTES] [--backend auto|io_uring|epoll] DIR`
+//! serves the files under `DIR`: `GET` and `HEAD`, keep-alive (and
+//! pipelined requests), `Connection: close`, 400/403/404/405/431 answers,
+//! no way out of `DIR` (`..` is refused). It stops cleanly on Ctrl-C
+//! (SIGINT) or SIGTERM.
 //!
 //! How it uses the IOCP model, from the top:
 //! - **One port, a pool of workers** (`--workers`, default one per CPU)
@@ -18,8 +19,8 @@
 //! - **Every operation carries its connection** as its context (`Op`): a
 //!   connection's state lives in a `Box<Conn>` that travels with its one
 //!   operation in flight and comes back in that operation's packet — the
-//!   `Connection : OVERLAPPED` of the classic Windows servers. No locks and
-//!   no connection table.
+//!   `Connection : OVERLAPPED` of the classic Windows servers. No
+//!   connection table, and no lock but the file cache's.
 //! - **Several accepts in flight** on the listener (as servers post several
 //!   `AcceptEx`), each re-issued as its packet comes back.
 //! - **Idle time-out without a reaper thread**: each receive is issued
@@ -27,8 +28,8 @@
 //!   back `TimedOut`, and dropping the connection closes it.
 //! - **Files are opened without blocking** (`Port::open`: the open is an
 //!   operation whose packet brings the file), and kept open in a small cache
-//!   of handles (`--cache N`, default 256; 0 opens every file per request,
-//!   about 1.5× slower for small files: BENCHMARKS.md, "HTTP").
+//!   of handles (`--cache N`, default 256; 0 opens every file per request:
+//!   1.4× fewer requests per second for small files, BENCHMARKS.md, "HTTP").
 //! - **Files are sent with `Handle::send_file`** (zero-copy, the
 //!   `TransmitFile` of this API) right behind their head, sent with
 //!   `send_all`: sends on one socket go out in the order they were issued,
@@ -366,7 +367,8 @@ fn accepted(port: &Port<Op>, shared: &Shared, packet: &mut Packet<Op>) {
 /// only when the port is closed: then the connection is dropped.
 fn receive(mut conn: Box<Conn>) {
     if conn.buf.spare_capacity() == 0 {
-        conn.buf.reserve(conn.buf.capacity()); // a long head: up to MAX_HEAD
+        // A long head: grow, up to MAX_HEAD (`answer` refuses longer).
+        conn.buf.reserve(conn.buf.capacity().max(RECV_BUF));
     }
     let buf = std::mem::replace(&mut conn.buf, Buf::with_capacity(0));
     let idle = conn.idle.clone();
