@@ -25,6 +25,7 @@ mod blocking;
 mod echo;
 mod file;
 mod handlers;
+mod http;
 mod loadgen;
 mod meter;
 mod mixed;
@@ -92,6 +93,12 @@ pub enum Workload {
     /// inline, and with spawn_blocking) and compio, nothing pinned;
     /// throughput and p99 latency.
     Handlers,
+    /// Static files over HTTP/1.1 keep-alive, `wrk -t1 -c100`, 4 KiB and
+    /// 1 MiB: the crate's example `http_server` against the same server
+    /// for tokio and against nginx (1 worker, sendfile; with and without
+    /// open_file_cache); server CPU per request. Needs wrk (and nginx):
+    /// `crates/cport-bench/setup.sh`.
+    Http,
     /// Every workload but `blocking`.
     All,
 }
@@ -104,8 +111,9 @@ pub enum Workload {
 /// throughput and p99 vs tokio and compio), scale (10 000 vs 50
 /// connections, memory per connection), file (O_DIRECT random reads vs
 /// fio), wake (post→wake latency vs Mutex+Condvar), timers (100 000
-/// pending timers vs tokio), all; and blocking
-/// (the monitor's detection delay and cost; not part of all).
+/// pending timers vs tokio), http (static files with wrk vs tokio and
+/// nginx), all; and blocking (the monitor's detection delay and cost; not
+/// part of all).
 #[derive(clap::Parser, Debug)]
 #[command(
     name = "cport-bench",
@@ -115,7 +123,7 @@ pub enum Workload {
   cport-bench all --quick                        every workload in well under 2 minutes
   cport-bench echo --json echo.json              echo vs raw epoll, raw io_uring, tokio, compio; JSON with units
   cport-bench file --dir /mnt/nvme               O_DIRECT reads on that filesystem vs fio (needs fio on PATH)
-  cport-bench mixed --pairs 9 --no-pin           more pairs, threads not pinned"
+  cport-bench http --pairs 9                     HTTP files with wrk vs tokio and nginx (crates/cport-bench/setup.sh installs them)"
 )]
 pub struct Args {
     /// Workload to run.
@@ -160,10 +168,27 @@ pub struct Args {
     /// (SERVER,ADDR,CPU|-), to be driven from outside.
     #[arg(long, hide = true, value_name = "SPEC")]
     pub serve: Option<String>,
+    /// The tokio server the `http` rows compare with: tokio-sendfile
+    /// (default), tokio-read or tokio-fs (see `http_serve.rs`).
+    #[arg(long, default_value = "tokio-sendfile", value_parser = parse_tokio)]
+    pub http_tokio: &'static str,
+    /// Internal: run one `http` server on 127.0.0.1 (KIND,DIR,CPU|-; KIND
+    /// ours, ours-open, ours-sendfile, tokio-sendfile, tokio-read,
+    /// tokio-fs) until SIGTERM; it prints `listening on http://ADDR …`.
+    #[arg(long, hide = true, value_name = "SPEC")]
+    pub http_serve: Option<String>,
 }
 
 fn parse_backend(s: &str) -> Result<Backend, String> {
     s.parse::<Backend>().map_err(|e| e.to_string())
+}
+
+fn parse_tokio(s: &str) -> Result<&'static str, String> {
+    http::KINDS
+        .iter()
+        .find(|k| k.starts_with("tokio") && **k == s)
+        .copied()
+        .ok_or_else(|| format!("{s:?} is not one of tokio-sendfile, tokio-read, tokio-fs"))
 }
 
 fn parse_scale(s: &str) -> Result<f64, String> {
@@ -308,6 +333,9 @@ fn run(a: Args) -> io::Result<()> {
     if let Some(spec) = &a.serve {
         return echo::serve(spec);
     }
+    if let Some(spec) = &a.http_serve {
+        return http::serve(spec, a.backend);
+    }
     let s = settings(&a)?;
     NO_DETECTION.store(a.no_detection, std::sync::atomic::Ordering::Relaxed);
     // Fail before minutes of work if the JSON file cannot be written.
@@ -374,6 +402,9 @@ fn run(a: Args) -> io::Result<()> {
     }
     if matches!(a.workload, Workload::Timers | Workload::All) {
         rows.push(timers::run(&s, backend)?);
+    }
+    if matches!(a.workload, Workload::Http | Workload::All) {
+        rows.extend(http::run(&s, backend, a.http_tokio)?);
     }
     if a.workload == Workload::Blocking {
         rows.extend(blocking::run(&s, backend)?);

@@ -36,8 +36,11 @@ fn bench_all_quick_writes_every_row() {
         .args(["all", "--quick", "--json"])
         .arg(&path)
         .env("CPORT_BENCH_SCALE", "0.01")
-        // Deterministic whatever is installed: the file row without fio.
+        // Deterministic whatever is installed: the file row without fio,
+        // the http rows without wrk (`bench_http_with_wrk_when_installed`
+        // measures them).
         .env("CPORT_BENCH_FIO", "/nonexistent/fio")
+        .env("CPORT_BENCH_WRK", "/nonexistent/wrk")
         .output()
         .expect("run cport-bench");
     assert!(out.status.success(), "{}", text(&out));
@@ -89,13 +92,34 @@ fn bench_all_quick_writes_every_row() {
             "handlers_scope_vs_tokio_spawn_blocking",
             "scale",
             "file",
-            "wake"
+            "wake",
+            "timers",
+            "http_4k_vs_tokio",
+            "http_4k_vs_nginx",
+            "http_4k_vs_nginx_cached",
+            "http_4k_open_vs_nginx",
+            "http_4k_open_vs_cached",
+            "http_4k_send_file_vs_inline",
+            "http_1m_vs_tokio",
+            "http_1m_vs_nginx",
         ]
     );
     for r in rows {
         let id = r["id"].as_str().unwrap();
         if id == "file" {
             check_file_row(r, false);
+            continue;
+        }
+        if id.starts_with("http") {
+            // Without wrk: the rows say so and how to install it, and
+            // carry no number.
+            let note = r["note"].as_str().expect("a note");
+            assert!(
+                note.starts_with("wrk not found") && note.contains("setup.sh"),
+                "{note}"
+            );
+            assert!(r["ratio"]["value"].is_null(), "{r}");
+            assert!(r["target"]["met"].is_null());
             continue;
         }
         let ratio = number(&r["ratio"], id);
@@ -302,6 +326,57 @@ fn bench_file_against_fio_when_installed() {
     let rows = doc["rows"].as_array().expect("rows");
     assert_eq!(rows.len(), 1);
     check_file_row(&rows[0], true);
+}
+
+/// With wrk installed, `bench http` drives every server and fills every
+/// row (the nginx rows say so where nginx is missing); skipped, saying so,
+/// where wrk is absent (the test above covers those rows).
+#[test]
+fn bench_http_with_wrk_when_installed() {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!("wrk is not installed: skipping `bench http`");
+        return;
+    }
+    let path = tmp_json("http");
+    let out = bench()
+        .args(["http", "--quick", "--pairs", "1", "--json"])
+        .arg(&path)
+        .env("CPORT_BENCH_SCALE", "0.01")
+        .env_remove("CPORT_BENCH_WRK")
+        .output()
+        .expect("run cport-bench");
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read JSON"))
+        .expect("the JSON parses");
+    let _ = std::fs::remove_file(&path);
+    let rows = doc["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 8);
+    for r in rows {
+        let id = r["id"].as_str().unwrap();
+        let nginx_peer = r["peer"]["name"].as_str().unwrap().starts_with("nginx");
+        if nginx_peer
+            && r["note"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("nginx not found"))
+        {
+            assert!(r["ratio"]["value"].is_null(), "{r}");
+            continue;
+        }
+        assert!(r["note"].is_null(), "{r}");
+        let ratio = number(&r["ratio"], id);
+        assert!(ratio > 0.0 && ratio.is_finite(), "{id}: ratio {ratio}");
+        for side in ["ours", "peer"] {
+            let trials = r[side]["trials"].as_array().expect("trials");
+            assert_eq!(trials.len(), 1, "{id} {side}");
+            assert!(number(&trials[0]["ops"], id) > 0.0, "{id} {side}: requests");
+            assert!(number(&r[side]["cpu_per_op"], id) > 0.0, "{id} {side}: CPU");
+        }
+    }
+    assert_eq!(
+        rows[0]["peer"]["name"], "tokio (1 worker, sendfile)",
+        "{}",
+        rows[0]
+    );
 }
 
 #[test]
