@@ -144,7 +144,7 @@ impl<'m> Actor<'m> {
             Ok(()) => (Ok(None), None),
             Err(rej) => (Err((rej.error, Vec::new())), Some(rej.context)),
         };
-        self.m.issued(id, r, (before, after), false)
+        self.m.issued(id, r, (before, after), (false, false))
     }
 
     /// An operation on a random end of a random slot, of a kind that end
@@ -158,10 +158,15 @@ impl<'m> Actor<'m> {
         let (gen, h) = (g.gen, g.ends[end].clone());
         // Closed for good once the port is closed (nothing to re-associate with).
         let closed = h.is_closed();
+        // No close of this slot runs now (we hold its generation shared).
+        let ended = slot.closes_ended.load(SeqCst);
         if self.m.races {
             guard = None; // the issue below may race a close of `h`
         }
-        let token = self.issue(&h, s, gen, end, slot.kind, closed)?;
+        // `EBADF` is a right answer only if `h` was closed before the call,
+        // or a close of the slot began before the call returned.
+        let raced = || slot.closes_begun.load(SeqCst) > ended;
+        let token = self.issue(&h, s, gen, end, slot.kind, (closed, &raced))?;
         if guard.is_some() {
             // Submit what this thread deferred before anyone may cancel it.
             self.m.port.blocking(|| ());
@@ -189,7 +194,7 @@ impl<'m> Actor<'m> {
             }
             r[self.rng.below(r.len() as u64) as usize].clone()
         };
-        self.issue(&h, s, u64::MAX, 0, self.m.slots[s].kind, true)
+        self.issue(&h, s, u64::MAX, 0, self.m.slots[s].kind, (true, &|| false))
             .map(|_| ())
     }
 
@@ -213,8 +218,12 @@ impl<'m> Actor<'m> {
             _ => h.recv_vectored(Vec::new(), ctx),
         };
         let (r, _drop_after) = split(r);
-        self.m
-            .issued(id, r, (life, self.m.life.load(SeqCst)), h.is_closed())
+        self.m.issued(
+            id,
+            r,
+            (life, self.m.life.load(SeqCst)),
+            (h.is_closed(), false),
+        )
     }
 
     /// Issues a random operation on `h`; returns its token when accepted.
@@ -225,7 +234,7 @@ impl<'m> Actor<'m> {
         gen: u64,
         end: usize,
         kind: Kind,
-        closed: bool,
+        (closed, raced): (bool, &dyn Fn() -> bool),
     ) -> Result<Option<(Token, usize)>, String> {
         let f = fill(s, gen);
         let small = 1 + self.rng.below(256) as usize;
@@ -290,7 +299,7 @@ impl<'m> Actor<'m> {
         let token = r.as_ref().ok().map(|&t| (t, id));
         let (r, _drop_after) = split(r);
         self.m
-            .issued(id, r, (life, self.m.life.load(SeqCst)), closed)?;
+            .issued(id, r, (life, self.m.life.load(SeqCst)), (closed, raced()))?;
         Ok(token)
     }
 

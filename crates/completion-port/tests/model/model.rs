@@ -200,15 +200,16 @@ impl Model {
     }
 
     /// Checks the outcome of issue call `id` (which ended with the port in
-    /// state `life_after`, having started in `life_before`); `handle_closed`
-    /// says the handle was closed before the call. Returns the refusal's
+    /// state `life_after`, having started in `life_before`);
+    /// `handle_closed` says the handle was closed before the call,
+    /// `close_raced` that a close of it began before the call returned. Returns the refusal's
     /// context for the caller to drop after the lock is released.
     pub fn issued(
         &self,
         id: usize,
         r: Result<Option<Token>, (io::Error, Vec<Buf>)>,
         life: (u8, u8),
-        handle_closed: bool,
+        (handle_closed, close_raced): (bool, bool),
     ) -> Result<(), String> {
         let mut recs = self.recs.lock().unwrap();
         let rec = &mut recs[id];
@@ -243,7 +244,7 @@ impl Model {
                 } else if is_port_closed(&e) {
                     life.1 != OPEN
                 } else if e.raw_os_error() == Some(libc::EBADF) {
-                    handle_closed || self.races
+                    handle_closed || close_raced
                 } else {
                     false
                 };
