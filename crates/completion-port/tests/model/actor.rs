@@ -66,7 +66,9 @@ impl<'m> Actor<'m> {
             0..=29 => self.issue_random()?,
             30..=32 => self.issue_on_retired()?,
             33..=34 => self.issue_bad_input()?,
-            35..=42 => self.post()?,
+            35..=40 => self.post()?,
+            41 => self.timer()?,
+            42 => self.cancel_timer()?,
             43..=49 => self.cancel_one()?,
             50..=51 => self.cancel_all()?,
             52..=54 => {
@@ -145,6 +147,56 @@ impl<'m> Actor<'m> {
             Err(rej) => (Err((rej.error, Vec::new())), Some(rej.context)),
         };
         self.m.issued(id, r, (before, after), (false, false))
+    }
+
+    /// A timer packet 0–3 ms from now (`Port::post_after`).
+    fn timer(&mut self) -> Result<(), String> {
+        let delay_us = self.rng.below(3000);
+        let ctx = self.m.begin(Op::Timer { delay_us }, None, self.id);
+        let id = ctx.id;
+        let before = self.m.life.load(SeqCst);
+        let r = self.m.port.post_after(
+            Duration::from_micros(delay_us),
+            crate::model::TIMER_KEY,
+            ctx,
+        );
+        let after = self.m.life.load(SeqCst);
+        let token = r.as_ref().ok().copied();
+        let (r, _ctx) = match r {
+            Ok(t) => (Ok(Some(t)), None),
+            Err(rej) => (Err((rej.error, Vec::new())), Some(rej.context)),
+        };
+        self.m.issued(id, r, (before, after), (false, false))?;
+        if let Some(t) = token {
+            self.m.timers.lock().unwrap().push((t, id));
+        }
+        Ok(())
+    }
+
+    /// Cancels a random timer: its packet comes aborted, unless it fired
+    /// (then `NotFound`; certainly so if its packet was dequeued before).
+    fn cancel_timer(&mut self) -> Result<(), String> {
+        let picked = {
+            let mut t = self.m.timers.lock().unwrap();
+            if t.is_empty() {
+                return Ok(());
+            }
+            let i = self.rng.below(t.len() as u64) as usize;
+            t.swap_remove(i)
+        };
+        let (token, id) = picked;
+        let done_before = self.m.cancelling(id);
+        match self.m.port.cancel_timer(token) {
+            Ok(()) if done_before => Err(format!(
+                "timer op {id}: cancel_timer found it after its packet was dequeued"
+            )),
+            Ok(()) => {
+                self.m.tally.timer_cancels.fetch_add(1, SeqCst);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("timer op {id}: cancel_timer failed with {e:?}")),
+        }
     }
 
     /// An operation on a random end of a random slot, of a kind that end
@@ -254,7 +306,12 @@ impl<'m> Actor<'m> {
             (Kind::Null, ..) => Op::Write { len: small },
             (_, _, r) => {
                 let vectored = self.rng.below(4) == 0;
-                if r == 1 {
+                if r == 1 && self.rng.below(4) == 0 {
+                    Op::RecvTimed {
+                        cap: small,
+                        timeout_us: 100 + self.rng.below(3000),
+                    }
+                } else if r == 1 {
                     // Vectored: two buffers, `cap / 2` bytes and the rest.
                     let cap = if vectored { small.max(2) } else { small };
                     Op::Recv { cap, vectored }
@@ -294,7 +351,12 @@ impl<'m> Actor<'m> {
                 len,
                 vectored: true,
             } => h.send_vectored(vec![filled(len / 2, f), filled(len - len / 2, f)], ctx),
-            Op::Post { .. } | Op::ReadNoRoom | Op::RecvNoBufs => unreachable!(),
+            Op::RecvTimed { cap, timeout_us } => h
+                .with_timeout(Duration::from_micros(timeout_us))
+                .recv(buf(cap), ctx),
+            Op::Post { .. } | Op::Timer { .. } | Op::ReadNoRoom | Op::RecvNoBufs => {
+                unreachable!()
+            }
         };
         let token = r.as_ref().ok().map(|&t| (t, id));
         let (r, _drop_after) = split(r);

@@ -4,13 +4,16 @@
 //! off) with slots of files, pipes, Unix and TCP socket pairs and
 //! `/dev/null`; 2–4 threads take random steps — operations of every kind
 //! (and arguments that must be refused), posts, cancels of single
-//! operations (sometimes through the wrong handle), `cancel_all`, handle
+//! operations (sometimes through the wrong handle), `cancel_all`, timers
+//! (`post_after`, `cancel_timer`), receives with a time-out
+//! (`Handle::with_timeout`), handle
 //! closes followed by re-association of a fresh resource, `get` and
 //! `get_many` with random sizes and time-outs, blocking scopes, thread
 //! exits — and in a third of the seeds one thread closes the port at a
 //! random step. The reference model (`model.rs`) predicts what each call
 //! must return and what each packet may carry (key, token, kind, result,
-//! bytes, aborted only after a cancel or close), and at the end:
+//! bytes, aborted only after a cancel or close, timed out only with a
+//! time-out), and at the end:
 //! - every accepted operation yielded exactly one packet, unless the port
 //!   was closed (then its context was dropped by the close);
 //! - no packet was dequeued by a `get` that began after `close` returned;
@@ -98,16 +101,17 @@ fn run_model(backend: Backend) {
     let steps = env_or("CPORT_MODEL_STEPS", 6_000usize);
     let races = env_or("CPORT_MODEL_ISSUE_RACES", 1u8) == 1;
     let started = Instant::now();
-    let mut total = [0; 5];
+    let mut total = [0; 7];
     for seed in first..first + seeds {
         let t = run_seed(backend, &Setup::from_seed(seed, steps), races);
         total.iter_mut().zip(t).for_each(|(a, b)| *a += b);
     }
-    let [steps, accepted, packets, aborted, refused] = total;
+    let [steps, accepted, packets, aborted, refused, timeouts, timer_cancels] = total;
     println!(
         "model on {backend}: {seeds} seeds from {first}, {steps} steps, issue races {races}: \
-         {accepted} ops and posts accepted, {packets} packets ({aborted} aborted), \
-         {refused} refused as predicted; 0 lost, 0 duplicated; {:?}",
+         {accepted} ops, posts and timers accepted, {packets} packets ({aborted} aborted, \
+         {timeouts} timed out, {timer_cancels} timers cancelled), {refused} refused as \
+         predicted; 0 lost, 0 duplicated; {:?}",
         started.elapsed()
     );
 }
@@ -129,8 +133,9 @@ fn raise_fd_limit() {
 }
 
 /// One seed: returns the steps, and the operations accepted, packets,
-/// aborted packets and refusals. Panics with the seed on a failure.
-fn run_seed(backend: Backend, s: &Setup, races: bool) -> [usize; 5] {
+/// aborted packets, refusals, time-outs and timers cancelled. Panics with
+/// the seed on a failure.
+fn run_seed(backend: Backend, s: &Setup, races: bool) -> [usize; 7] {
     let bufs_before = alloc::live();
     let port = Port::builder()
         .backend(backend)
@@ -189,6 +194,8 @@ fn run_seed(backend: Backend, s: &Setup, races: bool) -> [usize; 5] {
         t.packets.load(SeqCst),
         t.aborted.load(SeqCst),
         t.refused.load(SeqCst),
+        t.timeouts.load(SeqCst),
+        t.timer_cancels.load(SeqCst),
     ];
     drop(m);
     if let Some(why) = failure {

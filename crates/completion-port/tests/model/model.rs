@@ -15,6 +15,8 @@ use crate::world::{fill, key, pat, Kind, Slot};
 
 /// Completion key of posted packets.
 pub const POST_KEY: usize = usize::MAX - 1;
+/// Completion key of timer packets (`Port::post_after`).
+pub const TIMER_KEY: usize = usize::MAX - 2;
 
 /// The per-operation context: its id, and the drop counters it bumps.
 pub struct Ctx {
@@ -34,6 +36,11 @@ pub enum Op {
     Post {
         bytes: usize,
     },
+    /// `Port::post_after`: a timer packet after `delay_us` µs (`Ok(0)`, or
+    /// aborted after `cancel_timer`).
+    Timer {
+        delay_us: u64,
+    },
     Nop,
     ReadAt {
         off: u64,
@@ -52,6 +59,12 @@ pub enum Op {
         cap: usize,
         vectored: bool,
     },
+    /// A receive through `Handle::with_timeout`: data, or `TimedOut` (the
+    /// buffer back, empty) once `timeout_us` µs passed without any.
+    RecvTimed {
+        cap: usize,
+        timeout_us: u64,
+    },
     Send {
         len: usize,
         vectored: bool,
@@ -66,10 +79,11 @@ impl Op {
     fn kind(self) -> PacketKind {
         match self {
             Op::Post { .. } => PacketKind::Posted,
+            Op::Timer { .. } => PacketKind::Timer,
             Op::Nop => PacketKind::Nop,
             Op::ReadAt { .. } | Op::Read { .. } | Op::ReadNoRoom => PacketKind::Read,
             Op::WriteAt { .. } | Op::Write { .. } => PacketKind::Write,
-            Op::Recv { .. } | Op::RecvNoBufs => PacketKind::Recv,
+            Op::Recv { .. } | Op::RecvTimed { .. } | Op::RecvNoBufs => PacketKind::Recv,
             Op::Send { .. } => PacketKind::Send,
         }
     }
@@ -124,6 +138,10 @@ pub struct Tally {
     pub cancels: AtomicUsize,
     pub closes: AtomicUsize,
     pub exits: AtomicUsize,
+    /// Timed receives that ended with `TimedOut`.
+    pub timeouts: AtomicUsize,
+    /// Timers cancelled (their packet aborted).
+    pub timer_cancels: AtomicUsize,
 }
 
 pub struct Model {
@@ -133,6 +151,8 @@ pub struct Model {
     pub drops: Arc<Vec<AtomicU8>>,
     /// Accepted operations, for cancels.
     pub tokens: Mutex<Vec<Issued>>,
+    /// Accepted timers `(token, id)`, for `cancel_timer`.
+    pub timers: Mutex<Vec<(Token, usize)>>,
     pub life: AtomicU8,
     /// Issue calls may race `close`/`cancel_all` on the same handle (issue 17.1).
     pub races: bool,
@@ -155,6 +175,7 @@ impl Model {
             recs: Mutex::new(Vec::new()),
             drops: Arc::new((0..max_ids).map(|_| AtomicU8::new(0)).collect()),
             tokens: Mutex::new(Vec::new()),
+            timers: Mutex::new(Vec::new()),
             life: AtomicU8::new(OPEN),
             races,
             tally: Tally::default(),
@@ -255,7 +276,7 @@ impl Model {
                     ));
                 }
                 let expect_bufs = match rec.op {
-                    Op::Post { .. } | Op::Nop | Op::RecvNoBufs => 0,
+                    Op::Post { .. } | Op::Timer { .. } | Op::Nop | Op::RecvNoBufs => 0,
                     Op::Recv { vectored: true, .. } | Op::Send { vectored: true, .. } => 2,
                     _ => 1,
                 };
@@ -302,6 +323,36 @@ impl Model {
             .is_some_and(|(s, ..)| self.slots[s].disrupt.load(SeqCst) > rec.disrupt);
         let may_abort = rec.cancelled || disrupted;
         let (fill_byte, kind) = match rec.slot {
+            None if matches!(rec.op, Op::Timer { .. }) => {
+                let token_ok = match (rec.token, p.token()) {
+                    (Some(a), Some(b)) => a == b,
+                    (None, Some(b)) => {
+                        rec.token = Some(b);
+                        true
+                    }
+                    (_, None) => false,
+                };
+                let result_ok = match &p.result {
+                    Ok(0) => true,
+                    Err(e) if is_aborted(e) && rec.cancelled => {
+                        self.tally.aborted.fetch_add(1, SeqCst);
+                        true
+                    }
+                    _ => false,
+                };
+                return if p.key == TIMER_KEY && token_ok && result_ok && bufs.is_empty() {
+                    self.tally.ok.fetch_add(1, SeqCst);
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{what}: timer packet key {:x} token {:?} result {:?} (cancelled {})",
+                        p.key,
+                        p.token(),
+                        p.result,
+                        rec.cancelled
+                    ))
+                };
+            }
             None => {
                 let ok = p.key == POST_KEY
                     && p.token().is_none()
@@ -344,6 +395,19 @@ impl Model {
                     Err(format!("{what}: aborted, but nothing cancelled it"))
                 };
             }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                self.tally.timeouts.fetch_add(1, SeqCst);
+                // Its time-out passed with no data: the buffer comes back
+                // empty. Only a timed receive may end so.
+                return if matches!(rec.op, Op::RecvTimed { .. })
+                    && bufs.len() == 1
+                    && bufs[0].is_empty()
+                {
+                    Ok(())
+                } else {
+                    Err(format!("{what}: timed out with {} buffers", bufs.len()))
+                };
+            }
             Err(e) => {
                 self.tally.failed.fetch_add(1, SeqCst);
                 let peer_gone = matches!(
@@ -376,7 +440,10 @@ impl Model {
             Op::Write { len } => n == len,
             Op::Recv { cap, .. } => n == got.len() && n <= cap && all_fill && (n > 0 || disrupted),
             Op::Send { len, .. } => (1..=len).contains(&n) && got.len() == len,
-            Op::Post { .. } | Op::ReadNoRoom | Op::RecvNoBufs => false,
+            Op::RecvTimed { cap, .. } => {
+                n == got.len() && n <= cap && all_fill && (n > 0 || disrupted)
+            }
+            Op::Post { .. } | Op::Timer { .. } | Op::ReadNoRoom | Op::RecvNoBufs => false,
         };
         if ok {
             Ok(())
