@@ -23,7 +23,8 @@ pub enum GetError {
     Closed,
     /// The backend failed in a way the port could not absorb (for example
     /// the kernel refused memory for the wait). The port stays usable; a
-    /// retry may succeed.
+    /// retry may succeed — except in a child forked after the port was
+    /// created ([`is_port_forked`]), where it never will.
     Io(io::Error),
 }
 
@@ -78,9 +79,54 @@ pub(crate) fn port_closed() -> io::Error {
 }
 
 /// Whether `e` says the completion port is closed (as returned when an
-/// operation is issued or a packet posted after [`Port::close`](crate::Port::close)).
+/// operation is issued or a packet posted after [`Port::close`](crate::Port::close)),
+/// or closed to this process: a port inherited across `fork`, used in the
+/// child ([`is_port_forked`]).
 pub fn is_port_closed(e: &io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<PortClosed>())
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<PortClosed>() || inner.is::<PortForked>())
+}
+
+/// The payload of the "port inherited across fork" `io::Error`.
+#[derive(Debug)]
+struct PortForked {
+    creator: u32,
+    child: u32,
+}
+
+impl fmt::Display for PortForked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the completion port belongs to process {}, and process {} is a child forked from \
+             it: a port cannot be used across fork (it shares its io_uring or epoll instance \
+             with its creator, whose completions the child would take); create a port in the \
+             child",
+            self.creator, self.child
+        )
+    }
+}
+
+impl Error for PortForked {}
+
+/// The error for any call, in a forked child, on a port that process
+/// `creator` created before the fork (kind `Unsupported`; `core/fork.rs`).
+pub(crate) fn port_forked(creator: u32) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        PortForked {
+            creator,
+            child: std::process::id(),
+        },
+    )
+}
+
+/// Whether `e` is the error of a call on a port inherited across `fork`,
+/// made in the child: every call fails so (the port's io_uring or epoll
+/// instance is shared with the parent); the child may create its own.
+/// [`is_port_closed`] is true for it too.
+pub fn is_port_forked(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<PortForked>())
 }
 
 /// Whether `e` is the error of a cancelled operation (`ECANCELED`, Windows'

@@ -55,6 +55,9 @@ pub(crate) fn associate<C: Send + 'static>(
     key: usize,
 ) -> Result<Handle<C>, AssociateError> {
     let core = &port.core;
+    if let Some(error) = core.fork_refusal() {
+        return Err(AssociateError { error, fd });
+    }
     if core.is_closed() {
         return Err(AssociateError {
             error: crate::error::port_closed(),

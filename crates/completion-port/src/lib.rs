@@ -80,7 +80,7 @@ mod sync;
 
 pub use buf::Buf;
 pub use driver::Backend;
-pub use error::{is_aborted, is_port_closed, GetError, Rejected};
+pub use error::{is_aborted, is_port_closed, is_port_forked, GetError, Rejected};
 pub use handle::{AssociateError, Handle};
 pub use op::net::MAX_IOVECS;
 pub use op::{Accepted, FileStat, OpenOptions, PacketKind, Token};

@@ -16,6 +16,12 @@ impl<C: Send + 'static> Core<C> {
     /// in-flight operations are cancelled and reaped (their buffers and
     /// contexts dropped exactly once). Returns once nothing is in flight.
     pub(crate) fn close(&self) {
+        if self.forked() {
+            // A forked child's copy: nothing to cancel or reap here, no lock
+            // to take (`fork.rs`).
+            self.hot.closed.store(true, Ordering::SeqCst);
+            return;
+        }
         if self.hot.closed.swap(true, Ordering::SeqCst) {
             return;
         }

@@ -86,6 +86,7 @@ mod after_unlock;
 mod close;
 pub(crate) mod fd;
 mod file_stat;
+mod fork;
 mod lanes;
 pub(crate) mod monitor;
 mod packet;
@@ -169,6 +170,8 @@ pub(crate) struct Core<C> {
     /// The port's own fd, for timers and opens (`port_ops.rs`).
     own: std::sync::OnceLock<Arc<fd::FdOwner>>,
     me: Weak<Core<C>>,
+    /// The process and fork generation that created the port (`fork.rs`).
+    birth: fork::Birth,
 }
 
 /// A port's completion hook (see [`Core::complete`]).
@@ -271,6 +274,7 @@ impl<C: Send + 'static> Core<C> {
             hook,
             own: std::sync::OnceLock::new(),
             me: me.clone(),
+            birth: fork::Birth::now(),
         });
         // Every port: the monitor keeps ports moving that nobody waits on
         // (`progress.rs`), and watches the threads of those with detection.
@@ -286,8 +290,24 @@ impl<C: Send + 'static> Core<C> {
         self.hot.closed.load(Ordering::Acquire)
     }
 
+    /// In a child forked after the port was created: the error every call
+    /// gets there (`fork.rs`); `None` in the creator (one relaxed load).
+    #[inline]
+    pub(crate) fn fork_refusal(&self) -> Option<std::io::Error> {
+        self.birth.forked().then(|| self.birth.error())
+    }
+
+    /// Whether this is a child forked after the port was created.
+    #[inline]
+    pub(crate) fn forked(&self) -> bool {
+        self.birth.forked()
+    }
+
     /// Queues a user packet.
     pub(crate) fn post(&self, key: usize, bytes: usize, context: C) -> Result<(), Rejected<C>> {
+        if let Some(e) = self.fork_refusal() {
+            return Err(Rejected::new(e, context, Buffers::None));
+        }
         if self.hot.closed.load(Ordering::SeqCst) {
             return Err(Rejected::new(port_closed(), context, Buffers::None));
         }
@@ -400,6 +420,9 @@ impl<C: Send + 'static> Core<C> {
 
     /// Dequeues one packet for the calling thread (windows-semantics §4.17, §1.3–1.5).
     pub(crate) fn get(&self, timeout: Option<Duration>) -> Result<Packet<C>, GetError> {
+        if let Some(e) = self.fork_refusal() {
+            return Err(GetError::Io(e));
+        }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let start = running::begin_get(self.id);
         // This thread's deferred submissions: submitted by the kernel wait if

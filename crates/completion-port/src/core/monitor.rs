@@ -97,6 +97,12 @@
 //!
 //! [`mechanism`] says which one runs (`Port::blocking_detection`).
 //!
+//! # Exited threads
+//! The monitor keeps, per watched thread, its stat file (and its switch
+//! event) open between looks. A thread that exits sets its exit flag and
+//! wakes the monitor ([`ExitGuard`]); the monitor drops it — closing both —
+//! at its next pass, and does not sleep while a watched thread is flagged.
+//!
 //! # Where the code is
 //! Here: the monitor thread (`run`: when it looks, when it sleeps), its
 //! wake-ups, and `detect`/`resume` (the state machine hooks). The look at
@@ -111,7 +117,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 // The monitor's own thread, and its kernel thread id, are not modelled by
 // loom (the models call `detect`, `resume` and the sleep decision
 // themselves): plain `std`.
-use std::sync::atomic::AtomicI32;
+use std::sync::atomic::{AtomicBool as StdAtomicBool, AtomicI32};
 use std::sync::{Arc, Weak};
 use std::thread::{self, Thread};
 use std::time::Duration;
@@ -156,8 +162,9 @@ pub enum BlockingDetection {
 }
 
 struct Monitor {
-    /// Records registered since the monitor's last look (it takes them).
-    new: Mutex<Vec<Arc<Worker>>>,
+    /// Records registered since the monitor's last look (it takes them),
+    /// each with its thread's exit flag ([`register`]).
+    new: Mutex<Vec<(Arc<Worker>, Arc<StdAtomicBool>)>>,
     /// Ports with detection on (dead ones pruned by the monitor).
     ports: Mutex<Vec<Weak<dyn Accounting>>>,
     /// True while the monitor does not look (module docs, "When the
@@ -264,15 +271,53 @@ pub(crate) fn mechanism() -> BlockingDetection {
     monitor().mechanism
 }
 
-/// Hands a thread's record to the monitor (once per thread).
+/// Hands a thread's record to the monitor (once per thread; called on that
+/// thread), with an exit flag that the thread sets when it exits.
 pub(crate) fn register(rec: Arc<Worker>) {
     let m = monitor();
-    m.new.lock().push(rec);
+    let gone = Arc::new(StdAtomicBool::new(false));
+    #[cfg(not(loom))]
+    {
+        let flag = gone.clone();
+        // `try_with`: a thread registering from a thread-local destructor
+        // (its slot gone already) is dropped at the monitor's next pass
+        // after its state says `Exited`.
+        let _ = EXIT.try_with(|e| *e.borrow_mut() = Some(ExitGuard(flag)));
+    }
+    m.new.lock().push((rec, gone));
     if m.mechanism == BlockingDetection::SwitchEvents && !m.asleep.load(Ordering::SeqCst) {
         // Looking: it must open this thread's event now, not at its next
         // event (sleeping, it takes the record when it wakes).
         signal_monitor(m);
     }
+}
+
+/// The exit of a registered thread (issue 17.7). The monitor keeps, for
+/// each thread it watches, `/proc/self/task/<tid>/stat` open between looks
+/// (and, with switch events, the thread's perf event): they must close when
+/// the thread exits, not at the monitor's next pass — which, on an idle
+/// process, may never come. So the thread's exit (this guard, a
+/// thread-local dropped when the thread exits) sets its flag, fences and
+/// wakes the monitor if it sleeps; the monitor drops every flagged thread
+/// at its next pass (closing both fds), and does not go to sleep while one
+/// is flagged (`run`: it looks at the flags after publishing `asleep` and
+/// fencing — the Dekker pair of the module docs, "When the monitor
+/// looks").
+#[cfg(not(loom))]
+struct ExitGuard(Arc<StdAtomicBool>);
+
+#[cfg(not(loom))]
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        wake();
+    }
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    static EXIT: std::cell::RefCell<Option<ExitGuard>> = const { std::cell::RefCell::new(None) };
 }
 
 /// A port with detection on was created.
@@ -452,7 +497,8 @@ fn run() {
                 }
             }));
         }
-        watched.retain(|w| w.rec.state.load() != RunState::Exited);
+        // Exited threads go, and their fds close with them.
+        watched.retain(|w| w.rec.state.load() != RunState::Exited && !w.exited());
         // Progress (`progress.rs`): every port that needs it is looked at
         // once per tick, and the ticks go on a while after the last one.
         if tick_ports(m) {
@@ -493,7 +539,10 @@ fn run() {
         let may_sleep = try_sleep(m, || {
             take_new(m, &mut watched, sfd.is_some(), me, false);
             watched.iter().any(|w| {
-                w.rec.state.load() == RunState::Counted && w.rec.pending.load(Ordering::SeqCst)
+                // A thread that exited since the pass: drop it first.
+                w.exited()
+                    || (w.rec.state.load() == RunState::Counted
+                        && w.rec.pending.load(Ordering::SeqCst))
             })
         });
         if !may_sleep {
@@ -542,8 +591,11 @@ pub(crate) fn model_try_sleep() -> bool {
 /// Takes the newly registered records; with switch events, opens each
 /// one's event (enabled if `enable`; then its first look reads its state).
 fn take_new(m: &Monitor, watched: &mut Vec<Watched>, events: bool, me: i32, enable: bool) {
-    let new: Vec<Arc<Worker>> = std::mem::take(&mut *m.new.lock());
-    for rec in new {
+    let new: Vec<(Arc<Worker>, Arc<StdAtomicBool>)> = std::mem::take(&mut *m.new.lock());
+    for (rec, gone) in new {
+        if gone.load(std::sync::atomic::Ordering::SeqCst) {
+            continue; // exited before the monitor took it: nothing to open
+        }
         let event = if events {
             match switch_event_to(rec.tid, me) {
                 Ok(fd) => Some(fd),
@@ -565,6 +617,7 @@ fn take_new(m: &Monitor, watched: &mut Vec<Watched>, events: bool, me: i32, enab
         }
         watched.push(Watched {
             rec,
+            gone,
             last_cpu: None,
             stat: None,
             enabled: enable && event.is_some(),

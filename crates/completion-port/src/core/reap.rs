@@ -69,6 +69,9 @@ impl Drop for Scratch {
 impl<C: Send + 'static> Core<C> {
     /// Submits every operation left pending in the backend.
     pub(super) fn flush(&self) {
+        if self.forked() {
+            return; // what the SQ holds is the parent's (`fork.rs`)
+        }
         let mut spill = Vec::new();
         self.driver.flush(&mut spill);
         self.absorb(&mut spill);

@@ -33,6 +33,9 @@ use crate::sync::Ordering;
 impl<C: Send + 'static> Core<C> {
     /// Hands an operation to the backend. On refusal everything comes back.
     pub(crate) fn submit(&self, mut rec: RecordBox<C>) -> Result<Token, Rejected<C>> {
+        if let Some(e) = self.fork_refusal() {
+            return Err(refused(rec, e));
+        }
         let token = rec.token;
         let notify = rec.notify;
         rec.io.prepare();
@@ -129,6 +132,9 @@ impl<C: Send + 'static> Core<C> {
     /// lock: the named records cannot complete into packets (and be freed,
     /// and their addresses reused) until it has been handed to the backend.
     pub(crate) fn cancel(&self, owner: &FdOwner, token: Option<Token>) -> io::Result<usize> {
+        if let Some(e) = self.fork_refusal() {
+            return Err(e);
+        }
         let mut spill = Vec::new();
         let n = {
             let mut reg = owner.inflight();
@@ -146,6 +152,9 @@ impl<C: Send + 'static> Core<C> {
     /// and every operation in flight is cancelled (each still yields its
     /// packet). Returns how many were cancelled; 0 when already closed.
     pub(crate) fn close_fd(&self, owner: &FdOwner) -> usize {
+        if self.forked() {
+            return 0; // the operations in flight are the parent's (`fork.rs`)
+        }
         let mut spill = Vec::new();
         let n = {
             let mut reg = owner.inflight();

@@ -15,6 +15,9 @@ impl<C: Send + 'static> Core<C> {
     /// The kept result of operation `token` (`results.rs`), if it is there;
     /// collects ready completions first, without blocking.
     pub(crate) fn take_result(&self, token: Token) -> Option<Packet<C>> {
+        if self.forked() {
+            return None;
+        }
         if let Some(p) = self.results.take(token.0) {
             return Some(p);
         }
@@ -40,6 +43,9 @@ impl<C: Send + 'static> Core<C> {
         token: Token,
         timeout: Option<Duration>,
     ) -> Result<Packet<C>, GetError> {
+        if let Some(e) = self.fork_refusal() {
+            return Err(GetError::Io(e));
+        }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let _scope = BlockingGuard::enter();
         loop {

@@ -102,6 +102,12 @@
 //!   (windows-semantics §5.24).
 //! - `close` waits until every operation in flight was cancelled and
 //!   reaped, so that their buffers are freed before it returns.
+//! - A port belongs to the process that created it. In a child made by
+//!   `fork` (which shares the port's io_uring or epoll instance with its
+//!   parent) every call on it fails with the error
+//!   [`is_port_forked`](crate::is_port_forked) recognises, and dropping it
+//!   touches nothing of the parent's (`core/fork.rs`); the child should
+//!   `exec`.
 //! - Timer packets ([`Port::post_after`]) and per-operation time-outs
 //!   ([`Handle::with_timeout`](crate::Handle::with_timeout)) are extensions.
 //!

@@ -66,7 +66,9 @@ impl<'m> Actor<'m> {
             0..=29 => self.issue_random()?,
             30..=32 => self.issue_on_retired()?,
             33..=34 => self.issue_bad_input()?,
-            35..=42 => self.post()?,
+            35..=40 => self.post()?,
+            41 => self.timer()?,
+            42 => self.cancel_timer()?,
             43..=49 => self.cancel_one()?,
             50..=51 => self.cancel_all()?,
             52..=54 => {
@@ -144,7 +146,57 @@ impl<'m> Actor<'m> {
             Ok(()) => (Ok(None), None),
             Err(rej) => (Err((rej.error, Vec::new())), Some(rej.context)),
         };
-        self.m.issued(id, r, (before, after), false)
+        self.m.issued(id, r, (before, after), (false, false))
+    }
+
+    /// A timer packet 0–3 ms from now (`Port::post_after`).
+    fn timer(&mut self) -> Result<(), String> {
+        let delay_us = self.rng.below(3000);
+        let ctx = self.m.begin(Op::Timer { delay_us }, None, self.id);
+        let id = ctx.id;
+        let before = self.m.life.load(SeqCst);
+        let r = self.m.port.post_after(
+            Duration::from_micros(delay_us),
+            crate::model::TIMER_KEY,
+            ctx,
+        );
+        let after = self.m.life.load(SeqCst);
+        let token = r.as_ref().ok().copied();
+        let (r, _ctx) = match r {
+            Ok(t) => (Ok(Some(t)), None),
+            Err(rej) => (Err((rej.error, Vec::new())), Some(rej.context)),
+        };
+        self.m.issued(id, r, (before, after), (false, false))?;
+        if let Some(t) = token {
+            self.m.timers.lock().unwrap().push((t, id));
+        }
+        Ok(())
+    }
+
+    /// Cancels a random timer: its packet comes aborted, unless it fired
+    /// (then `NotFound`; certainly so if its packet was dequeued before).
+    fn cancel_timer(&mut self) -> Result<(), String> {
+        let picked = {
+            let mut t = self.m.timers.lock().unwrap();
+            if t.is_empty() {
+                return Ok(());
+            }
+            let i = self.rng.below(t.len() as u64) as usize;
+            t.swap_remove(i)
+        };
+        let (token, id) = picked;
+        let done_before = self.m.cancelling(id);
+        match self.m.port.cancel_timer(token) {
+            Ok(()) if done_before => Err(format!(
+                "timer op {id}: cancel_timer found it after its packet was dequeued"
+            )),
+            Ok(()) => {
+                self.m.tally.timer_cancels.fetch_add(1, SeqCst);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("timer op {id}: cancel_timer failed with {e:?}")),
+        }
     }
 
     /// An operation on a random end of a random slot, of a kind that end
@@ -158,10 +210,15 @@ impl<'m> Actor<'m> {
         let (gen, h) = (g.gen, g.ends[end].clone());
         // Closed for good once the port is closed (nothing to re-associate with).
         let closed = h.is_closed();
+        // No close of this slot runs now (we hold its generation shared).
+        let ended = slot.closes_ended.load(SeqCst);
         if self.m.races {
             guard = None; // the issue below may race a close of `h`
         }
-        let token = self.issue(&h, s, gen, end, slot.kind, closed)?;
+        // `EBADF` is a right answer only if `h` was closed before the call,
+        // or a close of the slot began before the call returned.
+        let raced = || slot.closes_begun.load(SeqCst) > ended;
+        let token = self.issue(&h, s, gen, end, slot.kind, (closed, &raced))?;
         if guard.is_some() {
             // Submit what this thread deferred before anyone may cancel it.
             self.m.port.blocking(|| ());
@@ -189,7 +246,7 @@ impl<'m> Actor<'m> {
             }
             r[self.rng.below(r.len() as u64) as usize].clone()
         };
-        self.issue(&h, s, u64::MAX, 0, self.m.slots[s].kind, true)
+        self.issue(&h, s, u64::MAX, 0, self.m.slots[s].kind, (true, &|| false))
             .map(|_| ())
     }
 
@@ -213,8 +270,12 @@ impl<'m> Actor<'m> {
             _ => h.recv_vectored(Vec::new(), ctx),
         };
         let (r, _drop_after) = split(r);
-        self.m
-            .issued(id, r, (life, self.m.life.load(SeqCst)), h.is_closed())
+        self.m.issued(
+            id,
+            r,
+            (life, self.m.life.load(SeqCst)),
+            (h.is_closed(), false),
+        )
     }
 
     /// Issues a random operation on `h`; returns its token when accepted.
@@ -225,7 +286,7 @@ impl<'m> Actor<'m> {
         gen: u64,
         end: usize,
         kind: Kind,
-        closed: bool,
+        (closed, raced): (bool, &dyn Fn() -> bool),
     ) -> Result<Option<(Token, usize)>, String> {
         let f = fill(s, gen);
         let small = 1 + self.rng.below(256) as usize;
@@ -245,7 +306,12 @@ impl<'m> Actor<'m> {
             (Kind::Null, ..) => Op::Write { len: small },
             (_, _, r) => {
                 let vectored = self.rng.below(4) == 0;
-                if r == 1 {
+                if r == 1 && self.rng.below(4) == 0 {
+                    Op::RecvTimed {
+                        cap: small,
+                        timeout_us: 100 + self.rng.below(3000),
+                    }
+                } else if r == 1 {
                     // Vectored: two buffers, `cap / 2` bytes and the rest.
                     let cap = if vectored { small.max(2) } else { small };
                     Op::Recv { cap, vectored }
@@ -285,12 +351,17 @@ impl<'m> Actor<'m> {
                 len,
                 vectored: true,
             } => h.send_vectored(vec![filled(len / 2, f), filled(len - len / 2, f)], ctx),
-            Op::Post { .. } | Op::ReadNoRoom | Op::RecvNoBufs => unreachable!(),
+            Op::RecvTimed { cap, timeout_us } => h
+                .with_timeout(Duration::from_micros(timeout_us))
+                .recv(buf(cap), ctx),
+            Op::Post { .. } | Op::Timer { .. } | Op::ReadNoRoom | Op::RecvNoBufs => {
+                unreachable!()
+            }
         };
         let token = r.as_ref().ok().map(|&t| (t, id));
         let (r, _drop_after) = split(r);
         self.m
-            .issued(id, r, (life, self.m.life.load(SeqCst)), closed)?;
+            .issued(id, r, (life, self.m.life.load(SeqCst)), (closed, raced()))?;
         Ok(token)
     }
 

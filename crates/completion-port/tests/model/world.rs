@@ -64,14 +64,20 @@ pub struct Gen {
 pub struct Slot {
     pub kind: Kind,
     pub index: usize,
-    /// The live generation. Issuers hold it shared for the whole issue
-    /// call unless issue races are on; closing and `cancel_all` hold it
+    /// The live generation. Issuers hold it shared while they pick a
+    /// handle (for the whole issue call only with
+    /// `CPORT_MODEL_ISSUE_RACES=0`); closing and `cancel_all` hold it
     /// exclusively.
     pub cur: RwLock<Gen>,
     /// Grows before every `cancel_all` and close of this slot: an
     /// operation issued before a growth may end aborted (or see its peer
     /// gone).
     pub disrupt: AtomicU64,
+    /// Closes of this slot begun and ended: an issue call may be refused
+    /// with `EBADF` only if its handle was closed before it, or a close
+    /// begun before it returned had not ended before it started.
+    pub closes_begun: AtomicU64,
+    pub closes_ended: AtomicU64,
     /// The closed handles of earlier generations, kept until the run ends:
     /// for issues that must be refused with `EBADF`, and so that their fds
     /// stay open — a receive whose cancel was lost then waits for ever (and
@@ -89,6 +95,8 @@ impl Slot {
                 ends: open(port, kind, index, 0),
             }),
             disrupt: AtomicU64::new(0),
+            closes_begun: AtomicU64::new(0),
+            closes_ended: AtomicU64::new(0),
             retired: Mutex::new(Vec::new()),
         }
     }
@@ -99,6 +107,7 @@ impl Slot {
     pub fn close_and_replace(&self, port: &Port<Ctx>) -> Result<(), String> {
         let mut g = self.cur.write().unwrap();
         self.disrupt.fetch_add(1, SeqCst);
+        self.closes_begun.fetch_add(1, SeqCst);
         for h in &g.ends {
             h.close();
             if !h.is_closed() || h.close() != 0 {
@@ -108,6 +117,7 @@ impl Slot {
                 ));
             }
         }
+        self.closes_ended.fetch_add(1, SeqCst);
         if port.is_closed() {
             return Ok(()); // Nothing to re-associate with: keep the closed ends.
         }

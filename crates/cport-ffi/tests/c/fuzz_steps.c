@@ -80,21 +80,25 @@ static void associate(void) {
     objs[i].port = pi, objs[i].key = key;
 }
 
-/* Issues a transfer on object `i` with OVERLAPPED `v`; returns the raw outcome. */
-static int issue(int i, struct ov *v, OVERLAPPED *p, DWORD len, int *ok) {
+/* Issues a transfer of `len` bytes on object `i` with `v`'s buffer and
+ * the OVERLAPPED `p`, naming it in `v->what`; returns the error (0 with
+ * `*ok` set when the call returned TRUE, `*n` bytes). */
+static DWORD issue(int i, struct ov *v, OVERLAPPED *p, DWORD len, int *ok, DWORD *n) {
     struct obj *o = &objs[i];
-    DWORD n = 0, flags = 0;
+    DWORD flags = 0;
     char *b = v->buf;
+    *n = 0;
     switch (o->kind) {
     case K_FILE:
     case K_PIPE_R:
     case K_PIPE_W: {
         int rd = o->kind == K_PIPE_R || (o->kind == K_FILE && below(2));
+        v->write = !rd;
         snprintf(v->what, sizeof v->what, "%s of %u on obj %d", rd ? "ReadFile" : "WriteFile", len, i);
-        T("%s(%p, ov %p, %u bytes)", v->what, o->h, (void *)p, len);
+        T("%s(%p, ov %p, hEvent %p)", v->what, o->h, (void *)p, p->hEvent);
         CALL;
-        *ok = rd ? ReadFile(o->h, b, len, &n, p) : WriteFile(o->h, b, len, &n, p);
-        return *ok ? 0 : (int)GetLastError();
+        *ok = rd ? ReadFile(o->h, b, len, n, p) : WriteFile(o->h, b, len, n, p);
+        return *ok ? 0 : GetLastError();
     }
     case K_SOCK: {
         WSABUF w[3];
@@ -105,88 +109,118 @@ static int issue(int i, struct ov *v, OVERLAPPED *p, DWORD len, int *ok) {
             at += w[k].len;
         }
         int rd = below(2);
+        v->write = !rd;
         snprintf(v->what, sizeof v->what, "%s of %u in %u on obj %d", rd ? "WSARecv" : "WSASend", len,
                  count, i);
-        T("%s(ov %p)", v->what, (void *)p);
+        T("%s(ov %p, hEvent %p)", v->what, (void *)p, p->hEvent);
         CALL;
-        int r = rd ? WSARecv((SOCKET)(intptr_t)o->h, w, count, &n, &flags, p, NULL)
-                   : WSASend((SOCKET)(intptr_t)o->h, w, count, &n, 0, p, NULL);
+        int r = rd ? WSARecv((SOCKET)(intptr_t)o->h, w, count, n, &flags, p, NULL)
+                   : WSASend((SOCKET)(intptr_t)o->h, w, count, n, 0, p, NULL);
         *ok = r == 0;
-        return r == 0 ? 0 : WSAGetLastError();
+        return r == 0 ? 0 : (DWORD)WSAGetLastError();
     }
     case K_LISTEN: {
         DWORD data = len - 2 * ADDR_LEN;
         CALL;
         v->acc = (int)WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, NULL, 0, WSA_FLAG_OVERLAPPED);
+        v->write = 0;
         snprintf(v->what, sizeof v->what, "AcceptEx with %u data bytes on obj %d", data, i);
-        T("%s(ov %p)", v->what, (void *)p);
+        T("%s(ov %p, hEvent %p)", v->what, (void *)p, p->hEvent);
         CALL;
-        *ok = AcceptEx((SOCKET)(intptr_t)o->h, (SOCKET)v->acc, b, data, ADDR_LEN, ADDR_LEN, &n, p);
-        return *ok ? 0 : (int)GetLastError();
+        *ok = AcceptEx((SOCKET)(intptr_t)o->h, (SOCKET)v->acc, b, data, ADDR_LEN, ADDR_LEN, n, p);
+        return *ok ? 0 : GetLastError();
     }
     default:
         FAIL("issue on a free object slot");
     }
 }
 
-/* A transfer with random arguments on a random associated object. */
+/* A random transfer length for object `i` (AcceptEx: with a receive length
+ * half the time). */
+static DWORD pick_len(int i) {
+    if (objs[i].kind == K_LISTEN)
+        return (below(2) ? 1 + below(64) : 0) + 2 * ADDR_LEN;
+    return below(10) ? 1 + below(MAXLEN) : 0;
+}
+
+/* A new operation on object `i` with the free OVERLAPPED `v`: sometimes
+ * no packet (hEvent's low bit), sometimes with an event in hEvent,
+ * sometimes a NULL buffer (which must be refused). */
+static void fresh(int i, struct ov *v) {
+    if (!v)
+        return;
+    DWORD len = pick_len(i), n;
+    int no_packet = below(5) == 0;
+    v->event = below(2);
+    v->p->hEvent = (HANDLE)((v->event ? (uintptr_t)v->ev : 0) | (uintptr_t)no_packet);
+    if (objs[i].kind == K_FILE)
+        v->p->Offset = below(8192);
+    v->len = len;
+    v->buf = below(30) == 0 ? NULL : malloc(len ? len : 1);
+    v->acc = -1;
+    int ok;
+    DWORD err = issue(i, v, v->p, len, &ok, &n);
+    issued(i, v, ok, err, n, no_packet);
+}
+
+/* The OVERLAPPED of an operation in flight used again. A packet operation
+ * keeps it until its packet is dequeued: refused with
+ * ERROR_INVALID_PARAMETER, nothing written (its copy is compared later if
+ * it was seen ended). A no-packet operation frees it the moment it ends:
+ * the model looks first; ended, the OVERLAPPED is reused for a new
+ * operation, which must be accepted as any other; not ended, the call is
+ * refused — or, if the operation ended in between, it is a new no-packet
+ * operation (hEvent kept its low bit). */
+static void reuse(int i) {
+    struct ov *v = below(2) ? ov_in(OV_PEND) : ov_in(OV_NOPKT);
+    if (!v)
+        return;
+    if (v->st == OV_NOPKT && look(v)) {
+        fresh(i, reclaim(v));
+        return;
+    }
+    DWORD len = pick_len(i), n;
+    char *b = malloc(len + 1), what[64];
+    struct ov tmp = *v;
+    tmp.buf = b, tmp.acc = -1, tmp.len = len;
+    memcpy(what, v->what, sizeof what);
+    int ok;
+    DWORD err = issue(i, &tmp, v->p, len, &ok, &n);
+    if (!ok && err == ERROR_INVALID_PARAMETER) {
+        if (tmp.acc >= 0)
+            closesocket((SOCKET)tmp.acc);
+        free(b);
+        g_refused++;
+        return;
+    }
+    if (v->st == OV_PEND)
+        FAIL("%s with the OVERLAPPED of %s (its packet not dequeued): ok=%d err=%u", tmp.what, what,
+             ok, err);
+    T("(%s had ended: %s is a new operation)", what, tmp.what);
+    ended_unseen(v);
+    v->buf = b, v->acc = tmp.acc, v->len = len, v->write = tmp.write;
+    memcpy(v->what, tmp.what, sizeof v->what);
+    issued(i, v, ok, err, n, 1);
+}
+
+/* Half the time, a new operation on object `i` at once with OVERLAPPED
+ * `v` if its no-packet operation was just seen ended (as a program that
+ * waits for an operation and issues the next on the same OVERLAPPED). */
+static void again(int i, struct ov *v) {
+    if (v->st == OV_QUAR && v->nopkt_freed && objs[i].kind != K_NONE && below(2))
+        fresh(i, reclaim(v));
+}
+
+/* A transfer with random arguments on a random associated object (or one
+ * whose port was closed), with a free OVERLAPPED or one in use. */
 static void io(void) {
     int i = pick_obj(below(10) ? -3 : -2);
     if (i < 0)
         return;
-    struct obj *o = &objs[i];
-    int reuse = below(16) == 0;
-    struct ov *v = reuse ? (below(2) ? ov_in(OV_PEND) : ov_in(OV_NOPKT)) : free_ov();
-    if (!v)
-        return;
-    DWORD len = below(10) ? 1 + below(MAXLEN) : 0;
-    if (o->kind == K_LISTEN)
-        len = (g_acceptex_data && below(2) ? 1 + below(64) : 0) + 2 * ADDR_LEN;
-    if (reuse) {
-        /* A pending OVERLAPPED used again: refused, its operation untouched. */
-        char *b = malloc(len + 1), what[64];
-        struct ov tmp = *v;
-        tmp.buf = b, tmp.acc = -1;
-        memcpy(what, v->what, sizeof what);
-        int ok, err = issue(i, &tmp, v->p, len, &ok);
-        if (tmp.acc >= 0)
-            closesocket((SOCKET)tmp.acc);
-        free(b);
-        if (ok || err != ERROR_INVALID_PARAMETER)
-            FAIL("%s with the OVERLAPPED of pending %s: ok=%d err=%d", tmp.what, what, ok, err);
-        g_refused++;
-        return;
-    }
-    int no_packet = below(5) == 0 && (len > 0 || g_zero_nopacket) && o->kind != K_LISTEN;
-    if (no_packet)
-        v->p->hEvent = (HANDLE)(uintptr_t)1;
-    if (o->kind == K_FILE)
-        v->p->Offset = below(8192);
-    v->len = len;
-    v->buf = below(30) == 0 ? NULL : malloc(len ? len : 1);
-    v->acc = -1, v->obj = i;
-    int ok, err = issue(i, v, v->p, len, &ok);
-    if (ok && o->port >= 0 && o->skip && !no_packet) {
-        finish(v); /* done in the call, skip mode: no packet */
-    } else if (ok || err == ERROR_IO_PENDING) {
-        if (o->port < 0)
-            FAIL("%s accepted on a handle whose port is closed", v->what);
-        if (v->buf == NULL && len > 0)
-            FAIL("%s accepted with a NULL buffer", v->what);
-        v->st = no_packet ? OV_NOPKT : OV_PEND;
-        v->port = o->port, v->key = o->key;
-    } else {
-        if (err == 0)
-            FAIL("%s failed without an error", v->what);
-        g_refused++;
-        if (v->buf)
-            free(v->buf);
-        v->buf = NULL;
-        if (v->acc >= 0)
-            closesocket((SOCKET)v->acc);
-        v->acc = -1;
-        memset(v->p, 0, sizeof *v->p);
-    }
+    if (below(16) == 0)
+        reuse(i);
+    else
+        fresh(i, free_ov());
 }
 
 /* Calls on handles that name nothing, and arguments that must be refused. */
@@ -223,11 +257,6 @@ static void odd(void) {
         h = objs[i].h;
     }
     }
-    /* Known deviation (reported): CancelIoEx on an fd number nothing has
-     * open says ERROR_NOT_FOUND, not ERROR_INVALID_HANDLE. */
-    int plain = (uintptr_t)h - 1 < 0x7fffffff;
-    if (r && which == 2 && plain && GetLastError() == ERROR_NOT_FOUND && !g_strict)
-        return;
     /* Bad arguments on a live handle: refused, for whichever reason comes
      * first (a write-only pipe end refuses a read before looking further). */
     DWORD err = GetLastError();
@@ -238,40 +267,77 @@ static void odd(void) {
     g_refused++;
 }
 
-/* CancelIoEx on one pending OVERLAPPED or all of a handle's, or CancelIo:
- * TRUE, or ERROR_NOT_FOUND when nothing was left to cancel. */
+/* CancelIoEx on one OVERLAPPED (maybe of another handle) or all of a
+ * handle's, or CancelIo. The model looks first at what it names: TRUE only
+ * if one of them had not ended; ERROR_NOT_FOUND otherwise. Either way,
+ * each one it names ends promptly, nobody dequeuing (cancelled, or it had
+ * ended). */
 static void cancel(void) {
     int i = pick_obj(-1);
     if (i < 0)
         return;
-    struct ov *v = below(2) ? ov_in(OV_PEND) : NULL;
     int how = (int)below(3);
-    T("%s(obj %d, %p)", how == 2 ? "CancelIo" : "CancelIoEx", i, v ? (void *)v->p : NULL);
+    struct ov *v = how < 2 && below(2) ? (below(2) ? ov_in(OV_PEND) : ov_in(OV_NOPKT)) : NULL;
+    OVERLAPPED *p = v ? v->p : NULL;
+    struct ov *named[NOV];
+    int nn = 0, running = 0;
+    for (int k = 0; k < NOV; k++)
+        if (live_on(&ovs[k], i) && (!v || v == &ovs[k])) {
+            named[nn++] = &ovs[k];
+            running += !look(&ovs[k]);
+        }
+    T("%s(obj %d, %p): names %d operations, %d not ended", how == 2 ? "CancelIo" : "CancelIoEx", i,
+      (void *)p, nn, running);
     CALL;
-    BOOL ok = how == 2 ? CancelIo(objs[i].h) : CancelIoEx(objs[i].h, v ? v->p : NULL);
-    if (!ok && GetLastError() != ERROR_NOT_FOUND)
-        FAIL("cancel on obj %d: %u", i, GetLastError());
+    BOOL ok = how == 2 ? CancelIo(objs[i].h) : CancelIoEx(objs[i].h, p);
+    DWORD err = ok ? 0 : GetLastError();
+    if (!ok && err != ERROR_NOT_FOUND)
+        FAIL("cancel on obj %d: %u", i, err);
+    /* Known bug, tolerated unless CPORT_FUZZ_CANCEL_ENDED=1: an AcceptEx
+     * with a receive length stays in the listener's accepts until its
+     * packet is dequeued, and a cancel counts it (tests/found_by_fuzz.rs). */
+    int listener_bug = objs[i].kind == K_LISTEN && !g_cancel_ended;
+    if (ok && running == 0 && !listener_bug)
+        FAIL("%s(obj %d, %s) found something to cancel, but the %d operations it names had ended",
+             how == 2 ? "CancelIo" : "CancelIoEx", i, v ? v->what : "NULL", nn);
+    for (int k = 0; k < nn; k++) {
+        wait_end(named[k], "after a cancel named it");
+        again(i, named[k]);
+    }
 }
 
-/* GetOverlappedResult(bWait = FALSE): a no-packet operation ends there; a
- * packet's operation is incomplete until its packet is dequeued. */
+/* Looks at an operation in flight: HasOverlappedIoCompleted (or its
+ * event); GetOverlappedResult(FALSE) after such a look (ERROR_IO_INCOMPLETE
+ * only if the look said not ended); or, for a file operation, which ends
+ * by itself, a wait for its end. */
 static void overlapped_result(void) {
-    struct ov *v = below(3) ? ov_in(OV_NOPKT) : ov_in(OV_PEND);
+    struct ov *v = below(2) ? ov_in(OV_NOPKT) : ov_in(OV_PEND);
     if (!v)
         return;
+    unsigned how = below(4);
+    if (how == 0) {
+        look(v);
+        return;
+    }
+    if (how == 1 && v->okind == K_FILE) {
+        int i = v->obj;
+        wait_end(v, "(a file operation)");
+        again(i, v);
+        return;
+    }
+    int before = HasOverlappedIoCompleted(v->p);
     DWORD n = 0;
-    T("GetOverlappedResult(%s, FALSE)", v->what);
+    T("GetOverlappedResult(%s, FALSE), ended before: %d", v->what, before);
     CALL;
     BOOL ok = GetOverlappedResult(NULL, v->p, &n, FALSE);
     DWORD err = ok ? 0 : GetLastError();
-    if (v->st == OV_PEND) {
-        if (ok || err != ERROR_IO_INCOMPLETE)
-            FAIL("GetOverlappedResult on %s (packet not dequeued): ok=%d err=%u", v->what, ok, err);
-    } else if (ok || err != ERROR_IO_INCOMPLETE) {
-        if (ok && n > v->len)
-            FAIL("%s: %u bytes of %u", v->what, n, v->len);
-        finish(v);
+    if (!ok && err == ERROR_IO_INCOMPLETE) {
+        if (before || v->seen)
+            FAIL("GetOverlappedResult on %s: ERROR_IO_INCOMPLETE after its state said it ended",
+                 v->what);
+        return;
     }
+    seen_end(v, ok, err, n, "GetOverlappedResult(FALSE)");
 }
 
 /* A client connects to a listener, and sends a little, or nothing. */
@@ -285,35 +351,50 @@ static void client(void) {
     if (fd < 0 || getsockname((int)(intptr_t)objs[i].h, (struct sockaddr *)&a, &l) != 0 ||
         connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
         FAIL("client connect: %s", strerror(errno));
-    if (!g_acceptex_data || below(2))
+    if (below(2))
         (void)!send(fd, "hello", 5, MSG_NOSIGNAL);
     clients[c] = fd;
 }
 
 /* Issue 17.2: data reaches a socket whose WSARecv pends, while posts keep
- * the port's queue from ever being empty: the receive must still come. */
+ * the port's queue from ever being empty: the receive must still come.
+ * Enough bytes for every receive pending on that socket (the first ones
+ * issued take the first bytes). */
 static void busy(void) {
     struct ov *v = NULL;
     for (int k = 0; k < NOV && !v; k++)
-        if (ovs[k].st == OV_PEND && strncmp(ovs[k].what, "WSARecv", 7) == 0 && ovs[k].len > 0)
+        if (ovs[k].st == OV_PEND && !ovs[k].seen && strncmp(ovs[k].what, "WSARecv", 7) == 0 &&
+            ovs[k].len > 0 && live_on(&ovs[k], ovs[k].obj))
             v = &ovs[k];
     int peer = v && objs[v->obj].kind == K_SOCK ? objs[v->obj].peer : -1;
-    if (peer < 0 || objs[peer].kind != K_SOCK || objs[peer].peer != v->obj ||
-        send((int)(intptr_t)objs[peer].h, "x", 1, MSG_NOSIGNAL) != 1)
+    if (peer < 0 || objs[peer].kind != K_SOCK || objs[peer].peer != v->obj)
+        return;
+    static char bytes[NOV * MAXLEN];
+    size_t want = 0;
+    for (int k = 0; k < NOV; k++)
+        if (live_on(&ovs[k], v->obj) && strncmp(ovs[k].what, "WSARecv", 7) == 0)
+            want += ovs[k].len;
+    if (send((int)(intptr_t)objs[peer].h, bytes, want, MSG_NOSIGNAL) != (ssize_t)want)
         return;
     int pi = v->port;
-    T("busy: data sent to the peer of %s; posts keep port %d busy", v->what, pi);
-    for (int n = 0; v->st == OV_PEND && n < 20000; n++) {
+    unsigned long long before = g_calls;
+    T("busy: %zu bytes sent to the peer of %s; posts keep port %d busy", want, v->what, pi);
+    int n = 0;
+    for (; v->st == OV_PEND && n < 20000; n++) {
         if (ports[pi].tail - ports[pi].head < NPOST) {
             CALL;
             PostQueuedCompletionStatus(ports[pi].h, 0, POST_KEY, NULL);
             ports[pi].q[ports[pi].tail++ % NPOST] = (struct post){0, NULL};
         }
-        dequeue(pi, 1000);
+        dequeue_with(pi, 1000, g_busy_ex ? -1 : 0);
     }
     if (v->st == OV_PEND)
         FAIL("%s: its data arrived, but no packet in 20000 of a queue kept busy (issue 17.2)",
              v->what);
+    T("busy: its packet after %d dequeues", n);
+    /* Counted apart: they would swamp the calls of a run. */
+    g_busy_calls += g_calls - before;
+    g_calls = before + 1;
 }
 
 void step(void) {
@@ -355,7 +436,7 @@ void step(void) {
         if (ok != (flags != 0x80) || (!ok && GetLastError() != ERROR_INVALID_PARAMETER))
             FAIL("SetFileCompletionNotificationModes(%#x): ok=%d err=%u", flags, ok, GetLastError());
         objs[i].skip |= ok;
-    } else if (r < 69 && g_busy) {
+    } else if (r < 68) {
         busy();
     } else {
         int pi = live_port();

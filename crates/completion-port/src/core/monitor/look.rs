@@ -22,6 +22,7 @@ use crate::sync::Ordering;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use super::{detect, resume};
@@ -42,10 +43,14 @@ fn cpu_ns(clock: libc::clockid_t) -> Option<u64> {
 /// A record, with what the monitor remembers of its previous look.
 pub(super) struct Watched {
     pub(super) rec: Arc<Worker>,
+    /// Set by the thread when it exits (`monitor::ExitGuard`): the monitor
+    /// then drops this entry, closing `stat` and `event`.
+    pub(super) gone: Arc<AtomicBool>,
     /// CPU time at the previous look, if the thread was looked at then
     /// (`None`: the next look reads the state field at once).
     pub(super) last_cpu: Option<u64>,
-    /// `/proc/self/task/<tid>/stat`, opened at the first need.
+    /// `/proc/self/task/<tid>/stat`, opened at the first need, closed when
+    /// the entry is dropped (the thread exited).
     pub(super) stat: Option<File>,
     /// Switch events: the thread's event, if it could be opened (else the
     /// thread is sampled), and whether it is enabled.
@@ -74,6 +79,12 @@ impl Watched {
             Some(i) if i + 2 < n => s[i + 2] == b'R',
             _ => true,
         }
+    }
+
+    /// Whether the thread exited (its exit guard ran; its state may not say
+    /// `Exited` yet).
+    pub(super) fn exited(&self) -> bool {
+        self.gone.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether the monitor must look at this `COUNTED` thread now: its

@@ -87,6 +87,10 @@ impl Drop for Registration {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
+        if std::process::id() != shared.pid {
+            // A forked child's copy: the registration is the parent's.
+            return;
+        }
         shared.regs.lock().remove(&self.state.id);
         if self.state.queues.lock().registered {
             // SAFETY: the fd is still open (its owner closes it after this

@@ -70,6 +70,10 @@ pub(super) struct Shared {
     ready: Mutex<Vec<Completion>>,
     /// Timer operations and the deadlines of waiting operations.
     timers: Mutex<Timers>,
+    /// The process that created the instance: a child forked from it
+    /// shares the epoll instance and must not change its interest list
+    /// (`core/fork.rs`).
+    pub(super) pid: u32,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -148,6 +152,7 @@ impl Reactor {
             next_id: AtomicU64::new(WAKE_ID + 1),
             ready: Mutex::new(Vec::new()),
             timers: Mutex::new(timers),
+            pid: std::process::id(),
         });
         let pool = Pool::new(Arc::downgrade(&shared));
         Ok(Reactor { shared, pool })
