@@ -13,7 +13,9 @@
 //! the monitor's progress poll) is pushed on the queue, and a `get` in its
 //! locked slow path — which checks `st.closed`, not `hot.closed` — or in its
 //! fast path (`hot.closed` checked, then a pop) takes it before the close
-//! drains the queue. Ignored until fixed.
+//! drains the queue. Fixed in 7d99999: once `hot.closed` is set, a packet
+//! popped goes to the caller's graveyard (dropped after the lock), never to
+//! the caller (34 of 160 000 on io_uring before, 0 after).
 
 mod common;
 
@@ -74,13 +76,11 @@ fn no_close_cancelled_packet_reaches_a_get(backend: Backend) {
 }
 
 #[test]
-#[ignore = "found by the model test: a get running during Port::close can dequeue a packet the close cancelled (io_uring, a few in 60 000); run after the fix"]
 fn no_close_cancelled_packet_reaches_a_get_on_io_uring() {
     no_close_cancelled_packet_reaches_a_get(Backend::IoUring)
 }
 
 #[test]
-#[ignore = "the same on epoll (not seen in 160 000); run with the io_uring one after the fix"]
 fn no_close_cancelled_packet_reaches_a_get_on_epoll() {
     no_close_cancelled_packet_reaches_a_get(Backend::Epoll)
 }

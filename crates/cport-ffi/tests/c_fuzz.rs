@@ -39,15 +39,14 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Runs an ASan-built program of this build on `backend` with `env` set
+/// Runs an ASan-built program of this build on `backend`
 /// (bounded); an ASan report makes it exit with status 86.
-fn run_asan(bin: &Path, args: &[&str], backend: &str, env: &[(&str, &str)]) -> Output {
+fn run_asan(bin: &Path, args: &[&str], backend: &str) -> Output {
     let child = Command::new(bin)
         .args(args)
         .env("LD_LIBRARY_PATH", lib_dir())
         .env("CPORT_BACKEND", backend)
         .env("ASAN_OPTIONS", "detect_leaks=1:exitcode=86")
-        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -68,10 +67,9 @@ fn build_fuzzer(dir: &Path) -> PathBuf {
     bin
 }
 
-/// Runs the fuzzer for each seed on each backend with `switches` set;
-/// returns the failures (its stderr), or panics on a crash it did not
-/// report itself.
-fn fuzz(switches: &[(&str, &str)]) -> Vec<String> {
+/// Runs the fuzzer for each seed on each backend; returns the failures
+/// (its stderr), or panics on a crash it did not report itself.
+fn fuzz() -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let bin = build_fuzzer(dir.path());
     let first = env_num("CPORT_FUZZ_SEED", 1);
@@ -81,7 +79,7 @@ fn fuzz(switches: &[(&str, &str)]) -> Vec<String> {
     for backend in BACKENDS {
         for seed in first..first + seeds {
             let seed_arg = seed.to_string();
-            let o = run_asan(&bin, &[&seed_arg, &calls], backend, switches);
+            let o = run_asan(&bin, &[&seed_arg, &calls], backend);
             let stdout = String::from_utf8_lossy(&o.stdout);
             let stderr = String::from_utf8_lossy(&o.stderr);
             match o.status.code() {
@@ -98,36 +96,13 @@ fn fuzz(switches: &[(&str, &str)]) -> Vec<String> {
     failures
 }
 
-/// Fails the test with every failure the fuzzer reported.
-fn fuzz_clean(switches: &[(&str, &str)]) {
-    let failures = fuzz(switches);
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
+/// Every check the fuzzer makes holds (the bugs it found are fixed, each
+/// with a minimal test: `found_by_fuzz.rs`, completion-port's
+/// `busy_queue.rs`), under ASan, on both backends.
 #[test]
 fn fuzz_briefly_under_asan_on_both_backends() {
-    fuzz_clean(&[]);
-}
-
-// Bugs the fuzzer found that it tolerates unless switched on (each has a
-// minimal test: `found_by_fuzz.rs`, completion-port's `busy_queue.rs`).
-
-#[test]
-#[ignore = "found by the fuzzer: a zero-length ReadFile/WriteFile with a packet writes its OVERLAPPED only at dequeue; run after the fix"]
-fn fuzz_zero_length_state_at_completion() {
-    fuzz_clean(&[("CPORT_FUZZ_ZERO_STATE", "1")]);
-}
-
-#[test]
-#[ignore = "found by the fuzzer (issue 17.2 on epoll): a receive starves while GetQueuedCompletionStatusEx keeps the queue busy; run after the fix"]
-fn fuzz_busy_queue_with_gqcs_ex() {
-    fuzz_clean(&[("CPORT_FUZZ_BUSY_EX", "1")]);
-}
-
-#[test]
-#[ignore = "found by the fuzzer: a cancel on a listener whose AcceptEx (with a receive length) ended says TRUE; run after the fix"]
-fn fuzz_cancel_of_ended_accepts_finds_nothing() {
-    fuzz_clean(&[("CPORT_FUZZ_CANCEL_ENDED", "1")]);
+    let failures = fuzz();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// The C suite under ASan, on the backend of this CI pass (`CPORT_BACKEND`,
@@ -146,7 +121,7 @@ fn c_suite_passes_under_asan() {
         &bin,
         &asan_flags(),
     );
-    let o = run_asan(&bin, &[], &backend, &[]);
+    let o = run_asan(&bin, &[], &backend);
     let stdout = String::from_utf8_lossy(&o.stdout);
     let last = stdout.lines().last().unwrap_or("");
     assert!(

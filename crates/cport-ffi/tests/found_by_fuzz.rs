@@ -1,6 +1,6 @@
-//! Bugs the C fuzzer and its model found, each as a minimal test: ignored
-//! while it fails (the fuzzer tolerates the bug unless its switch is on:
-//! `tests/c/fuzz.c`), a plain regression test once fixed.
+//! Bugs the C fuzzer and its model found, each as a minimal test that
+//! failed before its fix and is a plain regression test since (the fuzzer
+//! itself, `tests/c/fuzz.c`, checks each of them on every run).
 
 use std::time::{Duration, Instant};
 
@@ -54,9 +54,8 @@ fn wait_written(ov: &OVERLAPPED) -> Option<(usize, usize)> {
 /// which the ports' completion hook never sees, so its OVERLAPPED is
 /// written only when its packet is dequeued: `HasOverlappedIoCompleted`
 /// stays false while nobody dequeues (Windows: the zero-byte transfer
-/// completes in its call, state written, packet queued).
+/// completes in its call, state written, packet queued). Fixed in 5c31c77.
 #[test]
-#[ignore = "found by the C fuzzer: a zero-length ReadFile/WriteFile with a packet writes its OVERLAPPED only at dequeue; run after the fix"]
 fn zero_length_transfer_with_a_packet_writes_its_state_when_it_ends() {
     // SAFETY: every pointer passed lives across the calls that use it;
     // each OVERLAPPED is boxed and outlives its operation (its packet is
@@ -130,9 +129,9 @@ fn zero_length_transfer_with_a_packet_writes_its_state_when_it_ends() {
 /// the library's list of accepts in flight (`accept_live.rs`) until its
 /// packet is dequeued, and a cancel counts every entry it marks. Windows
 /// (and this library for every other operation) answers `ERROR_NOT_FOUND`
-/// once the operation completed.
+/// once the operation completed. Fixed in 5c31c77 (`FfiOp::end` drops the
+/// entry before writing the state).
 #[test]
-#[ignore = "found by the C fuzzer: CancelIoEx/CancelIo on a listener whose AcceptEx with a receive length ended (packet not dequeued) say TRUE, not ERROR_NOT_FOUND; run after the fix"]
 fn cancel_of_an_ended_accept_finds_nothing() {
     let mut failures = Vec::new();
     for data in [0, 32] {
@@ -266,9 +265,10 @@ fn cancel_ended_accept(data: DWORD, connect: bool) -> Vec<String> {
 /// by the waiter it just woke; a retry loop saw the reuse refused for
 /// 0.8–2.5 ms. (After a refused round, `GetOverlappedResult` returns at
 /// once — the state is the previous one — so this loop hits the window
-/// again and again: most of its rounds are refused.)
+/// again and again: most of its rounds are refused.) Fixed in 5c31c77:
+/// `FfiOp::end` takes the OVERLAPPED out of the registry before writing its
+/// state.
 #[test]
-#[ignore = "found by the C fuzzer: a no-packet OVERLAPPED seen ended is sometimes still registered (reuse refused with ERROR_INVALID_PARAMETER); run after the fix"]
 fn a_no_packet_overlapped_seen_ended_is_free() {
     const ROUNDS: usize = 2000;
     // SAFETY: every pointer passed lives across the calls that use it; the

@@ -145,9 +145,6 @@ pub struct Tally {
     pub timeouts: AtomicUsize,
     /// Timers cancelled (their packet aborted).
     pub timer_cancels: AtomicUsize,
-    /// Packets the port's close cancelled, dequeued during the close
-    /// (tolerated unless `strict_close`).
-    pub close_aborts: AtomicUsize,
 }
 
 pub struct Model {
@@ -162,10 +159,6 @@ pub struct Model {
     pub life: AtomicU8,
     /// Issue calls may race `close`/`cancel_all` on the same handle (issue 17.1).
     pub races: bool,
-    /// A packet that `Port::close` cancelled, dequeued by a `get` running
-    /// during the close, is a failure (`CPORT_MODEL_STRICT_CLOSE=1`). Off:
-    /// tolerated and counted (a known bug, `tests/close_port_race.rs`).
-    pub strict_close: bool,
     pub tally: Tally,
     /// Grows with every step and packet: the watchdog's sign of life.
     pub progress: AtomicU64,
@@ -173,12 +166,7 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new(
-        port: Port<Ctx>,
-        kinds: &[Kind],
-        max_ids: usize,
-        (races, strict_close): (bool, bool),
-    ) -> Model {
+    pub fn new(port: Port<Ctx>, kinds: &[Kind], max_ids: usize, races: bool) -> Model {
         let slots = kinds
             .iter()
             .enumerate()
@@ -193,7 +181,6 @@ impl Model {
             timers: Mutex::new(Vec::new()),
             life: AtomicU8::new(OPEN),
             races,
-            strict_close,
             tally: Tally::default(),
             progress: AtomicU64::new(0),
             failure: Mutex::new(None),
@@ -339,13 +326,8 @@ impl Model {
             .slot
             .is_some_and(|(s, ..)| self.slots[s].disrupt.load(SeqCst) > rec.disrupt);
         // The port's close cancels what is in flight; a `get` running
-        // during the close must not see those packets (known bug, tolerated
-        // unless `strict_close`).
-        let close_abort = !self.strict_close && self.life.load(SeqCst) != OPEN;
-        let may_abort = rec.cancelled || disrupted || close_abort;
-        if p.result.as_ref().is_err_and(is_aborted) && !rec.cancelled && !disrupted && close_abort {
-            self.tally.close_aborts.fetch_add(1, SeqCst);
-        }
+        // during the close never sees those packets (tests/close_port_race.rs).
+        let may_abort = rec.cancelled || disrupted;
         let (fill_byte, kind) = match rec.slot {
             None if matches!(rec.op, Op::Timer { .. }) => {
                 let token_ok = match (rec.token, p.token()) {
@@ -362,7 +344,7 @@ impl Model {
                 let result_ok = match &p.result {
                     // Fired: never before its delay.
                     Ok(0) => rec.at.elapsed() >= Duration::from_micros(delay_us),
-                    Err(e) if is_aborted(e) && (rec.cancelled || close_abort) => {
+                    Err(e) if is_aborted(e) && rec.cancelled => {
                         self.tally.aborted.fetch_add(1, SeqCst);
                         true
                     }

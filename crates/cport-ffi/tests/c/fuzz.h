@@ -27,8 +27,10 @@
 enum kind { K_NONE, K_FILE, K_PIPE_R, K_PIPE_W, K_SOCK, K_LISTEN };
 /* OV_PEND: a packet operation whose packet was not dequeued (it may have
  * ended: see `seen`); OV_NOPKT: a no-packet operation not seen ended;
- * OV_QUAR: free, filled with the canary until reused. */
-enum ovst { OV_FREE, OV_PEND, OV_NOPKT, OV_QUAR };
+ * OV_QUAR: free, filled with the canary until reused; OV_TWIN: reused the
+ * instant its packet operation ended, both operations over, up to two
+ * packets carrying it still to come (see `twins`). */
+enum ovst { OV_FREE, OV_PEND, OV_NOPKT, OV_QUAR, OV_TWIN };
 
 /* A file, pipe end, socket or listener of this round. */
 struct obj {
@@ -56,12 +58,7 @@ struct ov {
     enum kind okind;
     int write; /* a write or send: it succeeds only whole */
     int event; /* hEvent names `ev` */
-    /* A zero-length ReadFile/WriteFile with a packet: its state is written
-     * only at dequeue (a known bug; strict with CPORT_FUZZ_ZERO_STATE=1). */
-    int late;
-    /* Freed by the end of a no-packet operation, seen a moment ago: its
-     * registration may linger (a known bug; strict with
-     * CPORT_FUZZ_REUSE_ENDED=1). */
+    /* Freed by the end of a no-packet operation, seen a moment ago. */
     int nopkt_freed;
     /* OV_PEND: its end was seen in its OVERLAPPED before its packet came:
      * the outcome then, and the OVERLAPPED as it was (nothing may write it
@@ -70,6 +67,10 @@ struct ov {
     BOOL seen_ok;
     DWORD seen_err, seen_n;
     OVERLAPPED snap;
+    /* OV_TWIN: the packets still to come, by port and key. */
+    int twins;
+    int tport[2];
+    ULONG_PTR tkey[2];
     char what[64];
 };
 
@@ -88,8 +89,8 @@ extern struct port ports[NPORT];
 extern struct obj objs[NOBJ];
 extern struct ov ovs[NOV];
 extern int clients[NCLI];
-extern unsigned long long g_calls, g_refused, g_packets, g_aborted, g_seen_early, g_busy_calls;
-extern int g_zero_state, g_busy_ex, g_cancel_ended, g_reuse_ended;
+extern unsigned long long g_calls, g_refused, g_packets, g_aborted, g_seen_early, g_busy_calls,
+    g_twins;
 
 uint64_t rnd(void);
 unsigned below(unsigned n);
@@ -99,6 +100,8 @@ void FAIL(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 /* fuzz_model.c */
 void finish(struct ov *o);
+void twin_packet(struct ov *o, int pi, ULONG_PTR key);
+void twin(int i, struct ov *v, struct ov *tmp, int ok);
 struct ov *free_ov(void);
 struct ov *reclaim(struct ov *o);
 void check_quarantine(void);

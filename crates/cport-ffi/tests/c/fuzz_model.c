@@ -18,11 +18,12 @@
  *   it, the model looks first and accepts exactly the outcomes consistent
  *   with what it saw (GetOverlappedResult(FALSE) after a "not yet":
  *   ERROR_IO_INCOMPLETE or the final result; after an "ended": the result);
- * - a packet operation keeps its OVERLAPPED until its packet is dequeued
- *   (reuse refused with ERROR_INVALID_PARAMETER, nothing written), and
- *   yields exactly one packet, carrying the state its OVERLAPPED holds; a
- *   no-packet operation (hEvent's low bit) yields none and frees its
- *   OVERLAPPED the moment it ends (reuse then accepted);
+ * - an operation keeps its OVERLAPPED until it ends (reuse refused with
+ *   ERROR_INVALID_PARAMETER, nothing written) and frees it the moment it
+ *   ends (reuse then accepted, as on Windows; see reuse() for why the
+ *   model reuses only a no-packet operation's); a packet operation yields
+ *   exactly one packet, carrying the state its OVERLAPPED holds; a
+ *   no-packet operation (hEvent's low bit) yields none;
  * - closing a handle, or a cancel, ends what it names promptly with
  *   nobody dequeuing: each such operation must be seen ended within END_MS
  *   (polling, its event, or GetOverlappedResult(TRUE));
@@ -102,6 +103,21 @@ void finish(struct ov *o) {
     o->buf = NULL, o->acc = -1, o->seen = 0;
     memset(o->p, CANARY, sizeof *o->p);
     o->st = OV_QUAR;
+}
+
+/* One of the packets OV_TWIN `o` awaits came from port `pi` with `key`
+ * (or was dropped with that port); after the last, it is over. */
+void twin_packet(struct ov *o, int pi, ULONG_PTR key) {
+    int t = 0;
+    while (t < o->twins && !(o->tport[t] == pi && o->tkey[t] == key))
+        t++;
+    if (t == o->twins)
+        FAIL("packet key %#lx on port %d with %s's OVERLAPPED, reused as it ended: no such packet "
+             "to come",
+             (unsigned long)key, pi, o->what);
+    o->tport[t] = o->tport[o->twins - 1], o->tkey[t] = o->tkey[o->twins - 1];
+    if (--o->twins == 0)
+        finish(o);
 }
 
 /* The no-packet operation on `o` ended without being seen (a new one
@@ -255,7 +271,7 @@ static long long now_ms(void) {
  * what ends it): seen by polling its OVERLAPPED, by waiting on its event,
  * or in GetOverlappedResult(bWait = TRUE) (bounded by the watchdog). */
 void wait_end(struct ov *o, const char *after) {
-    if (look(o) || (o->late && !g_zero_state))
+    if (look(o))
         return;
     unsigned how = below(3);
     if (how == 0 && o->event) {
@@ -288,6 +304,43 @@ void wait_end(struct ov *o, const char *after) {
     }
     if (!look(o))
         FAIL("%s: its OVERLAPPED went back to STATUS_PENDING", o->what);
+}
+
+/* Packet operation `v` ended in the instant between a look that said "not
+ * yet" and a call that reused its OVERLAPPED for `tmp` on object `i`, which
+ * was accepted (`ok`: TRUE, else pending), as Windows accepts it. Its
+ * packet is still to come, and the new operation's if it queues one; the
+ * new operation is cancelled and must end within END_MS, and then both
+ * buffers are done. */
+void twin(int i, struct ov *v, struct ov *tmp, int ok) {
+    struct obj *o = &objs[i];
+    g_twins++;
+    T("(%s had ended: %s reuses its OVERLAPPED)", v->what, tmp->what);
+    if (v->buf)
+        retire_buf(v->buf, v->len ? v->len : 1);
+    if (v->acc >= 0)
+        closesocket((SOCKET)v->acc);
+    v->twins = 0;
+    v->tport[v->twins] = v->port, v->tkey[v->twins++] = v->key;
+    if (o->port >= 0 && !(ok && o->skip))
+        v->tport[v->twins] = o->port, v->tkey[v->twins++] = o->key;
+    T("CancelIoEx(obj %d, %s)", i, tmp->what);
+    CALL;
+    CancelIoEx(o->h, v->p);
+    long long end = now_ms() + END_MS;
+    while (!HasOverlappedIoCompleted(v->p)) {
+        if (now_ms() > end)
+            FAIL("%s did not end in %d ms after a cancel named it, nobody dequeuing", tmp->what,
+                 END_MS);
+        usleep(100);
+    }
+    if (tmp->buf)
+        retire_buf(tmp->buf, tmp->len ? tmp->len : 1);
+    if (tmp->acc >= 0)
+        closesocket((SOCKET)tmp->acc);
+    v->buf = NULL, v->acc = -1, v->seen = 0;
+    memcpy(v->what, tmp->what, sizeof v->what);
+    v->st = OV_TWIN;
 }
 
 /* The outcome of issuing `v` as a new operation on object `i` (its
@@ -325,7 +378,6 @@ void issued(int i, struct ov *v, int ok, DWORD err, DWORD n, int no_packet) {
         plausible(v, TRUE, 0, n, "its call");
         finish(v);
     } else if (ok || err == ERROR_IO_PENDING) {
-        v->late = v->len == 0 && flat && !no_packet;
         v->st = no_packet ? OV_NOPKT : OV_PEND;
         v->port = o->port, v->key = o->key;
     } else {
@@ -333,12 +385,11 @@ void issued(int i, struct ov *v, int ok, DWORD err, DWORD n, int no_packet) {
             FAIL("%s failed without an error", v->what);
         /* Nothing but a NULL buffer makes such a call's arguments invalid:
          * the OVERLAPPED was free. */
-        if (err == ERROR_INVALID_PARAMETER && (v->buf || v->len == 0) &&
-            !(freed && !g_reuse_ended))
+        if (err == ERROR_INVALID_PARAMETER && (v->buf || v->len == 0))
             FAIL("%s refused with ERROR_INVALID_PARAMETER; its OVERLAPPED was free%s", v->what,
                  freed ? " (its no-packet operation was seen ended)" : "");
         g_refused++;
-        v->nopkt_freed = freed; /* still free, maybe still registered */
+        v->nopkt_freed = freed; /* still free */
         free(v->buf);
         v->buf = NULL;
         if (v->acc >= 0)
@@ -367,6 +418,12 @@ static void got(int pi, BOOL ok, DWORD bytes, ULONG_PTR key, OVERLAPPED *ov, DWO
         return;
     }
     struct ov *o = find_ov(ov);
+    if (o && o->st == OV_TWIN) {
+        if (!ok && err == 0 && !ex)
+            FAIL("%s: a packet failed without an error", o->what);
+        twin_packet(o, pi, key);
+        return;
+    }
     if (!o || o->st != OV_PEND || o->port != pi || o->key != key)
         FAIL("packet key %#lx ov %p on port %d: no such packet operation pending there (%s, "
              "state %d)",
