@@ -4,8 +4,7 @@
 //!
 //! # The registry
 //! Every operation issued with an OVERLAPPED registers its address here
-//! until its result is handed to the caller (dequeued, taken by
-//! `GetOverlappedResult`, or dropped when its port closes). It answers:
+//! until it ends. It answers:
 //! - reuse of a pending OVERLAPPED: the second issue is refused with
 //!   `ERROR_INVALID_PARAMETER` instead of corrupting the first;
 //! - `CancelIoEx(h, ov)`: which token, on which association;
@@ -13,11 +12,15 @@
 //! - `GetOverlappedResult`: which port keeps a packet-less result.
 //!
 //! Invariant: an entry is removed only by the [`FfiOp`] that owns it (its
-//! `id` matches), when that context is dropped — after the completion was
-//! written into the OVERLAPPED — so the OVERLAPPED becomes reusable exactly
-//! when its result is visible. A chained stage (`AcceptEx` with receive
-//! data, `ConnectEx` with send data) moves the `id` to the next stage's
-//! context, keeping the entry.
+//! `id` matches): by [`FfiOp::end`], just *before* it writes the state
+//! into the OVERLAPPED, or when the context is dropped without ending (its
+//! port closed). So the OVERLAPPED is the program's again exactly when
+//! `HasOverlappedIoCompleted` says so, as on Windows — even if its packet
+//! is still queued (a program that reuses it then gets the pointer back in
+//! two packets, as it would on Windows) — and a cancel no longer finds an
+//! operation whose state is written. A chained stage (`AcceptEx` with
+//! receive data, `ConnectEx` with send data) moves the `id` to the next
+//! stage's context, keeping the entry.
 //!
 //! # Writing into the caller's OVERLAPPED
 //! `Internal` and `InternalHigh` are written with atomic stores (the

@@ -16,7 +16,9 @@
 //!    returned and their next `get` or exit.
 //! 2. **Close**: getters wait while a poster races `close`; every getter
 //!    returns, none gets a packet once it saw `Closed`, and every packet is
-//!    delivered or dropped exactly once, none left queued.
+//!    delivered or dropped exactly once, none left queued. An operation in
+//!    flight that the close cancels never reaches a `get`, even one that
+//!    reaps its completion.
 //! 3. **Blocked-thread detection**: the monitor counts a getter out and
 //!    back in while it makes its own `get`s and exits; every packet is
 //!    delivered once and no slot is held at the end. The hand-off of
@@ -522,6 +524,39 @@ fn issue_vs_close_handle() {
 #[test]
 fn deferred_issue_vs_close_handle() {
     issue_vs_close(true, 2);
+}
+
+/// Check 2 with an operation in flight: `Port::close` cancels it while a
+/// getter waits for packets (it leads: its wait is in the model kernel, so
+/// it may reap the cancelled completion itself). That packet is the
+/// close's to drop, never a `get`'s: closing drops what is in flight with
+/// its context (found by the model test, `tests/close_port_race.rs`; the
+/// graveyard of `pop_counted`).
+#[test]
+fn close_cancels_in_flight_vs_get() {
+    builder(2).check(|| {
+        let ghosts = Arc::new(Ghosts::default());
+        let model = Arc::new(Model::new(false, true));
+        let core = core(1, false, &model);
+        let owner = Arc::new(FdOwner::new(devnull()).map_err(|e| e.0).unwrap());
+        assert!(core.submit(nop(&owner, 0, &ghosts)).is_ok(), "accepted");
+        let getter = {
+            let (core, ghosts) = (core.clone(), ghosts.clone());
+            thread::spawn(move || {
+                let mut g = Getter::new(&core, &ghosts, 1);
+                while g.get().is_ok() {}
+            })
+        };
+        core.close();
+        getter.join().unwrap();
+        assert_eq!(
+            ghosts.delivered[0].load(G),
+            0,
+            "a packet the close cancelled came out of the closed port"
+        );
+        assert_eq!(ghosts.dropped[0].load(G), 1, "its context dropped once");
+        assert_eq!(core.stats().in_flight, 0);
+    });
 }
 
 /// An operation the kernel cancels on its own (an io_uring orphan: its
