@@ -14,6 +14,30 @@ fn tmp_json(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("cport-bench-{}-{name}.json", std::process::id()))
 }
 
+/// Runs `cport-bench ARGS --json FILE` at a tiny scale with `env` changes
+/// (`Some`: set, `None`: removed); asserts it succeeded and returns its
+/// output and the JSON document it wrote.
+fn run_json(args: &[&str], env: &[(&str, Option<&str>)]) -> (Output, Value) {
+    let path = tmp_json(args[0]);
+    let mut cmd = bench();
+    cmd.args(args)
+        .arg("--json")
+        .arg(&path)
+        .env("CPORT_BENCH_SCALE", "0.01");
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().expect("run cport-bench");
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read JSON"))
+        .expect("the JSON parses");
+    let _ = std::fs::remove_file(&path);
+    (out, doc)
+}
+
 fn text(o: &Output) -> String {
     format!(
         "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
@@ -31,19 +55,16 @@ fn number(v: &Value, what: &str) -> f64 {
 
 #[test]
 fn bench_all_quick_writes_every_row() {
-    let path = tmp_json("all");
-    let out = bench()
-        .args(["all", "--quick", "--json"])
-        .arg(&path)
-        .env("CPORT_BENCH_SCALE", "0.01")
-        // Deterministic whatever is installed: the file row without fio,
-        // the http rows without wrk (`bench_http_with_wrk_when_installed`
-        // measures them).
-        .env("CPORT_BENCH_FIO", "/nonexistent/fio")
-        .env("CPORT_BENCH_WRK", "/nonexistent/wrk")
-        .output()
-        .expect("run cport-bench");
-    assert!(out.status.success(), "{}", text(&out));
+    // Deterministic whatever is installed: the file row without fio, the
+    // http rows without wrk (`bench_http_with_wrk_when_installed` measures
+    // them).
+    let (out, doc) = run_json(
+        &["all", "--quick"],
+        &[
+            ("CPORT_BENCH_FIO", Some("/nonexistent/fio")),
+            ("CPORT_BENCH_WRK", Some("/nonexistent/wrk")),
+        ],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     for needle in [
         "crossbeam-channel",
@@ -57,10 +78,6 @@ fn bench_all_quick_writes_every_row() {
             text(&out)
         );
     }
-
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read JSON"))
-        .expect("the JSON parses");
-    let _ = std::fs::remove_file(&path);
 
     let machine = &doc["machine"];
     assert!(machine["kernel"].as_str().is_some_and(|k| !k.is_empty()));
@@ -311,18 +328,7 @@ fn bench_file_against_fio_when_installed() {
         eprintln!("fio is not installed: skipping the comparison with it");
         return;
     }
-    let path = tmp_json("file");
-    let out = bench()
-        .args(["file", "--quick", "--json"])
-        .arg(&path)
-        .env("CPORT_BENCH_SCALE", "0.01")
-        .env_remove("CPORT_BENCH_FIO")
-        .output()
-        .expect("run cport-bench");
-    assert!(out.status.success(), "{}", text(&out));
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read JSON"))
-        .expect("the JSON parses");
-    let _ = std::fs::remove_file(&path);
+    let (_, doc) = run_json(&["file", "--quick"], &[("CPORT_BENCH_FIO", None)]);
     let rows = doc["rows"].as_array().expect("rows");
     assert_eq!(rows.len(), 1);
     check_file_row(&rows[0], true);
@@ -337,18 +343,10 @@ fn bench_http_with_wrk_when_installed() {
         eprintln!("wrk is not installed: skipping `bench http`");
         return;
     }
-    let path = tmp_json("http");
-    let out = bench()
-        .args(["http", "--quick", "--pairs", "1", "--json"])
-        .arg(&path)
-        .env("CPORT_BENCH_SCALE", "0.01")
-        .env_remove("CPORT_BENCH_WRK")
-        .output()
-        .expect("run cport-bench");
-    assert!(out.status.success(), "{}", text(&out));
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read JSON"))
-        .expect("the JSON parses");
-    let _ = std::fs::remove_file(&path);
+    let (_, doc) = run_json(
+        &["http", "--quick", "--pairs", "1"],
+        &[("CPORT_BENCH_WRK", None)],
+    );
     let rows = doc["rows"].as_array().expect("rows");
     assert_eq!(rows.len(), 8);
     for r in rows {

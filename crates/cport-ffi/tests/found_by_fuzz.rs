@@ -9,6 +9,31 @@ use cport::*;
 /// An fd number nothing has open (far above any fd a test opens).
 const NOT_OPEN: HANDLE = 0x7ff0_1234 as HANDLE;
 
+/// A new file `f` in `dir`, opened for overlapped reads and writes.
+fn new_overlapped_file(dir: &tempfile::TempDir) -> HANDLE {
+    let path = std::ffi::CString::new(dir.path().join("f").to_str().unwrap()).unwrap();
+    // SAFETY: `path` is a NUL-terminated string that outlives the call; the
+    // other pointers are NULL, which CreateFileA accepts.
+    let file = unsafe {
+        CreateFileA(
+            path.as_ptr(),
+            GENERIC_READ | GENERIC_WRITE,
+            0,
+            std::ptr::null_mut(),
+            CREATE_ALWAYS,
+            FILE_FLAG_OVERLAPPED,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_ne!(
+        file,
+        INVALID_HANDLE_VALUE,
+        "CreateFileA: {}",
+        GetLastError()
+    );
+    file
+}
+
 /// Fixed: `CancelIoEx`/`CancelIo` on an fd number nothing has open said
 /// `ERROR_NOT_FOUND`.
 #[test]
@@ -64,16 +89,7 @@ fn zero_length_transfer_with_a_packet_writes_its_state_when_it_ends() {
         let port = CreateIoCompletionPort(INVALID_HANDLE_VALUE, std::ptr::null_mut(), 0, 1);
         assert!(!port.is_null());
         let dir = tempfile::tempdir().unwrap();
-        let path = std::ffi::CString::new(dir.path().join("f").to_str().unwrap()).unwrap();
-        let file = CreateFileA(
-            path.as_ptr(),
-            GENERIC_READ | GENERIC_WRITE,
-            0,
-            std::ptr::null_mut(),
-            CREATE_ALWAYS,
-            FILE_FLAG_OVERLAPPED,
-            std::ptr::null_mut(),
-        );
+        let file = new_overlapped_file(&dir);
         assert_ne!(file, INVALID_HANDLE_VALUE);
         let mut fds = [0; 2];
         assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
@@ -277,16 +293,7 @@ fn a_no_packet_overlapped_seen_ended_is_free() {
     unsafe {
         let port = CreateIoCompletionPort(INVALID_HANDLE_VALUE, std::ptr::null_mut(), 0, 1);
         let dir = tempfile::tempdir().unwrap();
-        let path = std::ffi::CString::new(dir.path().join("f").to_str().unwrap()).unwrap();
-        let file = CreateFileA(
-            path.as_ptr(),
-            GENERIC_READ | GENERIC_WRITE,
-            0,
-            std::ptr::null_mut(),
-            CREATE_ALWAYS,
-            FILE_FLAG_OVERLAPPED,
-            std::ptr::null_mut(),
-        );
+        let file = new_overlapped_file(&dir);
         assert_eq!(CreateIoCompletionPort(file, port, 1, 0), port);
         let mut ov: Box<OVERLAPPED> = Box::new(std::mem::zeroed());
         let p: LPOVERLAPPED = &mut *ov;
