@@ -12,9 +12,10 @@
 //! - `GetOverlappedResult`: which port keeps a packet-less result.
 //!
 //! Invariant: an entry is removed only by the [`FfiOp`] that owns it (its
-//! `id` matches): by [`FfiOp::end`], just *before* it writes the state
-//! into the OVERLAPPED, or when the context is dropped without ending (its
-//! port closed). So the OVERLAPPED is the program's again exactly when
+//! `id` matches): by [`FfiOp::end`], in the same lock hold as it writes
+//! the state into the OVERLAPPED (so no lookup sees it gone yet still
+//! pending), or when the context is dropped without ending (its port
+//! closed). So the OVERLAPPED is the program's again exactly when
 //! `HasOverlappedIoCompleted` says so, as on Windows — even if its packet
 //! is still queued (a program that reuses it then gets the pointer back in
 //! two packets, as it would on Windows) — and a cancel no longer finds an
@@ -101,16 +102,12 @@ impl FfiOp {
     /// As [`mark_done`]: the OVERLAPPED is live (it was registered at
     /// issue and is the system's until this returns).
     pub(crate) unsafe fn end(&mut self, error: DWORD, bytes: DWORD) {
-        if self.id != 0 {
-            REGISTRY.remove(self.ov, self.id);
-            self.id = 0;
-        }
         if let Stage::AcceptRecv(_) = self.stage {
             // Drops its ticket: the entry among the accepts in flight.
             self.stage = Stage::Io { zero: None };
         }
         // SAFETY: forwarded.
-        unsafe { mark_done(self.ov(), error, bytes) };
+        unsafe { mark_done_leaving(self.ov(), error, bytes, std::mem::take(&mut self.id)) };
         self.done = Some((error, bytes));
     }
 }
@@ -215,12 +212,23 @@ impl Registry {
     }
 
     fn remove(&self, ov: usize, id: u64) {
+        self.remove_writing(ov, id, || {});
+    }
+
+    /// Removes `ov`'s entry if `id` owns it, and runs `write` (the state
+    /// write of the operation ending) in the same lock hold. A caller that
+    /// looks the OVERLAPPED up (`GetOverlappedResult`, a reuse, a cancel)
+    /// then finds it registered and pending, or gone and ended — never gone
+    /// and still pending, which `GetOverlappedResult` must take for an
+    /// OVERLAPPED nobody issued (found by the C fuzzer).
+    fn remove_writing(&self, ov: usize, id: u64, write: impl FnOnce()) {
         let mut g = self.shard(ov).lock();
         let gone = if g.get(&ov).is_some_and(|p| p.id == id) {
             g.remove(&ov)
         } else {
             None
         };
+        write();
         drop(g);
         // Dropped unlocked: the entry may hold the last clone of its port,
         // whose closing drops contexts, which come back here.
@@ -348,11 +356,27 @@ pub(crate) unsafe fn mark_pending(ov: LPOVERLAPPED) {
 /// # Safety
 /// As [`fields`]; the OVERLAPPED is the system's until this returns.
 pub(crate) unsafe fn mark_done(ov: LPOVERLAPPED, error: DWORD, n: DWORD) {
+    // SAFETY: forwarded.
+    unsafe { mark_done_leaving(ov, error, n, 0) }
+}
+
+/// [`mark_done`] for an operation whose registry entry is `id` (0: none):
+/// the entry goes in the same lock hold as the state is written
+/// ([`Registry::remove_writing`]).
+///
+/// # Safety
+/// As [`fields`].
+unsafe fn mark_done_leaving(ov: LPOVERLAPPED, error: DWORD, n: DWORD, id: u64) {
     // SAFETY: live and aligned (caller); `hEvent` is plain data the caller
     // set before issuing the operation.
     let event = crate::win32::event::overlapped_event(unsafe { (*ov).hEvent });
-    // SAFETY: forwarded.
-    unsafe { write_state(ov, error, n) };
+    // SAFETY: forwarded (the closure runs before this function returns).
+    let write = || unsafe { write_state(ov, error, n) };
+    if id == 0 {
+        write();
+    } else {
+        REGISTRY.remove_writing(ov as usize, id, write);
+    }
     if let Some(e) = event {
         e.set();
     }
