@@ -110,11 +110,12 @@ fn shutdown_after_sends(backend: Backend) {
     assert_eq!(errno(&port.get(Some(WAIT)).unwrap()), Some(libc::ENOTCONN));
 }
 
-/// send_file: 1 MiB from an offset to a slow reader, in order between two
-/// whole sends; past the end of the file it sends what there is; the file's
-/// handle may be dropped meanwhile; cancelled, it ends cancelled.
+/// send_file: 3 MiB and a bit from an offset to a slow reader (several
+/// fills of even the largest pipe, the last one partial), in order between
+/// two whole sends; past the end of the file it sends what there is; the
+/// file's handle may be dropped meanwhile; cancelled, it ends cancelled.
 fn send_file(backend: Backend) {
-    const N: usize = 1 << 20;
+    const N: usize = (3 << 20) + 123;
     let port: Port<u32> = port(backend, 1);
     let f = file_of(N + 5000);
     let mut want = vec![0u8; N];
