@@ -85,7 +85,6 @@ use std::time::Instant;
 
 pub(crate) use self::op::{
     FdRef, KernelTimespec, OpIo, OpKind, OpPtr, Splice, OFFSET_CURRENT, SPLICE_CHUNK,
-    SPLICE_PIPE_MAX,
 };
 
 /// One finished operation, as reported by a backend.

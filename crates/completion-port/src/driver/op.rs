@@ -75,8 +75,6 @@ pub(crate) struct Splice {
     pub(crate) src: RawFd,
     /// Bytes to send in all (the file's end may come first).
     pub(crate) len: u64,
-    /// How much one fill of the pipe asks for: the pipe's capacity.
-    pub(crate) chunk: usize,
     /// Bytes in the pipe, not yet in the socket.
     pub(crate) in_pipe: usize,
     /// The next splice drains the pipe (else it fills it).
@@ -86,17 +84,8 @@ pub(crate) struct Splice {
     pub(crate) finished: bool,
 }
 
-/// A pipe's capacity unless it is grown: 64 KiB.
+/// How much one fill of the pipe asks for (a pipe holds 64 KiB by default).
 pub(crate) const SPLICE_CHUNK: usize = 64 * 1024;
-
-/// The largest pipe a `send_file` asks for: 1 MiB, the default
-/// `/proc/sys/fs/pipe-max-size` (what an unprivileged process may set).
-/// Each fill of the pipe and each drain into the socket is one round trip
-/// through the backend, so a 1 MiB file takes 2 splices instead of 32 when
-/// the socket takes it whole. The pipe holds references to page-cache
-/// pages (`SPLICE_F_MOVE`), not copies; its slots count against the
-/// user's `pipe-user-pages-soft` (64 MiB by default) while it lives.
-pub(crate) const SPLICE_PIPE_MAX: usize = 1024 * 1024;
 
 /// `offset` value meaning "the fd's current position" (what the kernel
 /// calls `-1`): used by the stream `read`/`write` of pipes.

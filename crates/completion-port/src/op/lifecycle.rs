@@ -13,7 +13,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use crate::buf::Buffers;
 use crate::core::Token;
-use crate::driver::{OpKind, Splice, SPLICE_CHUNK, SPLICE_PIPE_MAX};
+use crate::driver::{OpKind, Splice};
 use crate::error::{invalid_input, Rejected};
 use crate::Handle;
 
@@ -151,7 +151,7 @@ impl<C: Send + 'static> Handle<C> {
                 Buffers::None,
             ));
         }
-        let (pipe, chunk) = match pipe(len) {
+        let pipe = match pipe() {
             Ok(p) => p,
             Err(e) => return Err(Rejected::new(e, context, Buffers::None)),
         };
@@ -162,7 +162,6 @@ impl<C: Send + 'static> Handle<C> {
             pipe,
             src: file.owner().raw(),
             len,
-            chunk,
             in_pipe: 0,
             draining: false,
             finished: false,
@@ -172,30 +171,15 @@ impl<C: Send + 'static> Handle<C> {
     }
 }
 
-/// A pipe for a `send_file` of `len` bytes: `[read end, write end]` and
-/// its capacity. Grown towards `len` (up to [`SPLICE_PIPE_MAX`]) when
-/// `len` is more than a default pipe holds, so that a large file goes in
-/// a few splices; where the kernel refuses (a lower `pipe-max-size`, the
-/// user's pipe pages used up) it keeps the default 64 KiB.
-fn pipe(len: u64) -> std::io::Result<([OwnedFd; 2], usize)> {
+/// A pipe for `send_file`: `[read end, write end]`.
+fn pipe() -> std::io::Result<[OwnedFd; 2]> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two fds pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: both fds are new and ours.
-    let pipe = unsafe { [OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])] };
-    let mut chunk = SPLICE_CHUNK;
-    if len > SPLICE_CHUNK as u64 {
-        let want = len.min(SPLICE_PIPE_MAX as u64) as libc::c_int;
-        // SAFETY: plain fcntl on a pipe fd we own; it returns the new
-        // capacity (at least `want`, rounded up to a power of two pages).
-        let got = unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, want) };
-        if got > 0 {
-            chunk = got as usize;
-        }
-    }
-    Ok((pipe, chunk))
+    Ok(unsafe { [OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])] })
 }
 
 /// How [`Port::open`](crate::Port::open) opens a file: a small

@@ -25,7 +25,7 @@ use super::timers::TimerKey;
 use super::Shared;
 use std::os::fd::AsRawFd;
 
-use crate::driver::{OpIo, OpKind, OpPtr, OFFSET_CURRENT};
+use crate::driver::{OpIo, OpKind, OpPtr, OFFSET_CURRENT, SPLICE_CHUNK};
 
 /// How the backend drives an fd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -559,7 +559,7 @@ fn splice_step(op: &mut OpIo) -> Attempt {
             })
         } else {
             let mut off = (offset + done as u64) as libc::loff_t;
-            let left = (s.len - done as u64).min(s.chunk as u64) as usize;
+            let left = (s.len - done as u64).min(SPLICE_CHUNK as u64) as usize;
             // SAFETY: as above; `off` is a valid in/out offset.
             unsafe {
                 libc::splice(

@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 
 use io_uring::types::{self, Timespec};
 
-use crate::driver::{KernelTimespec, OpIo, OpKind};
+use crate::driver::{KernelTimespec, OpIo, OpKind, SPLICE_CHUNK};
 
 /// The empty path of `statx(fd, "", AT_EMPTY_PATH)`.
 const EMPTY_PATH: &std::ffi::CStr = c"";
@@ -184,7 +184,7 @@ fn entry(op: &mut OpIo) -> squeue::Entry {
                     .flags(libc::SPLICE_F_MOVE)
                     .build()
             } else {
-                let left = (s.len - done as u64).min(s.chunk as u64) as u32;
+                let left = (s.len - done as u64).min(SPLICE_CHUNK as u64) as u32;
                 opcode::Splice::new(
                     Fd(s.src),
                     (offset + done as u64) as i64,
