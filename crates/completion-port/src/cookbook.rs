@@ -376,7 +376,7 @@
 //! call in [`Port::blocking`]: the slot goes to another worker at once, and
 //! on io_uring the operations the handler issued so far are submitted
 //! first. Without the wrapper, the port's blocked-thread detection notices
-//! within about a millisecond (see [`port`](crate::port#blocked-thread-detection)).
+//! within about half a millisecond (see [`port`](crate::port#blocked-thread-detection)).
 //!
 //! ```
 //! use completion_port::Port;

@@ -5,7 +5,7 @@
 //! packets are queued; when the thread runs again it counts it back in.
 //!
 //! # The rule
-//! Every [`PERIOD`] the monitor looks at each thread in `COUNTED` state
+//! Every [`SAMPLE_PERIOD`] the monitor looks at each thread in `COUNTED` state
 //! (running.rs) on a port with detection on:
 //! 1. it reads the thread's CPU-time clock (`pthread_getcpuclockid` +
 //!    `clock_gettime`, one cheap system call);
@@ -22,9 +22,9 @@
 //! leaves `DETECTED` itself. The race between the two is settled by the
 //! state machine of running.rs.
 //!
-//! A blocked thread is detected after one to two periods (it ran for part
-//! of the period in which it blocked), plus the scheduling delay of the
-//! monitor itself.
+//! A blocked thread is detected after one to two sampling periods
+//! (0.25–0.5 ms: it ran for part of the period in which it blocked), plus
+//! the scheduling delay of the monitor itself.
 //! Why this rule, with measurements: `monitor/look.rs`, which holds the
 //! looks.
 //!
@@ -92,8 +92,8 @@
 //!   switches happen in the kernel, so with `exclude_kernel` they are
 //!   never counted.
 //! - **Sampling** (the default; also the fallback when switch events are
-//!   refused): every [`PERIOD`] while it looks, the rule above (CPU clock,
-//!   then state field).
+//!   refused): every [`SAMPLE_PERIOD`] while it looks, the rule above (CPU
+//!   clock, then state field).
 //!
 //! [`mechanism`] says which one runs (`Port::blocking_detection`).
 //!
@@ -129,8 +129,17 @@ use self::switch::{
 use super::running::{Accounting, RunState, Worker};
 use crate::sync::{fence, AtomicBool, Mutex, Ordering};
 
-/// How often threads are looked at while the monitor looks (sampling).
+/// The monitor's tick while it looks: progress (`progress.rs`) and, with
+/// switch events, the looks.
 pub(crate) const PERIOD: Duration = Duration::from_millis(1);
+/// How often running threads are sampled while a packet waits for their
+/// slot. A block is seen one to two samples after it began, so this sets
+/// the shortest block worth detecting: with 1 ms, a 1 ms block (a database
+/// client's query) ended before it was seen. Each sample is one CPU-clock
+/// read per running thread (the state field only for a thread that did
+/// not run for a whole sample) and one wake-up of the monitor, and only
+/// while the port is contended.
+pub(crate) const SAMPLE_PERIOD: Duration = Duration::from_micros(250);
 /// How often threads detected as blocked are looked at (to count them back
 /// in when they run again).
 pub(crate) const SLOW_PERIOD: Duration = Duration::from_millis(8);
@@ -153,8 +162,8 @@ pub enum BlockingDetection {
     /// watched thread switches out; blocked threads are seen within tens
     /// of microseconds.
     SwitchEvents,
-    /// Sampling every millisecond (the default, and the fallback when the
-    /// kernel refuses switch events): blocked threads are seen about 1 ms
+    /// Sampling every 0.25 ms (the default, and the fallback when the
+    /// kernel refuses switch events): blocked threads are seen 0.25–0.5 ms
     /// after they block.
     Sampling,
     /// The monitor thread could not be started: nothing is detected.
@@ -250,7 +259,7 @@ fn started() -> Option<&'static Monitor> {
 /// (the `echo` benchmark: 2 workers pinned to one CPU) that adds a
 /// measurable CPU cost per request (BENCHMARKS.md, "Blocking detection",
 /// "Default: sampling"). Switch events pay off for handlers that
-/// block for about a millisecond or less.
+/// block for well under a millisecond.
 fn choose() -> BlockingDetection {
     if !std::env::var("CPORT_DETECT").is_ok_and(|v| v.trim() == "switch") {
         return BlockingDetection::Sampling;
@@ -532,6 +541,7 @@ fn run() {
                     };
                     wait_signals(sfd, Some(t), &mut sig);
                 }
+                _ if sampled => thread::sleep(SAMPLE_PERIOD),
                 _ => thread::sleep(PERIOD),
             }
             continue;

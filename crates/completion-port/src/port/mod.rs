@@ -45,7 +45,7 @@
 //!   worker keeps its slot — nobody needs it — until a packet comes for the
 //!   full port; the monitor's first look then counts it out, however long
 //!   it has been blocked.
-//! - **How**: every millisecond while it looks, it reads each running
+//! - **How**: every 0.25 ms while it looks, it reads each running
 //!   thread's CPU-time clock, and for a thread that did not run during the
 //!   whole period, its scheduler state (`/proc/self/task/<tid>/stat`).
 //!   Anything but running or runnable is blocked: the thread is counted out
@@ -56,7 +56,7 @@
 //!   where workers share a CPU; the signal `SIGRTMAX-3` is then the
 //!   library's). [`Port::blocking_detection`] says which runs.
 //! - **Cost**: nothing while no packet waits for a slot; on a port kept
-//!   full, one monitor wake-up per millisecond (sampling). Measured delays
+//!   full, one monitor wake-up every 0.25 ms (sampling). Measured delays
 //!   and costs: `BENCHMARKS.md`, "Blocking detection".
 //! - **Off**: a thread that blocks without a scope then keeps its slot;
 //!   wrap such calls in [`Port::blocking`], which works with detection on
@@ -87,7 +87,7 @@
 //! queue kept busy by posts cannot starve completions behind it.
 //!
 //! # Differences from Windows
-//! - A block is noticed a sampling period late (about a millisecond), or
+//! - A block is noticed one or two sampling periods late (0.25–0.5 ms), or
 //!   not at all with detection off and no blocking scope; Windows notices
 //!   at once.
 //! - `get` returns [`GetError::Timeout`] / [`GetError::Closed`] instead of
