@@ -152,7 +152,7 @@ fn specs(tokio: &'static str) -> Vec<Spec> {
         ),
         spec(
             "http_4k_send_file_vs_inline",
-            "http 4 KiB: send_file vs read_at + one send_all",
+            "http 4 KiB: send_file vs a read + one send_all",
             4096,
             Key::Serve("ours-sendfile"),
             ours,

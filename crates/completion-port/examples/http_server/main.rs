@@ -34,10 +34,14 @@
 //!   `TransmitFile` of this API) right behind their head, sent with
 //!   `send_all`: sends on one socket go out in the order they were issued,
 //!   so the body needs no wait for the head's packet. Files up to
-//!   `--inline-max` bytes (default 16 KiB) are read with `read_at` into the
-//!   spare capacity of the buffer that holds their head, and both go out in
-//!   one `send_all`: for small files that beats `send_file`, whose two
-//!   splices through a pipe cost more than copying a few pages.
+//!   `--inline-max` bytes (default 16 KiB) are read into the spare
+//!   capacity of the buffer that holds their head, and both go out in one
+//!   `send_all`: for small files that beats `send_file`, whose two splices
+//!   through a pipe cost more than copying a few pages. A cached file is
+//!   read in place (a page-cache hit costs less than an operation and its
+//!   packet; a read that waits for the disk is a block the port's
+//!   blocked-thread detection sees); a file opened for one request is read
+//!   with `read_at`, an operation.
 //! - **Shutdown**: the listener is closed (its accepts come back
 //!   cancelled), each worker gets a stop packet (`Port::post`), and closing
 //!   the port cancels what is still in flight and drops every context —
@@ -48,8 +52,10 @@
 //! module over tokio, to compare the two.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -419,8 +425,8 @@ fn answer(port: &Port<Op>, shared: &Shared, mut conn: Box<Conn>) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&conn.path);
-        if let Some((file, size)) = hit {
-            return reply_file(conn, file, size, shared.config.inline_max);
+        if let Some((file, copy, size)) = hit {
+            return reply_file(conn, file, Some(&copy), size, shared.config.inline_max);
         }
     }
     // The open is an operation like any other: its packet brings the file
@@ -452,20 +458,40 @@ fn opened(port: &Port<Op>, shared: &Shared, conn: Box<Conn>, packet: &mut Packet
         Ok(m) if m.is_file() => m.len(),
         _ => return reply_error(conn, http::Status::NotFound, keep), // a directory
     };
+    // Cached files keep a second descriptor for small reads made in place
+    // (`reply_file`); a failed `dup` only means no cache entry.
+    let copy = shared
+        .cache
+        .as_ref()
+        .and_then(|_| file.try_clone().ok())
+        .map(Arc::new);
     let Ok(file) = port.associate(file, FILE) else {
         return;
     };
-    if let Some(cache) = &shared.cache {
+    if let (Some(cache), Some(copy)) = (&shared.cache, &copy) {
         let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.insert(conn.path.clone(), file.clone(), size);
+        cache.insert(conn.path.clone(), file.clone(), copy.clone(), size);
     }
-    reply_file(conn, file, size, shared.config.inline_max);
+    reply_file(conn, file, copy.as_deref(), size, shared.config.inline_max);
 }
 
 /// Sends a 200 response: its head with `send_all` and, right behind it,
 /// the file's bytes with `send_file` — or, for a small file, the file read
-/// into the head's buffer and both sent with one `send_all`.
-fn reply_file(mut conn: Box<Conn>, file: Handle<Op>, size: u64, inline_max: u64) {
+/// into the head's buffer and both sent with one `send_all`. A small
+/// cached file (`copy`: its second descriptor) is read in place, as the
+/// tokio server in `cport-bench` and most servers read small files: a
+/// page-cache hit costs less than an operation and its packet, and a read
+/// that does wait for the disk is a block the port's blocked-thread
+/// detection sees, so another worker takes the queue meanwhile. Otherwise
+/// the read is an operation (`read_at`) whose packet brings the buffer
+/// back.
+fn reply_file(
+    mut conn: Box<Conn>,
+    file: Handle<Op>,
+    copy: Option<&File>,
+    size: u64,
+    inline_max: u64,
+) {
     let inline = !conn.head_only && size <= inline_max;
     let mut head = std::mem::take(&mut conn.out);
     head.clear();
@@ -474,6 +500,15 @@ fn reply_file(mut conn: Box<Conn>, file: Handle<Op>, size: u64, inline_max: u64)
     http::write_head(&mut head, http::Status::Ok, size, kind, conn.keep_alive);
     let sock = conn.sock.clone();
     if conn.head_only || size == 0 {
+        let _ = sock.send_all(Buf::from(head), Op::Sent(conn));
+        return;
+    }
+    if let (true, Some(copy)) = (inline, copy) {
+        let len = head.len();
+        head.resize(len + size as usize, 0);
+        if copy.read_exact_at(&mut head[len..], 0).is_err() {
+            return; // a failed read, or the file shrank: drop the connection
+        }
         let _ = sock.send_all(Buf::from(head), Op::Sent(conn));
         return;
     }
@@ -515,7 +550,7 @@ fn reply_error(mut conn: Box<Conn>, status: http::Status, keep_alive: bool) {
 /// nginx's `open_file_cache`.
 struct FileCache {
     capacity: usize,
-    files: HashMap<PathBuf, (Handle<Op>, u64, Instant)>,
+    files: HashMap<PathBuf, (Handle<Op>, Arc<File>, u64, Instant)>,
 }
 
 impl FileCache {
@@ -528,22 +563,22 @@ impl FileCache {
         }
     }
 
-    fn get(&self, path: &std::path::Path) -> Option<(Handle<Op>, u64)> {
-        let (file, size, at) = self.files.get(path)?;
-        (at.elapsed() < Self::VALID).then(|| (file.clone(), *size))
+    fn get(&self, path: &std::path::Path) -> Option<(Handle<Op>, Arc<File>, u64)> {
+        let (file, copy, size, at) = self.files.get(path)?;
+        (at.elapsed() < Self::VALID).then(|| (file.clone(), copy.clone(), *size))
     }
 
     /// Keeps `file`; when full, first forgets the stale entries, or else
     /// all of them (the files close once their sends are done).
-    fn insert(&mut self, path: PathBuf, file: Handle<Op>, size: u64) {
+    fn insert(&mut self, path: PathBuf, file: Handle<Op>, copy: Arc<File>, size: u64) {
         if self.files.len() >= self.capacity && !self.files.contains_key(&path) {
             self.files
-                .retain(|_, (_, _, at)| at.elapsed() < Self::VALID);
+                .retain(|_, (_, _, _, at)| at.elapsed() < Self::VALID);
             if self.files.len() >= self.capacity {
                 self.files.clear();
             }
         }
-        self.files.insert(path, (file, size, Instant::now()));
+        self.files.insert(path, (file, copy, size, Instant::now()));
     }
 }
 
