@@ -98,6 +98,14 @@ typedef struct _OVERLAPPED {
 #define WINAPI
 #define PASCAL
 #define CALLBACK
+/* MSVC's calling-convention keywords (`void __cdecl main(...)`): there is
+ * one convention on x86-64 and AArch64 Linux. */
+#ifndef __cdecl
+#define __cdecl
+#endif
+#ifndef __stdcall
+#define __stdcall
+#endif
 
 /* GUIDs for WSAIoctl(SIO_GET_EXTENSION_FUNCTION_POINTER), as initialisers:
  *   GUID g = WSAID_ACCEPTEX; */

@@ -3,7 +3,7 @@
  * by cport.h (unless CPORT_NO_WIN32 is defined) before its generated
  * declarations: the scalar type names of <windows.h>, the structures with
  * anonymous union (SYSTEM_INFO), the Interlocked* family
- * (inline, full barriers, as on Windows), and the memory macros.
+ * (inline, full barriers, as on Windows), the memory macros and lstrlen.
  * Functions and their status: docs/porting.md, "The Win32 companion".
  *
  * Not meant to be included on its own: include <cport.h>.
@@ -14,6 +14,10 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <string.h>
+/* <windows.h> brings these in, and Windows programs rely on it
+ * (va_start in their printf wrappers, tolower in option parsing). */
+#include <stdarg.h>
+#include <ctype.h>
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -151,6 +155,10 @@ static inline PVOID InterlockedCompareExchangePointer(PVOID volatile *p, PVOID e
  * strings must then be UTF-16 (char16_t / u"..."), not Linux's 32-bit
  * wchar_t. */
 
+/* ---- lstrlen: strlen that takes NULL (length 0), as Windows' does ------ */
+
+static inline int lstrlenA(const char *s) { return s ? (int)strlen(s) : 0; }
+
 #ifdef UNICODE
 #define CreateEvent CreateEventW
 #define CreateSemaphore CreateSemaphoreW
@@ -158,6 +166,7 @@ static inline PVOID InterlockedCompareExchangePointer(PVOID volatile *p, PVOID e
 #define CreateEvent CreateEventA
 #define CreateSemaphore CreateSemaphoreA
 #define FormatMessage FormatMessageA
+#define lstrlen lstrlenA
 #endif
 #define MAKELANGID(primary, sub) ((((uint32_t)(sub)) << 10) | (uint32_t)(primary))
 

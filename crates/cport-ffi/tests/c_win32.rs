@@ -54,3 +54,32 @@ fn cport_no_win32_leaves_the_companion_out() {
         assert!(o.status.success(), "own-layer program on {backend}: {o:?}");
     }
 }
+
+/// What a Windows program gets from `<windows.h>` beyond the API and finds
+/// in `cport.h` alone: `<stdarg.h>` and `<ctype.h>` (Microsoft's winsock
+/// IOCP samples format their output with `va_start` and parse options with
+/// `tolower` without including either), MSVC's `__cdecl`/`__stdcall`
+/// (`void __cdecl main`), and `lstrlen`, which takes `NULL`. Built as C
+/// and as C++.
+#[test]
+fn cport_h_brings_what_windows_h_brings() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "#include <cport.h>\n\
+        static int __cdecl sum(int n, ...) { va_list ap; int s = 0; va_start(ap, n);\n\
+        for (int i = 0; i < n; i++) { s += va_arg(ap, int); }\n\
+        va_end(ap); return s; }\n\
+        static DWORD __stdcall five(void) { return 5; }\n\
+        int __cdecl main(void) {\n\
+        if (sum(3, 1, 2, 3) != 6) return 1;\n\
+        if (tolower('E') != 'e' || !isdigit('7')) return 2;\n\
+        if (lstrlen(\"abc\") != 3 || lstrlenA(NULL) != 0 || lstrlen(\"\") != 0) return 3;\n\
+        return five() == 5 ? 0 : 4; }\n";
+    for ext in ["c", "cpp"] {
+        let src = dir.path().join(format!("windows_h.{ext}"));
+        std::fs::write(&src, body).unwrap();
+        let bin = dir.path().join(format!("windows_h_{ext}"));
+        compile(&src, &bin, &direct_flags());
+        let o = run(&bin, &[], BACKENDS[0]);
+        assert!(o.status.success(), "windows_h.{ext}: {o:?}");
+    }
+}
