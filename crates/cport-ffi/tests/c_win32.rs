@@ -9,25 +9,7 @@ use common::*;
 
 #[test]
 fn c_win32_tests_pass_on_both_backends() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("win32");
-    compile(
-        &repo().join("crates/cport-ffi/tests/c/win32.c"),
-        &bin,
-        &direct_flags(),
-    );
-    for backend in BACKENDS {
-        let o = run(&bin, &[], backend);
-        let stdout = String::from_utf8_lossy(&o.stdout);
-        let last = stdout.lines().last().unwrap_or("");
-        assert!(
-            o.status.success() && last.ends_with(" 0 failed"),
-            "win32 C tests on {backend}: {last}\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let passed: usize = last.split(' ').next().unwrap().parse().unwrap();
-        assert!(passed >= 18, "win32 C tests ran only {passed}");
-    }
+    c_tests_pass("crates/cport-ffi/tests/c/win32.c", 18);
 }
 
 /// `cport.h` without the companion (`CPORT_NO_WIN32`) leaves room for a

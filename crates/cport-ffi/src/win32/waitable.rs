@@ -341,16 +341,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn auto_reset_event_releases_one_waiter_per_signal() {
-        let e = Waitable::new(Kind::Event { manual: false }, 0);
-        let threads: Vec<_> = (0..3)
+    /// `n` threads waiting on `e` without a deadline, once all wait.
+    fn waiters(e: &Arc<Waitable>, n: usize) -> Vec<std::thread::JoinHandle<Outcome>> {
+        let threads = (0..n)
             .map(|_| {
                 let e = e.clone();
                 std::thread::spawn(move || wait(vec![e], false, None))
             })
             .collect();
-        until_waiting(&e, 3);
+        until_waiting(e, n);
+        threads
+    }
+
+    #[test]
+    fn auto_reset_event_releases_one_waiter_per_signal() {
+        let e = Waitable::new(Kind::Event { manual: false }, 0);
+        let threads = waiters(&e, 3);
         for left in (0..3).rev() {
             e.set();
             // The signal went to exactly one waiter, synchronously.
@@ -370,13 +376,7 @@ mod tests {
     #[test]
     fn manual_reset_event_releases_every_waiter() {
         let e = Waitable::new(Kind::Event { manual: true }, 0);
-        let threads: Vec<_> = (0..3)
-            .map(|_| {
-                let e = e.clone();
-                std::thread::spawn(move || wait(vec![e], false, None))
-            })
-            .collect();
-        until_waiting(&e, 3);
+        let threads = waiters(&e, 3);
         e.set();
         assert_eq!(waiting(&e), 0);
         for t in threads {
