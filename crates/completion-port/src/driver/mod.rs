@@ -127,6 +127,8 @@ pub(crate) struct Reaped {
 pub(crate) struct FdState {
     /// The epoll backend: registration and per-direction queues.
     epoll: OnceLock<epoll::Registration>,
+    /// The io_uring backend: the fd's fixed-file slot (`uring/files.rs`).
+    uring: OnceLock<uring::FixedFile>,
 }
 
 /// Timer operations ([`OpKind::Timer`]) fire on this grid: up to this much
@@ -224,6 +226,8 @@ impl std::str::FromStr for Backend {
 pub(crate) struct Config {
     /// Submission queue size (io_uring entries).
     pub(crate) entries: u32,
+    /// Slots of the io_uring fixed-file table (`uring/files.rs`); 0: none.
+    pub(crate) fixed_files: u32,
 }
 
 /// The engine of one port, and why it is not io_uring when `Auto` fell back.

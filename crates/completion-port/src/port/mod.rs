@@ -448,6 +448,7 @@ impl<C: Send + 'static> fmt::Debug for Port<C> {
 pub struct PortBuilder<C> {
     concurrency: usize,
     entries: u32,
+    fixed_files: Option<u32>,
     backend: Backend,
     blocking_detection: bool,
     on_completion: Option<CompletionHook<C>>,
@@ -459,6 +460,7 @@ impl<C> fmt::Debug for PortBuilder<C> {
         f.debug_struct("PortBuilder")
             .field("concurrency", &self.concurrency)
             .field("entries", &self.entries)
+            .field("fixed_files", &self.fixed_files)
             .field("backend", &self.backend)
             .field("blocking_detection", &self.blocking_detection)
             .field("on_completion", &self.on_completion.is_some())
@@ -479,6 +481,7 @@ impl<C: Send + 'static> PortBuilder<C> {
         PortBuilder {
             concurrency: 0,
             entries: 256,
+            fixed_files: None,
             backend: Backend::Auto,
             blocking_detection: true,
             on_completion: None,
@@ -502,6 +505,22 @@ impl<C: Send + 'static> PortBuilder<C> {
     /// issue thousands of operations per wake.
     pub fn entries(mut self, n: u32) -> Self {
         self.entries = n;
+        self
+    }
+
+    /// How many associated fds the io_uring backend keeps in the ring's
+    /// table of registered files, so that their operations skip the
+    /// kernel's fd lookup and file reference count (Linux 5.19). Each fd
+    /// takes a slot at its first operation and gives it back when it is
+    /// closed, at one `io_uring_register` call each; fds beyond the table
+    /// use their number, as with 0, which turns the table off. Clamped to
+    /// the open-file limit (`ulimit -n`); 8 bytes of kernel memory per
+    /// slot. Default: the environment variable `CPORT_FIXED_FILES` if set,
+    /// else 4096. The epoll backend has no such table and ignores it.
+    /// Details and measurements: `driver/uring/files.rs`, BENCHMARKS.md
+    /// ("Registered files").
+    pub fn fixed_files(mut self, n: u32) -> Self {
+        self.fixed_files = Some(n);
         self
     }
 
@@ -591,6 +610,7 @@ impl<C: Send + 'static> PortBuilder<C> {
             self.backend,
             Config {
                 entries: self.entries.min(32768),
+                fixed_files: self.fixed_files.unwrap_or_else(default_fixed_files),
             },
         )?;
         Ok(Port::from_core(Core::new(
@@ -631,4 +651,12 @@ pub(crate) fn cpu_count() -> usize {
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     }
+}
+
+/// [`PortBuilder::fixed_files`]'s default: `CPORT_FIXED_FILES`, else 4096.
+fn default_fixed_files() -> u32 {
+    std::env::var("CPORT_FIXED_FILES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(4096)
 }

@@ -28,6 +28,7 @@
 //! finds the CQ full also checks the flag and flushes. A kernel without
 //! NODROP is refused at open.
 
+mod files;
 mod op;
 mod setup;
 mod timers;
@@ -35,6 +36,7 @@ mod timers;
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use io_uring::{opcode, squeue, types, IoUring};
@@ -44,6 +46,8 @@ use crate::driver::{
     self, Completion, Config, Engine, FdRef, OpIo, OpKind, OpPtr, Reaped, Submitted,
 };
 use timers::{Tick, Timers};
+
+pub(crate) use files::FixedFile;
 
 /// `user_data` of the NOP that [`Ring::wake`] submits.
 const WAKE: u64 = u64::MAX;
@@ -64,16 +68,21 @@ pub(crate) struct Ring {
     timers: Mutex<Timers>,
     /// A tick's CQE was seen: arm the next tick (`settle_ticks`).
     rearm: AtomicBool,
+    /// The fixed-file table (`files.rs`), if the ring has one.
+    files: Option<Arc<files::Table>>,
 }
 
 impl Ring {
     pub(crate) fn open(cfg: Config) -> io::Result<Ring> {
+        let ring = setup::open(cfg)?;
+        let files = files::Table::open(&ring, cfg.fixed_files);
         Ok(Ring {
-            ring: setup::open(cfg)?,
+            ring,
             sq: Mutex::new(false),
             cq: Mutex::new(()),
             timers: Mutex::new(Timers::new()),
             rearm: AtomicBool::new(false),
+            files,
         })
     }
 
@@ -278,13 +287,20 @@ impl Engine for Ring {
     /// full SQ is submitted to make room either way). Never
     /// [`Submitted::Done`]: the kernel reports every op through the CQ.
     fn submit(&self, op: OpPtr, defer: bool, spill: &mut Vec<Completion>) -> io::Result<Submitted> {
+        // SAFETY: the caller hands us exclusive ownership of the record; we
+        // read its kind, fd and deadline.
+        let io = unsafe { op.op() };
+        if let Some(files) = &self.files {
+            if files::names_fd(io.kind) {
+                // First use of the fd: one register call, outside the SQ
+                // lock. `op::entries` reads the slot back.
+                let _ = files.slot(&io.fd);
+            }
+        }
         let closed = self.sq.lock();
         if *closed {
             return Err(driver::closed());
         }
-        // SAFETY: the caller hands us exclusive ownership of the record; we
-        // read its kind and deadline.
-        let io = unsafe { op.op() };
         if io.kind == OpKind::Timer {
             let at = io.deadline.expect("a timer has a deadline");
             let Some(tick) = self.timers.lock().insert(at, op) else {
@@ -429,7 +445,13 @@ impl Engine for Ring {
             return Ok(());
         }
         let builders: Vec<types::CancelBuilder> = if all {
-            vec![types::CancelBuilder::fd(types::Fd(fd.raw)).all()]
+            // The kernel matches by file: one request catches the fd's ops
+            // whether their SQEs named its slot or its number.
+            let by_fd = match files::installed(&fd) {
+                Some(slot) => types::CancelBuilder::fd(types::Fixed(slot)),
+                None => types::CancelBuilder::fd(types::Fd(fd.raw)),
+            };
+            vec![by_fd.all()]
         } else {
             kernel
                 .iter()
@@ -491,6 +513,17 @@ impl Engine for Ring {
         let r = unsafe { self.push(&cancel, spill) }.and_then(|()| self.enter_submit(spill));
         if let Err(e) = r {
             tracing::warn!("io_uring: could not cancel operations at close: {e}");
+        }
+    }
+}
+
+impl Drop for Ring {
+    /// Stops the fixed-file table's register calls before the ring's fd is
+    /// closed (fds outliving the port then have nothing to release: the
+    /// table goes with the ring).
+    fn drop(&mut self) {
+        if let Some(files) = &self.files {
+            files.close();
         }
     }
 }

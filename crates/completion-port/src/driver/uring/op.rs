@@ -73,7 +73,10 @@ fn timespec(op: &OpIo) -> *const Timespec {
 
 /// The operation's own SQE (see [`entries`]).
 fn entry(op: &mut OpIo) -> squeue::Entry {
-    let fd = Fd(op.fd.raw);
+    // The fd's fixed slot, for the kinds that use it (`files.rs`): the SQE
+    // then carries the slot where it would carry the fd, and the flag.
+    let slot = super::files::slot_of(op.kind, &op.fd);
+    let fd = Fd(slot.map_or(op.fd.raw, |s| s as i32));
     let e = match op.kind {
         OpKind::Nop => opcode::Nop::new().build(),
         OpKind::Read => {
@@ -196,6 +199,10 @@ fn entry(op: &mut OpIo) -> squeue::Entry {
                 .build()
             }
         }
+    };
+    let e = match slot {
+        Some(_) => e.flags(squeue::Flags::FIXED_FILE),
+        None => e,
     };
     e.user_data(op as *mut OpIo as u64)
 }
