@@ -1,6 +1,6 @@
 //! Registered (fixed) files (`driver/uring/files.rs`): with a table smaller
-//! than the number of fds (so some fds fall back to their number), none, or
-//! the default one, handles churn through rounds that reuse fd numbers and
+//! than the number of fds (so some fds fall back to their number), a slot
+//! for every fd, none, or the default, handles churn through rounds that reuse fd numbers and
 //! slots, with operations in flight, deferred, cancelled and closed. Every
 //! operation yields exactly one packet with the right bytes, and a closed
 //! handle's peer sees end of file (the table must not keep the file open).
@@ -204,8 +204,14 @@ fn churn_no_table(backend: Backend) {
     churn(backend, Some(0));
 }
 
+/// The default (no table, unless `CPORT_FIXED_FILES` says otherwise).
 fn churn_default_table(backend: Backend) {
     churn(backend, None);
+}
+
+/// A slot for every fd.
+fn churn_large_table(backend: Backend) {
+    churn(backend, Some(4096));
 }
 
 /// Accept and connect name their socket's slot too; the accepted sockets
@@ -260,5 +266,6 @@ per_backend!(
     churn_small_table,
     churn_no_table,
     churn_default_table,
+    churn_large_table,
     accept_connect_and_close
 );

@@ -512,13 +512,16 @@ impl<C: Send + 'static> PortBuilder<C> {
     /// table of registered files, so that their operations skip the
     /// kernel's fd lookup and file reference count (Linux 5.19). Each fd
     /// takes a slot at its first operation and gives it back when it is
-    /// closed, at one `io_uring_register` call each; fds beyond the table
-    /// use their number, as with 0, which turns the table off. Clamped to
-    /// the open-file limit (`ulimit -n`); 8 bytes of kernel memory per
-    /// slot. Default: the environment variable `CPORT_FIXED_FILES` if set,
-    /// else 4096. The epoll backend has no such table and ignores it.
-    /// Details and measurements: `driver/uring/files.rs`, BENCHMARKS.md
-    /// ("Registered files").
+    /// closed, at one `io_uring_register` call each (about 140 ns apiece);
+    /// fds beyond the table use their number. Clamped to the open-file
+    /// limit (`ulimit -n`); 8 bytes of kernel memory per slot. What it
+    /// saves, about 18 ns per operation that completes at once, did not
+    /// show in the echo benchmark (no gain, within its noise), so the
+    /// default is 0, no table: the environment variable
+    /// `CPORT_FIXED_FILES` sets another default (for benchmarks). The
+    /// epoll backend has no such table and ignores it. Details:
+    /// `driver/uring/files.rs`; numbers: BENCHMARKS.md ("Registered
+    /// files").
     pub fn fixed_files(mut self, n: u32) -> Self {
         self.fixed_files = Some(n);
         self
@@ -653,10 +656,10 @@ pub(crate) fn cpu_count() -> usize {
     }
 }
 
-/// [`PortBuilder::fixed_files`]'s default: `CPORT_FIXED_FILES`, else 4096.
+/// [`PortBuilder::fixed_files`]'s default: `CPORT_FIXED_FILES`, else 0.
 fn default_fixed_files() -> u32 {
     std::env::var("CPORT_FIXED_FILES")
         .ok()
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(4096)
+        .unwrap_or(0)
 }

@@ -56,11 +56,21 @@
 //! and not `send_file`: its two splices name the source file or the pipe
 //! ends too, and one lookup per 64 KiB chunk is not worth a second path.
 //!
-//! # Cost
-//! Two `io_uring_register` calls per fd (at first use and at release), so
-//! a connection that lives for one request pays two system calls to save
-//! two lookups; 8 bytes of kernel memory per slot. BENCHMARKS.md,
-//! "Registered files", has the measurements.
+//! # Cost, and why it is off by default
+//! Two `io_uring_register` calls per fd (at first use and at release),
+//! about 275 ns of CPU together, to save about 18 ns per operation (two
+//! atomic reference-count updates and the lookup) on an operation that
+//! completes at once. On the echo benchmark the saving did not show (the
+//! fd lookup of an uncontended socket is cheap, and the fixed-slot lookup
+//! has its own cost), so [`PortBuilder::fixed_files`] defaults to 0.
+//! Installing and releasing through `IORING_OP_FILES_UPDATE` entries would
+//! halve the 275 ns, but a failed install would then surface as the
+//! operation's `EBADF` instead of a silent fallback, and the release must
+//! still be submitted at once (the table's reference keeps the file open),
+//! so it was not built. BENCHMARKS.md, "Registered files", has the
+//! measurements.
+//!
+//! [`PortBuilder::fixed_files`]: crate::PortBuilder::fixed_files
 //!
 //! # The epoll backend
 //! Has no such table: `epoll_ctl` takes the fd number and each operation

@@ -19,6 +19,9 @@
 //!   calls at the issuing thread's next `get`, blocking scope or exit.
 //! - **Reserved `user_data`**: [`WAKE`] and [`CANCEL`]. Real ops carry the
 //!   address of their record, a heap pointer, which is never either value.
+//! - **Fixed files**: associated fds get a slot of the ring's registered
+//!   file table on first use and their SQEs name it (`files.rs`, which
+//!   says when a slot may be reused).
 //!
 //! # Never dropping a completion
 //! The ring requires `IORING_FEAT_NODROP`: when the CQ is full the kernel
