@@ -392,7 +392,7 @@ fn run(a: Args) -> io::Result<()> {
         rows.extend(handlers::run(&s, backend)?);
     }
     if matches!(a.workload, Workload::Scale | Workload::All) {
-        rows.push(scale::run(&s, backend)?);
+        rows.extend(scale::run(&s, backend)?);
     }
     if matches!(a.workload, Workload::File | Workload::All) {
         rows.push(file::run(&s, backend)?);

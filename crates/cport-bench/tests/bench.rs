@@ -108,6 +108,8 @@ fn bench_all_quick_writes_every_row() {
             "handlers_p99_vs_compio",
             "handlers_scope_vs_tokio_spawn_blocking",
             "scale",
+            "scale_raw_epoll",
+            "scale_vs_raw_epoll",
             "file",
             "wake",
             "timers",
