@@ -4,7 +4,8 @@
 //! notification; on epoll the knob changes nothing. Both backends: every
 //! byte in order, one packet per op, the buffer back with the packet —
 //! also when the op is cancelled, its handle closed, its deadline passes,
-//! its issuing thread exits or its port is dropped while it is in flight.
+//! its issuing thread exits or its port is dropped while it is in flight
+//! (even when the peer never reads).
 
 mod common;
 
@@ -311,6 +312,29 @@ fn port_dropped_in_flight(backend: Backend) {
     );
 }
 
+/// The port is dropped with a zero-copy send in flight whose peer never
+/// reads: the drop still returns (io_uring: after a grace period the
+/// connection is reset so the kernel lets go of the buffer), and the op's
+/// context is dropped exactly once.
+fn port_dropped_peer_never_reads(backend: Backend) {
+    let port: Port<Guard> = zc_port(backend, MIN);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (a, b) = tcp_pair();
+    let a = port.associate(a, 1).unwrap();
+    a.send_all(Buf::from(pattern(0, BIG)), Guard(drops.clone()))
+        .unwrap();
+    thread::sleep(Duration::from_millis(20));
+    let (done_tx, done) = mpsc::channel();
+    let closer = thread::spawn(move || {
+        drop(port);
+        done_tx.send(()).unwrap();
+    });
+    done.recv_timeout(WAIT).expect("dropping the port returns");
+    closer.join().unwrap();
+    assert_eq!(drops.load(SeqCst), 1, "the context is dropped once");
+    drop((a, b));
+}
+
 per_backend!(
     large_send_all_is_whole_and_in_order,
     the_threshold_decides,
@@ -319,4 +343,5 @@ per_backend!(
     time_out_in_flight,
     issuing_thread_exits,
     port_dropped_in_flight,
+    port_dropped_peer_never_reads,
 );

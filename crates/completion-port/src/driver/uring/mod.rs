@@ -351,6 +351,8 @@ impl Engine for Ring {
     /// it, and only the core (under its lock) knows whether that left a
     /// packet for this thread.
     fn wait(&self, deadline: Option<Instant>, out: &mut Vec<Completion>) -> io::Result<()> {
+        // A closing port ends zero-copy sends whose peers stopped reading.
+        self.zc.abort_stuck();
         let woke = self.drain(out);
         if woke || !out.is_empty() {
             return Ok(());
@@ -501,13 +503,15 @@ impl Engine for Ring {
 
     /// Refuses further submissions and cancels every op in flight. A
     /// zero-copy send whose result was posted has nothing left to cancel:
-    /// it is reported at its notification (`send_zc.rs`).
+    /// it is reported at its notification, which the waits that follow
+    /// force after a grace period (`send_zc.rs`).
     fn shutdown(&self, spill: &mut Vec<Completion>) {
         let mut closed = self.sq.lock();
         if *closed {
             return;
         }
         *closed = true;
+        self.zc.shut_down();
         // Pending timers end cancelled; their ticks go with the rest.
         spill.extend(self.timers.lock().clear().into_iter().map(|op| Completion {
             op,

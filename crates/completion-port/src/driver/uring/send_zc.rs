@@ -56,10 +56,14 @@
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types::Fd, Probe};
 use parking_lot::Mutex;
+
+use crate::driver::OpIo;
 
 /// `IORING_SEND_ZC_REPORT_USAGE` (Linux 6.2): the notification says whether
 /// the kernel had to copy after all.
@@ -67,6 +71,10 @@ const REPORT_USAGE: u16 = 8;
 /// `IORING_NOTIF_USAGE_ZC_COPIED`: set in a notification's result when the
 /// kernel copied the bytes (asked for with [`REPORT_USAGE`]).
 const ZC_COPIED: i32 = i32::MIN; // 1 << 31
+
+/// How long closing a port waits for the peers of zero-copy sends whose
+/// buffers the kernel still holds before it resets their connections.
+pub(super) const GRACE: Duration = Duration::from_secs(2);
 
 /// The ring's zero-copy policy and the ops between their two CQEs.
 pub(super) struct ZeroCopy {
@@ -83,6 +91,10 @@ pub(super) struct ZeroCopy {
     /// Zero-copy sends reported, and how many of them the kernel copied.
     sent: AtomicU64,
     copied: AtomicU64,
+    /// When the ring shut down (the port closes).
+    closed_at: OnceLock<Instant>,
+    /// [`abort_stuck`](Self::abort_stuck) disconnected the stuck sockets.
+    aborted: AtomicBool,
 }
 
 /// The CQE of a zero-copy send seen first.
@@ -105,6 +117,59 @@ impl ZeroCopy {
             pending: Mutex::new(HashMap::new()),
             sent: AtomicU64::new(0),
             copied: AtomicU64::new(0),
+            closed_at: OnceLock::new(),
+            aborted: AtomicBool::new(false),
+        }
+    }
+
+    /// The ring shut down: from [`GRACE`] on, [`abort_stuck`](Self::abort_stuck)
+    /// ends the zero-copy sends still waiting for their notification.
+    pub(super) fn shut_down(&self) {
+        let _ = self.closed_at.set(Instant::now());
+    }
+
+    /// Once, [`GRACE`] after the shutdown: disconnects the socket of every
+    /// op still waiting for its notification, so the kernel drops the
+    /// bytes it queued and lets go of the pages (module docs). Called from
+    /// each wait of the closing port.
+    pub(super) fn abort_stuck(&self) {
+        let Some(at) = self.closed_at.get() else {
+            return;
+        };
+        if at.elapsed() < GRACE || self.aborted.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Under the lock no op in the map can be reported (reporting takes
+        // it out of the map under the same lock), so each is alive and so
+        // is its fd (the op's record keeps it open).
+        let pending = self.pending.lock();
+        for (&user_data, half) in pending.iter() {
+            if !matches!(half, Half::Result(_)) {
+                continue;
+            }
+            let op = user_data as *const OpIo;
+            // SAFETY: alive (above); one field, read through no reference
+            // to the whole record, which the core does not touch while it
+            // is in flight.
+            let fd = unsafe { (*op).fd.raw };
+            let unspec = libc::sockaddr {
+                sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+                sa_data: [0; 14],
+            };
+            // SAFETY: a valid sockaddr of the length given.
+            let r = unsafe {
+                libc::connect(
+                    fd,
+                    &unspec,
+                    std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+                )
+            };
+            tracing::warn!(
+                "io_uring: closing the port: a zero-copy send's peer read nothing for {} s; \
+                 reset its connection (fd {fd}){}",
+                GRACE.as_secs(),
+                if r == 0 { "" } else { " — failed" }
+            );
         }
     }
 
@@ -227,6 +292,8 @@ mod tests {
             pending: Mutex::new(HashMap::new()),
             sent: AtomicU64::new(0),
             copied: AtomicU64::new(0),
+            closed_at: OnceLock::new(),
+            aborted: AtomicBool::new(false),
         }
     }
 
