@@ -4,7 +4,7 @@
 //! `SEND_ZC` on io_uring), the peer with it at 0 (plain `SEND`).
 //!
 //! - One sending thread (first CPU), one port (concurrency 1): keeps
-//!   [`DEPTH`] `send_all`s of `size` bytes in flight on the connection,
+//!   [`DEPTH`] `send_all`s (`CPORT_BENCH_SENDS_DEPTH`: another number) of `size` bytes in flight on the connection,
 //!   reissuing each buffer as its packet comes back, until `n` sends
 //!   completed; every packet must report `size` bytes.
 //! - One reading thread (second CPU) drains the other end with plain
@@ -29,8 +29,19 @@ use completion_port::{Backend, Buf, Port};
 use super::{median, run_on_thread, spawn_pinned, thread_use, Contest, Extra, Meter, RatioKind};
 use super::{Row, Sample, Settings};
 
-/// Sends in flight at once.
+/// Sends in flight at once, unless [`DEPTH_ENV`] says otherwise.
 const DEPTH: usize = 2;
+/// Environment variable setting the sends in flight (1 to 64).
+const DEPTH_ENV: &str = "CPORT_BENCH_SENDS_DEPTH";
+
+/// Sends in flight at once: [`DEPTH_ENV`], or [`DEPTH`].
+fn depth() -> usize {
+    std::env::var(DEPTH_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|d| (1..=64).contains(d))
+        .unwrap_or(DEPTH)
+}
 /// How long the sender waits for one packet before failing.
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -84,7 +95,7 @@ fn trial(
     })?;
     let before = thread_use();
     let mut issued = 0u64;
-    for _ in 0..DEPTH.min(n as usize) {
+    for _ in 0..depth().min(n as usize) {
         a.send_all(Buf::from(vec![0x5au8; size]), ())
             .map_err(|r| r.error)?;
         issued += 1;
@@ -205,11 +216,12 @@ pub(super) fn run(s: &Settings, backend: Backend) -> io::Result<Vec<Row>> {
             id,
             label: format!("sends {}: zero-copy on/off", size_label(size)),
             describe: format!(
-                "{n} send_all of {} on one loopback TCP connection, {DEPTH} in flight, one sending thread on a \
+                "{n} send_all of {} on one loopback TCP connection, {} in flight, one sending thread on a \
                  port (concurrency 1), a reader thread draining with 1 MiB reads; ours: \
                  send_zerocopy_threshold = the size (SEND_ZC on io_uring), peer: 0 (plain SEND); ratio = \
                  process CPU per send ours/peer, lower is better",
-                size_label(size)
+                size_label(size),
+                depth()
             ),
             ops_per_trial: n,
             ours,
