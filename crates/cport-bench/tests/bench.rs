@@ -113,6 +113,8 @@ fn bench_all_quick_writes_every_row() {
             "file",
             "wake",
             "timers",
+            "sends_256k_zc",
+            "sends_1m_zc",
             "http_4k_vs_tokio",
             "http_4k_vs_nginx",
             "http_4k_vs_nginx_cached",
