@@ -12,7 +12,7 @@
 //!
 //! The workloads live one per file (`queue.rs`, `nop.rs`, `echo.rs`,
 //! `mixed.rs`, `handlers.rs`, `scale.rs`, `file.rs`, `wake.rs`,
-//! `blocking.rs`; `yardstick.rs` checks the raw echo peers against each
+//! `timers.rs`, `sends.rs`, `blocking.rs`; `yardstick.rs` checks the raw echo peers against each
 //! other); this file
 //! holds the command line, the run's settings and the dispatch to the
 //! workloads. `trial.rs` holds the trial loop and the rows it makes,
@@ -33,6 +33,7 @@ mod nop;
 mod queue;
 mod report;
 mod scale;
+mod sends;
 mod threads;
 mod timers;
 mod trial;
@@ -83,6 +84,10 @@ pub enum Workload {
     /// 100 000 pending timers (`post_after`) armed and expired by one
     /// thread against tokio's timer wheel: CPU per timer and lateness.
     Timers,
+    /// Large `send_all`s (256 KiB, 1 MiB) over one loopback TCP connection
+    /// to a draining reader: zero-copy sends on (`SEND_ZC`) against off;
+    /// process and sender CPU per send.
+    Sends,
     /// Handlers that block 1 ms in 10 % of packets: a port with blocking
     /// detection on and off against a plain thread pool; plus the
     /// monitor's detection delay and CPU cost. Not part of `all`.
@@ -111,8 +116,8 @@ pub enum Workload {
 /// throughput and p99 vs tokio and compio), scale (10 000 vs 50
 /// connections, memory per connection), file (O_DIRECT random reads vs
 /// fio), wake (post→wake latency vs Mutex+Condvar), timers (100 000
-/// pending timers vs tokio), http (static files with wrk vs tokio and
-/// nginx), all; and blocking (the monitor's detection delay and cost; not
+/// pending timers vs tokio), sends (large sends, zero-copy on vs off),
+/// http (static files with wrk vs tokio and nginx), all; and blocking (the monitor's detection delay and cost; not
 /// part of all).
 #[derive(clap::Parser, Debug)]
 #[command(
@@ -392,7 +397,7 @@ fn run(a: Args) -> io::Result<()> {
         rows.extend(handlers::run(&s, backend)?);
     }
     if matches!(a.workload, Workload::Scale | Workload::All) {
-        rows.push(scale::run(&s, backend)?);
+        rows.extend(scale::run(&s, backend)?);
     }
     if matches!(a.workload, Workload::File | Workload::All) {
         rows.push(file::run(&s, backend)?);
@@ -402,6 +407,9 @@ fn run(a: Args) -> io::Result<()> {
     }
     if matches!(a.workload, Workload::Timers | Workload::All) {
         rows.push(timers::run(&s, backend)?);
+    }
+    if matches!(a.workload, Workload::Sends | Workload::All) {
+        rows.extend(sends::run(&s, backend)?);
     }
     if matches!(a.workload, Workload::Http | Workload::All) {
         rows.extend(http::run(&s, backend, a.http_tokio)?);

@@ -129,6 +129,9 @@ pub(crate) struct FdState {
     epoll: OnceLock<epoll::Registration>,
     /// The io_uring backend: the fd's fixed-file slot (`uring/files.rs`).
     uring: OnceLock<uring::FixedFile>,
+    /// The io_uring backend: whether the fd is a TCP socket (zero-copy
+    /// sends qualify), checked at its first large send.
+    pub(crate) uring_tcp: OnceLock<bool>,
 }
 
 /// Timer operations ([`OpKind::Timer`]) fire on this grid: up to this much
@@ -177,6 +180,11 @@ pub(crate) trait Engine: Send + Sync {
     fn resubmit(&self, ops: &[OpPtr], spill: &mut Vec<Completion>) -> Vec<bool>;
     /// Refuses new submissions and cancels everything in flight.
     fn shutdown(&self, spill: &mut Vec<Completion>);
+    /// Zero-copy sends reported, and how many of them the kernel copied
+    /// anyway (io_uring only).
+    fn zerocopy_counts(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 /// Which engine runs a port's I/O.
@@ -228,6 +236,8 @@ pub(crate) struct Config {
     pub(crate) entries: u32,
     /// Slots of the io_uring fixed-file table (`uring/files.rs`); 0: none.
     pub(crate) fixed_files: u32,
+    /// Smallest send sent zero-copy (io_uring); 0: never.
+    pub(crate) send_zerocopy: usize,
 }
 
 /// The engine of one port, and why it is not io_uring when `Auto` fell back.
@@ -355,6 +365,10 @@ impl Engine for Driver {
 
     fn shutdown(&self, spill: &mut Vec<Completion>) {
         dispatch!(self, e => e.shutdown(spill))
+    }
+
+    fn zerocopy_counts(&self) -> (u64, u64) {
+        dispatch!(self, e => e.zerocopy_counts())
     }
 }
 

@@ -33,6 +33,7 @@
 
 mod files;
 mod op;
+mod send_zc;
 mod setup;
 mod timers;
 
@@ -48,6 +49,7 @@ use parking_lot::Mutex;
 use crate::driver::{
     self, Completion, Config, Engine, FdRef, OpIo, OpKind, OpPtr, Reaped, Submitted,
 };
+use send_zc::ZeroCopy;
 use timers::{Tick, Timers};
 
 pub(crate) use files::FixedFile;
@@ -73,14 +75,17 @@ pub(crate) struct Ring {
     rearm: AtomicBool,
     /// The fixed-file table (`files.rs`), if the ring has one.
     files: Option<Arc<files::Table>>,
+    /// Zero-copy sends (`send_zc.rs`).
+    zc: ZeroCopy,
 }
 
 impl Ring {
     pub(crate) fn open(cfg: Config) -> io::Result<Ring> {
-        let ring = setup::open(cfg)?;
+        let (ring, probe) = setup::open(cfg)?;
         let files = files::Table::open(&ring, cfg.fixed_files);
         Ok(Ring {
             ring,
+            zc: ZeroCopy::new(cfg.send_zerocopy, &probe, setup::kernel_version()),
             sq: Mutex::new(false),
             cq: Mutex::new(()),
             timers: Mutex::new(Timers::new()),
@@ -171,7 +176,7 @@ impl Ring {
     /// the SQ lock.
     unsafe fn push_op(&self, op: OpPtr, spill: &mut Vec<Completion>) -> io::Result<()> {
         // SAFETY: forwarded from the caller: the record is ours.
-        let (e, link) = op::entries(unsafe { op.op() });
+        let (e, link) = op::entries(unsafe { op.op() }, &self.zc);
         // SAFETY: the entries' pointers stay valid until the op's
         // completion (see `op::entries`); we hold the SQ lock.
         unsafe {
@@ -255,11 +260,27 @@ impl Ring {
                     t.due(&mut due);
                     self.rearm.store(true, Ordering::Release);
                 }
-                ud => out.push(Completion {
+                ud => {
                     // A real op's user_data is the non-null address of its record.
-                    op: OpPtr(NonNull::new(ud as *mut OpIo).expect("CQE without an op record")),
-                    res: cqe.result(),
-                }),
+                    let op =
+                        OpPtr(NonNull::new(ud as *mut OpIo).expect("CQE without an op record"));
+                    let mut res = cqe.result();
+                    let flags = cqe.flags();
+                    // SAFETY: the op is in flight (the kernel posted its
+                    // CQE and we have not reported it), so it is alive; its
+                    // kind is never written after issue.
+                    let send =
+                        || matches!(unsafe { op.kind() }, OpKind::Send | OpKind::SendVectored);
+                    if ZeroCopy::is_zc_cqe(flags, send) {
+                        // One of a zero-copy send's two CQEs: the op is
+                        // reported at the second (`send_zc.rs`).
+                        match self.zc.cqe(ud, res, flags) {
+                            Some(r) => res = r,
+                            None => continue,
+                        }
+                    }
+                    out.push(Completion { op, res });
+                }
             }
         }
         out.extend(due.into_iter().map(|op| Completion {
@@ -348,6 +369,8 @@ impl Engine for Ring {
     /// it, and only the core (under its lock) knows whether that left a
     /// packet for this thread.
     fn wait(&self, deadline: Option<Instant>, out: &mut Vec<Completion>) -> io::Result<()> {
+        // A closing port ends zero-copy sends whose peers stopped reading.
+        self.zc.abort_stuck();
         let woke = self.drain(out);
         if woke || !out.is_empty() {
             return Ok(());
@@ -497,13 +520,22 @@ impl Engine for Ring {
         taken
     }
 
-    /// Refuses further submissions and cancels every op in flight.
+    /// Zero-copy sends reported, and how many of them the kernel copied.
+    fn zerocopy_counts(&self) -> (u64, u64) {
+        self.zc.counts()
+    }
+
+    /// Refuses further submissions and cancels every op in flight. A
+    /// zero-copy send whose result was posted has nothing left to cancel:
+    /// it is reported at its notification, which the waits that follow
+    /// force after a grace period (`send_zc.rs`).
     fn shutdown(&self, spill: &mut Vec<Completion>) {
         let mut closed = self.sq.lock();
         if *closed {
             return;
         }
         *closed = true;
+        self.zc.shut_down();
         // Pending timers end cancelled; their ticks go with the rest.
         spill.extend(self.timers.lock().clear().into_iter().map(|op| Completion {
             op,
