@@ -50,8 +50,8 @@
 //!
 //! # Which operations use their slot
 //! Those whose opcode takes the fd as the file it works on: reads, writes,
-//! receives, sends, the readiness poll, accept, connect, fsync, fallocate,
-//! shutdown. Not `statx` (the kernel rejects fixed files for it: its fd is
+//! receives, sends (zero-copy ones too), the readiness poll, accept,
+//! connect, fsync, fallocate, shutdown. Not `statx` (the kernel rejects fixed files for it: its fd is
 //! a directory fd for path lookup), not open (no fd), not NOP or timers,
 //! and not `send_file`: its two splices name the source file or the pipe
 //! ends too, and one lookup per 64 KiB chunk is not worth a second path.
