@@ -311,6 +311,16 @@ impl<C: Send + 'static> Core<C> {
         if self.hot.closed.load(Ordering::SeqCst) {
             return Err(Rejected::new(port_closed(), context, Buffers::None));
         }
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            // Operations that ended before this post are queued ahead of
+            // it, as Windows queues a packet when its I/O ends: collect
+            // what the backend holds first (windows-semantics §3.15).
+            // Best effort: a thread collecting right now queues its batch
+            // when it is done, which may be after this packet.
+            let mut later = AfterUnlock::default();
+            drop(self.collect_then_lock(&mut later, false));
+            self.run(later);
+        }
         self.queue.push(Packet::posted(key, bytes, context));
         // Push, fence, then look (module docs, "No lost wake-up").
         fence(Ordering::SeqCst);

@@ -123,6 +123,17 @@ impl<C: Send + 'static> Core<C> {
         poll: bool,
     ) -> MutexGuard<'a, State<C>> {
         drop(st);
+        self.collect_then_lock(later, poll)
+    }
+
+    /// [`collect_unlocked`](Self::collect_unlocked) for a caller that does
+    /// not hold the lock: collects, then takes the lock and hands out what
+    /// it queued.
+    pub(super) fn collect_then_lock(
+        &self,
+        later: &mut AfterUnlock<C>,
+        poll: bool,
+    ) -> MutexGuard<'_, State<C>> {
         let mut done = Scratch::take();
         let reaped = if poll {
             self.driver.poll(&mut done)
