@@ -220,8 +220,11 @@
 //!     let p = port.get(Some(Duration::from_secs(10)))?;
 //!     assert_eq!((p.kind(), p.context), (PacketKind::Timer, "tick"));
 //!     ticks += 1;
-//!     port.post_after(tick, 0, "tick")?; // re-arm
+//!     if ticks < 3 {
+//!         port.post_after(tick, 0, "tick")?; // re-arm
+//!     }
 //! }
+//! // No tick is pending now: the next packet is the cancelled timer's.
 //! let last = port.post_after(Duration::from_secs(3600), 0, "tick")?;
 //! port.cancel_timer(last)?;
 //! let p = port.get(Some(Duration::from_secs(10)))?;
