@@ -86,6 +86,7 @@ use std::time::Instant;
 pub(crate) use self::op::{
     FdRef, KernelTimespec, OpIo, OpKind, OpPtr, Splice, OFFSET_CURRENT, SPLICE_CHUNK,
 };
+pub(crate) use self::valgrind::mark_defined;
 
 /// One finished operation, as reported by a backend.
 pub(crate) struct Completion {
@@ -233,8 +234,9 @@ pub(crate) struct Driver {
 }
 
 enum Engines {
-    /// Boxed: the ring is large and the enum is moved around at open.
-    Uring(Box<uring::Ring>),
+    /// Shared (and boxed: the ring is large): a buffer pool keeps it open
+    /// until its buffer ring is unregistered (`uring/buf_ring.rs`).
+    Uring(std::sync::Arc<uring::Ring>),
     Epoll(epoll::Reactor),
     #[cfg(loom)]
     Model(std::sync::Arc<model::Model>),
@@ -265,10 +267,13 @@ impl Driver {
             b => b,
         };
         let (engine, fallback) = match backend {
-            Backend::IoUring => (Engines::Uring(Box::new(uring::Ring::open(cfg)?)), None),
+            Backend::IoUring => (
+                Engines::Uring(std::sync::Arc::new(uring::Ring::open(cfg)?)),
+                None,
+            ),
             Backend::Epoll => (Engines::Epoll(epoll::Reactor::open()?), None),
             Backend::Auto => match uring::Ring::open(cfg) {
-                Ok(r) => (Engines::Uring(Box::new(r)), None),
+                Ok(r) => (Engines::Uring(std::sync::Arc::new(r)), None),
                 Err(e) => {
                     let reason = e.to_string();
                     log_fallback_once(&reason);
@@ -299,6 +304,14 @@ impl Driver {
 
     pub(crate) fn fallback_reason(&self) -> Option<&str> {
         self.fallback.as_deref()
+    }
+
+    /// The io_uring engine, when it runs (for buffer pools: `buf_pool.rs`).
+    pub(crate) fn uring(&self) -> Option<&std::sync::Arc<uring::Ring>> {
+        match &self.engine {
+            Engines::Uring(r) => Some(r),
+            _ => None,
+        }
     }
 }
 

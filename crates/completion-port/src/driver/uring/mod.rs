@@ -28,6 +28,7 @@
 //! finds the CQ full also checks the flag and flushes. A kernel without
 //! NODROP is refused at open.
 
+mod buf_ring;
 mod op;
 mod setup;
 mod timers;
@@ -44,6 +45,8 @@ use crate::driver::{
     self, Completion, Config, Engine, FdRef, OpIo, OpKind, OpPtr, Reaped, Submitted,
 };
 use timers::{Tick, Timers};
+
+pub(crate) use buf_ring::{page_size, BufRing};
 
 /// `user_data` of the NOP that [`Ring::wake`] submits.
 const WAKE: u64 = u64::MAX;
@@ -243,11 +246,20 @@ impl Ring {
                     t.due(&mut due);
                     self.rearm.store(true, Ordering::Release);
                 }
-                ud => out.push(Completion {
+                ud => {
                     // A real op's user_data is the non-null address of its record.
-                    op: OpPtr(NonNull::new(ud as *mut OpIo).expect("CQE without an op record")),
-                    res: cqe.result(),
-                }),
+                    let op =
+                        OpPtr(NonNull::new(ud as *mut OpIo).expect("CQE without an op record"));
+                    if let Some(id) = io_uring::cqueue::buffer_select(cqe.flags()) {
+                        // A pooled receive took a buffer (`buf_pool.rs`).
+                        // SAFETY: the op is ours until reported, just below.
+                        unsafe { op.op() }.pool_took(id, cqe.result());
+                    }
+                    out.push(Completion {
+                        op,
+                        res: cqe.result(),
+                    })
+                }
             }
         }
         out.extend(due.into_iter().map(|op| Completion {
