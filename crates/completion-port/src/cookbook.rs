@@ -10,6 +10,7 @@
 //! - [Timers](#timers)
 //! - [Shutting down cleanly](#shutting-down-cleanly)
 //! - [Reusing buffers](#reusing-buffers)
+//! - [Many idle connections: pooled receives](#many-idle-connections-pooled-receives)
 //! - [Files](#files)
 //! - [Sending a file over a socket](#sending-a-file-over-a-socket)
 //! - [Blocking inside a handler](#blocking-inside-a-handler)
@@ -303,6 +304,57 @@
 //! buf.set_spare_limit(None);
 //! pool.push(buf); // back to the pool, allocation kept
 //! assert!(pool.iter().all(|b| b.capacity() == 16 << 10));
+//! # Ok(()) }
+//! ```
+//!
+//! # Many idle connections: pooled receives
+//! A receive that owns its buffer holds it while the connection is idle.
+//! A [`BufPool`](crate::BufPool) shared by every connection lends a buffer
+//! only once data is there ([`Handle::recv_pooled`]); the packet hands it
+//! over as a [`PooledBuf`](crate::PooledBuf), which returns to the pool when
+//! dropped — so drop it (or copy out of it) before the next receive. Data
+//! that finds every buffer out ends the receive with
+//! [`is_pool_exhausted`](crate::is_pool_exhausted), and stays in the socket:
+//! receive again. [`buf_pool`](crate::buf_pool) has the details.
+//!
+//! ```
+//! use completion_port::{is_pool_exhausted, Handle, Port};
+//! use std::io::Write;
+//! use std::time::Duration;
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let port = Port::<usize>::new(0)?;
+//! let pool = port.buf_pool(2, 4096)?; // 2 buffers for 8 connections
+//! let mut peers = Vec::new();
+//! let mut conns: Vec<Handle<usize>> = Vec::new();
+//! for i in 0..8 {
+//!     let (ours, peer) = std::os::unix::net::UnixStream::pair()?;
+//!     let conn = port.associate(ours, i)?;
+//!     conn.recv_pooled(&pool, i)?; // waits without a buffer
+//!     conns.push(conn);
+//!     peers.push(peer);
+//! }
+//! for (i, p) in peers.iter_mut().enumerate() {
+//!     p.write_all(format!("hello from {i}").as_bytes())?;
+//! }
+//! let mut served = 0;
+//! while served < 8 {
+//!     let mut p = port.get(Some(Duration::from_secs(10)))?;
+//!     let i = p.context;
+//!     match p.result {
+//!         Ok(n) => {
+//!             let buf = p.take_pooled().expect("bytes come in a pooled buffer");
+//!             assert_eq!(&buf[..n], format!("hello from {i}").as_bytes());
+//!             served += 1; // `buf` drops here: back to the pool
+//!         }
+//!         // Both buffers were out when this one's data came: try again.
+//!         Err(e) if is_pool_exhausted(&e) => {
+//!             conns[i].recv_pooled(&pool, i)?;
+//!         }
+//!         Err(e) => return Err(e),
+//!     }
+//! }
+//! assert_eq!(pool.in_use(), 0);
 //! # Ok(()) }
 //! ```
 //!
