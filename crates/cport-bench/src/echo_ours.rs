@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use completion_port::{Backend, Buf, GetError, Handle, Port};
+use completion_port::{is_pool_exhausted, Backend, Buf, BufPool, GetError, Handle, Port};
 
 use super::super::loadgen::{self, CostParser};
 use super::super::{library_threads_use, pin, thread_use};
@@ -42,7 +42,20 @@ pub struct Pool {
     /// Make the blocking calls requests ask for inside `port.blocking`
     /// (announced), rather than plainly (left to blocked-thread detection).
     pub scope: bool,
+    /// Receive with `recv_pooled` from one pool of [`POOL_BUFFERS`]
+    /// buffers (the `pooled` rows) instead of a buffer per connection;
+    /// each reply is a copy of the pooled bytes in a fresh `Buf`, sent
+    /// while the pooled buffer is already back.
+    pub pooled: bool,
 }
+
+/// Buffers of the pooled server's pool (of the message size each): far
+/// fewer than the `scale` connections, more than the echo's.
+pub const POOL_BUFFERS: usize = 256;
+
+/// Pooled receives that found the pool empty (and were issued again),
+/// over the whole run.
+pub static POOL_EXHAUSTED: AtomicUsize = AtomicUsize::new(0);
 
 impl Pool {
     /// The echo rows' server: [`WORKERS`] workers, concurrency [`WORKERS`].
@@ -52,6 +65,7 @@ impl Pool {
             workers: WORKERS,
             concurrency: WORKERS,
             scope: false,
+            pooled: false,
         }
     }
 }
@@ -72,6 +86,10 @@ pub(super) fn start(
         .blocking_detection(crate::detection())
         .build()?;
     let library_before = library_threads_use();
+    let bufs = match pool.pooled {
+        true => Some(port.buf_pool(POOL_BUFFERS, size)?),
+        false => None,
+    };
     let listener = port.associate(listener, LISTENER)?;
     listener.accept(Op::Accept)?;
     let mut threads = Vec::new();
@@ -79,11 +97,13 @@ pub(super) fn start(
         let port = port.clone();
         let listener = listener.clone();
         let accepted = accepted.clone();
+        let bufs = bufs.clone();
         threads.push(thread::spawn(move || {
             pin(cpu);
             worker(
                 &port,
                 &listener,
+                bufs.as_ref(),
                 size,
                 costs.then_some(pool.scope),
                 &accepted,
@@ -98,9 +118,20 @@ pub(super) fn start(
     })
 }
 
+/// Issues a connection's next receive: into `buf`, or pooled.
+fn recv(conn: &Handle<Op>, pool: Option<&BufPool>, buf: Buf, parser: CostParser) -> io::Result<()> {
+    let op = Op::Recv(conn.clone(), parser);
+    match pool {
+        Some(pool) => conn.recv_pooled(pool, op)?,
+        None => conn.recv(buf, op)?,
+    };
+    Ok(())
+}
+
 fn worker(
     port: &Port<Op>,
     listener: &Handle<Op>,
+    pool: Option<&BufPool>,
     size: usize,
     // Whether requests carry costs, and if so whether blocking calls are
     // made in a blocking scope.
@@ -121,16 +152,29 @@ fn worker(
                     acc.socket.set_nodelay(true)?;
                     next_key += 1;
                     let conn = port.associate(acc.socket, next_key)?;
-                    conn.recv(
-                        Buf::with_capacity(size),
-                        Op::Recv(conn.clone(), CostParser::default()),
-                    )?;
+                    let buf = match pool {
+                        Some(_) => Buf::with_capacity(0),
+                        None => Buf::with_capacity(size),
+                    };
+                    recv(&conn, pool, buf, CostParser::default())?;
                     accepted.fetch_add(1, Ordering::Release);
                 }
                 listener.accept(Op::Accept)?;
             }
             Op::Recv(conn, mut parser) => {
-                let buf = p.take_buf().expect("recv returns its buffer");
+                let buf = match pool {
+                    None => p.take_buf().expect("recv returns its buffer"),
+                    Some(pool) => match (p.take_pooled(), &p.result) {
+                        (Some(b), _) => Buf::copy_from(&b),
+                        (None, Err(e)) if is_pool_exhausted(e) => {
+                            // The data waits in the socket: receive again.
+                            POOL_EXHAUSTED.fetch_add(1, Ordering::Relaxed);
+                            recv(&conn, Some(pool), Buf::with_capacity(0), parser)?;
+                            continue;
+                        }
+                        (None, _) => Buf::with_capacity(0),
+                    },
+                };
                 if matches!(p.result, Ok(n) if n > 0) {
                     if let Some(scope) = costs {
                         let w = parser.feed(&buf, size);
@@ -153,7 +197,7 @@ fn worker(
                     conn.send(rest, Op::Send(conn.clone(), parser))?;
                 } else {
                     buf.clear();
-                    conn.recv(buf, Op::Recv(conn.clone(), parser))?;
+                    recv(&conn, pool, buf, parser)?;
                 }
             }
         }

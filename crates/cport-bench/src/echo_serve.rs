@@ -20,9 +20,11 @@ use super::raw_uring::Setup;
 use super::{start, Server, RAW_URING, SIZE, TOKIO};
 
 /// The servers by name.
-const NAMES: [(&str, Server); 8] = [
+const NAMES: [(&str, Server); 10] = [
     ("ours-io_uring", Server::Ours(Backend::IoUring)),
     ("ours-epoll", Server::Ours(Backend::Epoll)),
+    ("ours-pooled-io_uring", Server::OursPooled(Backend::IoUring)),
+    ("ours-pooled-epoll", Server::OursPooled(Backend::Epoll)),
     ("raw-epoll", Server::RawEpoll),
     ("raw-uring", RAW_URING),
     ("raw-uring-coop", Server::RawUring(Setup::Coop)),

@@ -108,6 +108,8 @@ fn bench_all_quick_writes_every_row() {
             "handlers_p99_vs_compio",
             "handlers_scope_vs_tokio_spawn_blocking",
             "scale",
+            "echo_pooled",
+            "scale_pooled",
             "file",
             "wake",
             "timers",
