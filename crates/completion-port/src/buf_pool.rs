@@ -49,6 +49,15 @@
 //!   server stuck when every buffer is held by packets nobody dequeues.
 //!   A failing receive tells the caller to drop buffers sooner or size
 //!   the pool larger.
+//! - **Sizing**: buffers are out from the moment a receive takes one until
+//!   its `PooledBuf` is dropped, so a pool needs about as many as the
+//!   receives that complete between a worker's dequeues, plus those the
+//!   caller keeps. A pool much smaller than that, under load, makes
+//!   receives fail and — issued again at once — spin: `cport-bench pooled`
+//!   measured 256 buffers for 10 000 busy connections at a fifth of the
+//!   throughput of per-connection buffers, 4096 at par (BENCHMARKS.md,
+//!   "Pooled receives"). Where buffers run out, issue the receive again
+//!   after other work, or later ([`Port::post_after`](crate::Port::post_after)).
 //! - A [`PooledBuf`] goes back to the pool when dropped, from any thread,
 //!   and so does the buffer of a packet dropped without taking it.
 //!   Cancel, time-out, handle close and port close end pooled receives as

@@ -42,20 +42,55 @@ pub struct Pool {
     /// Make the blocking calls requests ask for inside `port.blocking`
     /// (announced), rather than plainly (left to blocked-thread detection).
     pub scope: bool,
-    /// Receive with `recv_pooled` from one pool of [`POOL_BUFFERS`]
-    /// buffers (the `pooled` rows) instead of a buffer per connection;
-    /// each reply is a copy of the pooled bytes in a fresh `Buf`, sent
-    /// while the pooled buffer is already back.
-    pub pooled: bool,
+    /// Receive with `recv_pooled` from one pool of this many buffers (the
+    /// `pooled` rows) instead of a buffer per connection; each reply is a
+    /// copy of the pooled bytes in a fresh `Buf`, sent while the pooled
+    /// buffer is already back.
+    pub pooled: Option<usize>,
 }
-
-/// Buffers of the pooled server's pool (of the message size each): far
-/// fewer than the `scale` connections, more than the echo's.
-pub const POOL_BUFFERS: usize = 256;
 
 /// Pooled receives that found the pool empty (and were issued again),
 /// over the whole run.
 pub static POOL_EXHAUSTED: AtomicUsize = AtomicUsize::new(0);
+
+/// The pooled server's pool, and the connections whose receive found it
+/// empty: each waits here until a worker drops a pooled buffer, which
+/// issues one of them again (so retries never outnumber returned buffers:
+/// no spinning on an empty pool).
+#[derive(Clone)]
+struct Pooled {
+    pool: BufPool,
+    starving: Arc<std::sync::Mutex<Vec<(Handle<Op>, CostParser)>>>,
+}
+
+impl Pooled {
+    /// A receive of `conn` found the pool empty: wait for a buffer.
+    fn starve(&self, conn: Handle<Op>, parser: CostParser) -> io::Result<()> {
+        POOL_EXHAUSTED.fetch_add(1, Ordering::Relaxed);
+        self.starving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((conn, parser));
+        if self.pool.in_use() == 0 {
+            // Every buffer came back before we parked: nobody will drop one.
+            self.returned()?;
+        }
+        Ok(())
+    }
+
+    /// A pooled buffer went back: one waiting connection receives again.
+    fn returned(&self) -> io::Result<()> {
+        let next = self
+            .starving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        if let Some((conn, parser)) = next {
+            recv(&conn, Some(&self.pool), Buf::with_capacity(0), parser)?;
+        }
+        Ok(())
+    }
+}
 
 impl Pool {
     /// The echo rows' server: [`WORKERS`] workers, concurrency [`WORKERS`].
@@ -65,7 +100,7 @@ impl Pool {
             workers: WORKERS,
             concurrency: WORKERS,
             scope: false,
-            pooled: false,
+            pooled: None,
         }
     }
 }
@@ -87,8 +122,11 @@ pub(super) fn start(
         .build()?;
     let library_before = library_threads_use();
     let bufs = match pool.pooled {
-        true => Some(port.buf_pool(POOL_BUFFERS, size)?),
-        false => None,
+        Some(n) => Some(Pooled {
+            pool: port.buf_pool(n, size)?,
+            starving: Arc::new(std::sync::Mutex::new(Vec::new())),
+        }),
+        None => None,
     };
     let listener = port.associate(listener, LISTENER)?;
     listener.accept(Op::Accept)?;
@@ -131,13 +169,14 @@ fn recv(conn: &Handle<Op>, pool: Option<&BufPool>, buf: Buf, parser: CostParser)
 fn worker(
     port: &Port<Op>,
     listener: &Handle<Op>,
-    pool: Option<&BufPool>,
+    pooled: Option<&Pooled>,
     size: usize,
     // Whether requests carry costs, and if so whether blocking calls are
     // made in a blocking scope.
     costs: Option<bool>,
     accepted: &AtomicUsize,
 ) -> io::Result<()> {
+    let pool = pooled.map(|p| &p.pool);
     let mut next_key = 1usize;
     loop {
         let mut p = match port.get(Some(Duration::from_secs(30))) {
@@ -164,15 +203,20 @@ fn worker(
             Op::Recv(conn, mut parser) => {
                 let buf = match pool {
                     None => p.take_buf().expect("recv returns its buffer"),
-                    Some(pool) => match (p.take_pooled(), &p.result) {
-                        (Some(b), _) => Buf::copy_from(&b),
-                        (None, Err(e)) if is_pool_exhausted(e) => {
-                            // The data waits in the socket: receive again.
-                            POOL_EXHAUSTED.fetch_add(1, Ordering::Relaxed);
-                            recv(&conn, Some(pool), Buf::with_capacity(0), parser)?;
+                    Some(_) => match (p.take_pooled(), &p.result, pooled) {
+                        (Some(b), _, Some(pooled)) => {
+                            let copy = Buf::copy_from(&b);
+                            drop(b);
+                            pooled.returned()?;
+                            copy
+                        }
+                        (None, Err(e), Some(pooled)) if is_pool_exhausted(e) => {
+                            // The data waits in the socket: receive again
+                            // once a buffer comes back.
+                            pooled.starve(conn, parser)?;
                             continue;
                         }
-                        (None, _) => Buf::with_capacity(0),
+                        _ => Buf::with_capacity(0),
                     },
                 };
                 if matches!(p.result, Ok(n) if n > 0) {

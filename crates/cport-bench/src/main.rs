@@ -158,6 +158,10 @@ pub struct Args {
     /// the CPORT_BENCH_FIO environment variable.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Buffers of the pool of the `pooled` rows [default: 256 for
+    /// `echo_pooled`, 4096 for `scale_pooled`].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=32768))]
+    pub pool_buffers: Option<u64>,
     /// Build our ports with blocked-thread detection off (to measure what
     /// detection costs; `blocking` compares on and off itself).
     #[arg(long)]
@@ -401,7 +405,11 @@ fn run(a: Args) -> io::Result<()> {
         rows.push(scale::run(&s, backend)?);
     }
     if matches!(a.workload, Workload::Pooled | Workload::All) {
-        rows.extend(pooled::run(&s, backend)?);
+        rows.extend(pooled::run(
+            &s,
+            backend,
+            a.pool_buffers.map(|n| n as usize),
+        )?);
     }
     if matches!(a.workload, Workload::File | Workload::All) {
         rows.push(file::run(&s, backend)?);

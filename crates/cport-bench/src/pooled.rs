@@ -1,6 +1,7 @@
-//! `pooled`: our echo server receiving with `recv_pooled` (one pool of
-//! [`POOL_BUFFERS`] buffers shared by every connection; each reply a copy
-//! of the pooled bytes in a fresh `Buf`) against the same server with a
+//! `pooled`: our echo server receiving with `recv_pooled` (one pool shared
+//! by every connection: [`ECHO_POOL`] or [`SCALE_POOL`] buffers of the
+//! message size, or `--pool-buffers`; each reply a copy of the pooled bytes
+//! in a fresh `Buf`) against the same server with a
 //! buffer per connection (`recv` into it, the same buffer sent back), on
 //! the run's backend, interleaved trials:
 //! - `echo_pooled`: 50 connections; the ratio is server CPU per request,
@@ -18,13 +19,22 @@ use std::sync::atomic::Ordering;
 
 use completion_port::Backend;
 
-use super::echo::{self, EchoContest, Server, CONNECTIONS, POOL_BUFFERS, POOL_EXHAUSTED, SIZE};
+use super::echo::{self, EchoContest, Server, CONNECTIONS, POOL_EXHAUSTED, SIZE};
 use super::{Extra, RatioKind, Row, Settings};
 
 const FULL: usize = 10_000;
 
-/// The `echo_pooled` and `scale_pooled` rows.
-pub(super) fn run(s: &Settings, backend: Backend) -> io::Result<Vec<Row>> {
+/// The pool of the `echo_pooled` row: more buffers than connections.
+pub(super) const ECHO_POOL: usize = 256;
+/// The pool of the `scale_pooled` row: fewer buffers than connections,
+/// enough for the receives that complete between two dequeues (a smaller
+/// pool makes receives find it empty and retry: BENCHMARKS.md, "Pooled
+/// receives").
+pub(super) const SCALE_POOL: usize = 4096;
+
+/// The `echo_pooled` and `scale_pooled` rows; `buffers` overrides both
+/// pools' size.
+pub(super) fn run(s: &Settings, backend: Backend, buffers: Option<usize>) -> io::Result<Vec<Row>> {
     let ms = s.work(2000, 500, 50, 1);
     let names = |n: usize| {
         (
@@ -32,8 +42,9 @@ pub(super) fn run(s: &Settings, backend: Backend) -> io::Result<Vec<Row>> {
             format!("completion-port ({backend}), a buffer per connection, {n} connections"),
         )
     };
-    let pooled = Server::OursPooled(backend);
     let plain = Server::Ours(backend);
+    let n = buffers.unwrap_or(ECHO_POOL);
+    let pooled = Server::OursPooled(backend, n);
 
     POOL_EXHAUSTED.store(0, Ordering::Relaxed);
     let mut c = EchoContest::new(
@@ -48,7 +59,7 @@ pub(super) fn run(s: &Settings, backend: Backend) -> io::Result<Vec<Row>> {
         label: format!("echo {CONNECTIONS}x{SIZE} B pooled recv ({backend})"),
         describe: format!(
             "TCP echo over loopback, our server with 2 workers, {CONNECTIONS} connections x {SIZE}-byte \
-             messages for {ms} ms: recv_pooled from {POOL_BUFFERS} shared buffers (reply copied into a \
+             messages for {ms} ms: recv_pooled from {n} shared buffers (reply copied into a \
              fresh Buf) against recv into a buffer per connection; ratio = server CPU per request, \
              pooled / per-connection"
         ),
@@ -65,6 +76,8 @@ pub(super) fn run(s: &Settings, backend: Backend) -> io::Result<Vec<Row>> {
     echo::raise_nofile(big as u64 + 512)
         .map_err(|e| io::Error::new(e.kind(), format!("scale_pooled: {big} connections: {e}")))?;
     POOL_EXHAUSTED.store(0, Ordering::Relaxed);
+    let n = buffers.unwrap_or(SCALE_POOL);
+    let pooled = Server::OursPooled(backend, n);
     let mut c = EchoContest {
         measure_rss: true,
         ..EchoContest::new(
@@ -98,7 +111,7 @@ pub(super) fn run(s: &Settings, backend: Backend) -> io::Result<Vec<Row>> {
         label: format!("scale {big} conns x{SIZE} B pooled recv ({backend})"),
         describe: format!(
             "TCP echo over loopback, our server with 2 workers, {big} connections x {SIZE}-byte \
-             messages for {ms} ms: recv_pooled from {POOL_BUFFERS} shared buffers against recv into a \
+             messages for {ms} ms: recv_pooled from {n} shared buffers against recv into a \
              buffer per connection; ratio = requests/s, pooled / per-connection; memory in the extras"
         ),
         ops_per_trial: 0,
