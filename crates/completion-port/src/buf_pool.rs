@@ -6,7 +6,7 @@
 //! A [`Handle::recv`](crate::Handle::recv) owns its [`Buf`](crate::Buf)
 //! until its packet is dequeued, so a server with 10 000 idle connections,
 //! each with a receive pending, lends out 10 000 buffers.
-//! [`Handle::recv_pooled`] lends none: a buffer is taken from the pool only
+//! [`Handle::recv_pooled`](crate::Handle::recv_pooled) lends none: a buffer is taken from the pool only
 //! when the socket has data, so the memory follows the data in flight, not
 //! the connections (`cport-bench scale --pooled` measures it;
 //! BENCHMARKS.md, "Pooled receives").
@@ -85,33 +85,29 @@
 //! - Each buffer id is in exactly one place: free (in the ring or the
 //!   list), taken by one receive in flight (io_uring: chosen by the kernel,
 //!   not yet reported), or delivered — held by the op's record
-//!   ([`PoolOp`]) until the packet hands it over, then by one
+//!   (`PoolOp`, `driver/pool.rs`) until the packet hands it over, then by one
 //!   [`PooledBuf`]. The backend turns a taken buffer into a delivered one
-//!   only with a positive byte count ([`PoolOp::deliver`]); with any other
+//!   only with a positive byte count (`PoolOp::deliver`); with any other
 //!   result it frees it at once, so an op reported `ECANCELED` and
 //!   resubmitted (a thread's exit: `Engine::resubmit`) holds no buffer,
 //!   and nothing is freed twice. Dropping a record or a `PooledBuf` frees
 //!   what it holds: no path loses a buffer.
 //! - A delivered buffer's bytes are reachable only through its one holder,
 //!   so `PooledBuf` may give `&mut [u8]`.
-//! - The memory lives in [`PoolShared`], which every clone, every op and
+//! - The memory lives in `PoolShared`, which every clone, every op and
 //!   every `PooledBuf` keep alive by `Arc`; the io_uring registration is
 //!   undone before the memory is freed (`buf_ring.rs`).
 
-use std::alloc::{self, Layout};
-use std::error::Error;
 use std::fmt;
 use std::io;
-use std::ops::{Deref, DerefMut};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
-use crate::driver::uring::BufRing;
+use crate::driver::{PoolOp, PoolShared};
 use crate::error::invalid_input;
 use crate::Port;
+
+pub use crate::driver::PooledBuf;
+pub use crate::error::is_pool_exhausted;
 
 /// Most buffers one pool holds (the kernel's limit on a buffer ring).
 pub const MAX_POOL_BUFFERS: usize = 1 << 15;
@@ -124,83 +120,6 @@ pub const MAX_POOL_BUF_SIZE: usize = 0x7fff_f000;
 #[derive(Clone)]
 pub struct BufPool {
     shared: Arc<PoolShared>,
-}
-
-/// A buffer of a [`BufPool`] holding received bytes; derefs to them.
-/// Returns to its pool when dropped, from any thread.
-pub struct PooledBuf {
-    pool: Arc<PoolShared>,
-    id: u16,
-    len: u32,
-}
-
-/// Where free buffers wait.
-enum Free {
-    /// io_uring: the kernel picks from the ring.
-    Ring(BufRing),
-    /// epoll: the backend picks from this list.
-    List(Mutex<Vec<u16>>),
-}
-
-/// The pool itself: its memory and its free buffers.
-pub(crate) struct PoolShared {
-    /// The port whose handles may use it (`Core::id`).
-    port: u64,
-    mem: NonNull<u8>,
-    layout: Layout,
-    size: usize,
-    count: usize,
-    /// Buffers delivered and not yet back.
-    in_use: AtomicUsize,
-    free: Free,
-}
-
-// SAFETY: `mem` is memory this value owns; each buffer in it is accessed by
-// one holder at a time (module invariants), and the free structures are
-// locked.
-unsafe impl Send for PoolShared {}
-// SAFETY: as above.
-unsafe impl Sync for PoolShared {}
-
-impl PoolShared {
-    /// The start of buffer `id`.
-    fn slot(&self, id: u16) -> *mut u8 {
-        debug_assert!(usize::from(id) < self.count);
-        // SAFETY: `id < count`, so the offset is within the allocation.
-        unsafe { self.mem.as_ptr().add(usize::from(id) * self.size) }
-    }
-
-    /// Frees buffer `id` (module invariants: the caller held it).
-    fn put(&self, id: u16) {
-        match &self.free {
-            Free::Ring(r) => r.push(self.slot(id), self.size as u32, id),
-            Free::List(l) => l.lock().push(id),
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{} buffers of {} bytes, {} of them held by packets or PooledBufs",
-            self.count,
-            self.size,
-            self.in_use.load(Ordering::Relaxed)
-        )
-    }
-}
-
-impl Drop for PoolShared {
-    fn drop(&mut self) {
-        if let Free::Ring(r) = &mut self.free {
-            if !r.unregister() {
-                // The kernel may still reference the buffers: keep them.
-                return;
-            }
-        }
-        // SAFETY: allocated in `BufPool::new` with this layout; nobody holds
-        // a buffer (every holder keeps this value alive) and the kernel no
-        // longer references the memory (unregistered above).
-        unsafe { alloc::dealloc(self.mem.as_ptr(), self.layout) };
-    }
 }
 
 impl BufPool {
@@ -230,86 +149,45 @@ impl BufPool {
         if core.is_closed() {
             return Err(crate::error::port_closed());
         }
-        let total = count.checked_mul(size).ok_or_else(|| {
-            invalid_input(format!(
-                "buf_pool: {count} buffers of {size} bytes overflow"
-            ))
-        })?;
-        let layout = Layout::from_size_align(total, crate::driver::uring::page_size())
-            .map_err(|_| invalid_input(format!("buf_pool: {total} bytes is too large")))?;
-        // SAFETY: `total >= 1`.
-        let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let Some(mem) = NonNull::new(raw) else {
-            alloc::handle_alloc_error(layout)
-        };
-        let free = match core.driver.uring() {
-            Some(ring) => match BufRing::new(ring, count) {
-                Ok(r) => Free::Ring(r),
-                Err(e) => {
-                    // SAFETY: just allocated with this layout; never shared.
-                    unsafe { alloc::dealloc(mem.as_ptr(), layout) };
-                    return Err(e);
-                }
-            },
-            None => Free::List(Mutex::new((0..count as u16).rev().collect())),
-        };
-        let shared = PoolShared {
-            port: core.id(),
-            mem,
-            layout,
-            size,
-            count,
-            in_use: AtomicUsize::new(0),
-            free,
-        };
-        if matches!(shared.free, Free::Ring(_)) {
-            for id in 0..count as u16 {
-                shared.put(id);
-            }
-        }
         Ok(BufPool {
-            shared: Arc::new(shared),
+            shared: PoolShared::new(core.id(), count, size, core.driver.uring())?,
         })
     }
 
     /// How many buffers the pool holds.
     pub fn count(&self) -> usize {
-        self.shared.count
+        self.shared.count()
     }
 
     /// The size of each buffer: the most one pooled receive takes.
     pub fn buf_size(&self) -> usize {
-        self.shared.size
+        self.shared.size()
     }
 
     /// Buffers handed to packets and not yet back (held by a packet not yet
     /// dropped, or by a [`PooledBuf`]).
     pub fn in_use(&self) -> usize {
-        self.shared.in_use.load(Ordering::Acquire)
+        self.shared.in_use()
     }
 
     /// The state an op of this pool carries, for a receive on a handle of
     /// port `port` (refused for another port's pool).
     pub(crate) fn op_for(&self, port: u64) -> Result<PoolOp, io::Error> {
-        if self.shared.port != port {
+        if self.shared.port() != port {
             return Err(invalid_input(
                 "recv_pooled: the buffer pool was made for another port (a pool serves the \
                  handles of the port it was made with)",
             ));
         }
-        Ok(PoolOp {
-            pool: self.shared.clone(),
-            id: 0,
-            len: 0,
-        })
+        Ok(self.shared.op())
     }
 }
 
 impl fmt::Debug for BufPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BufPool")
-            .field("count", &self.shared.count)
-            .field("buf_size", &self.shared.size)
+            .field("count", &self.count())
+            .field("buf_size", &self.buf_size())
             .field("in_use", &self.in_use())
             .finish()
     }
@@ -317,178 +195,8 @@ impl fmt::Debug for BufPool {
 
 impl<C: Send + 'static> Port<C> {
     /// A pool of `count` buffers of `size` bytes for this port's pooled
-    /// receives ([`Handle::recv_pooled`]); see [`BufPool::new`].
+    /// receives ([`Handle::recv_pooled`](crate::Handle::recv_pooled)); see [`BufPool::new`].
     pub fn buf_pool(&self, count: usize, size: usize) -> io::Result<BufPool> {
         BufPool::new(self, count, size)
     }
-}
-
-/// What a pooled receive's record carries: its pool, and once the
-/// receive delivered bytes, the buffer holding them (`len > 0`).
-pub(crate) struct PoolOp {
-    pool: Arc<PoolShared>,
-    id: u16,
-    /// 0: no buffer held.
-    len: u32,
-}
-
-impl PoolOp {
-    /// The buffer group the kernel picks from (io_uring pools only).
-    pub(crate) fn group(&self) -> u16 {
-        match &self.pool.free {
-            Free::Ring(r) => r.group(),
-            Free::List(_) => 0,
-        }
-    }
-
-    /// The size of each buffer (fits in u32: checked at creation).
-    pub(crate) fn buf_size(&self) -> u32 {
-        self.pool.size as u32
-    }
-
-    /// epoll: takes a free buffer for an attempt: its id, start and size.
-    pub(crate) fn take_free(&self) -> Option<(u16, *mut u8, usize)> {
-        let Free::List(l) = &self.pool.free else {
-            return None;
-        };
-        let id = l.lock().pop()?;
-        Some((id, self.pool.slot(id), self.pool.size))
-    }
-
-    /// The backend's word on buffer `id`, taken for this receive, which
-    /// ended with `res`: a positive count delivers it (the op holds it
-    /// until its packet hands it over); anything else frees it at once
-    /// (module invariants).
-    pub(crate) fn deliver(&mut self, id: u16, res: i32) {
-        if usize::from(id) >= self.pool.count {
-            // Not one of ours: nothing to hold or free.
-            tracing::warn!("buf_pool: the kernel reported unknown buffer id {id}");
-            return;
-        }
-        if res <= 0 || self.len > 0 {
-            debug_assert!(self.len == 0, "a pooled receive delivered twice");
-            self.pool.put(id);
-            return;
-        }
-        let len = (res as u32).min(self.buf_size());
-        crate::driver::mark_defined(self.pool.slot(id), len as usize);
-        self.pool.in_use.fetch_add(1, Ordering::AcqRel);
-        self.id = id;
-        self.len = len;
-    }
-
-    /// Whether a buffer was delivered.
-    pub(crate) fn holds(&self) -> bool {
-        self.len > 0
-    }
-
-    /// Hands the delivered buffer over (once).
-    pub(crate) fn take(&mut self) -> Option<PooledBuf> {
-        if self.len == 0 {
-            return None;
-        }
-        let len = std::mem::take(&mut self.len);
-        Some(PooledBuf {
-            pool: self.pool.clone(),
-            id: self.id,
-            len,
-        })
-    }
-
-    /// The error of a receive that found the pool empty (`ENOBUFS`).
-    pub(crate) fn exhausted(&self) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::OutOfMemory,
-            PoolExhausted {
-                what: self.pool.describe(),
-            },
-        )
-    }
-}
-
-impl Drop for PoolOp {
-    fn drop(&mut self) {
-        if self.len > 0 {
-            self.pool.in_use.fetch_sub(1, Ordering::AcqRel);
-            self.pool.put(self.id);
-        }
-    }
-}
-
-impl PooledBuf {
-    /// The buffer's index in its pool (`0..count`): the same buffer comes
-    /// back with the same index.
-    pub fn index(&self) -> usize {
-        usize::from(self.id)
-    }
-
-    /// A copy of the bytes, as a [`Buf`](crate::Buf) that outlives the pool.
-    pub fn to_buf(&self) -> crate::Buf {
-        crate::Buf::copy_from(self)
-    }
-}
-
-impl Deref for PooledBuf {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: the buffer holds `len` received bytes (initialised), and
-        // this value is its only holder (module invariants); the memory
-        // lives as long as `pool`.
-        unsafe { std::slice::from_raw_parts(self.pool.slot(self.id), self.len as usize) }
-    }
-}
-
-impl DerefMut for PooledBuf {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `deref`, and `&mut self` makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.pool.slot(self.id), self.len as usize) }
-    }
-}
-
-impl AsRef<[u8]> for PooledBuf {
-    fn as_ref(&self) -> &[u8] {
-        self
-    }
-}
-
-impl Drop for PooledBuf {
-    fn drop(&mut self) {
-        self.pool.in_use.fetch_sub(1, Ordering::AcqRel);
-        self.pool.put(self.id);
-    }
-}
-
-impl fmt::Debug for PooledBuf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PooledBuf")
-            .field("index", &self.id)
-            .field("len", &self.len)
-            .finish()
-    }
-}
-
-/// The payload of the pool-exhausted error.
-#[derive(Debug)]
-struct PoolExhausted {
-    what: String,
-}
-
-impl fmt::Display for PoolExhausted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "recv_pooled: data arrived but the buffer pool had no free buffer (ENOBUFS; the pool \
-             has {}): the data stays in the socket; drop PooledBufs sooner or make the pool \
-             larger, and receive again",
-            self.what
-        )
-    }
-}
-
-impl Error for PoolExhausted {}
-
-/// Whether `e` is the error of a pooled receive that found its pool empty
-/// when data arrived ([module docs](self)).
-pub fn is_pool_exhausted(e: &io::Error) -> bool {
-    e.get_ref().is_some_and(|i| i.is::<PoolExhausted>())
 }

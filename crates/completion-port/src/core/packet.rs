@@ -177,7 +177,7 @@ impl<C> Packet<C> {
     /// into (once): `None` for other packets, or when it received nothing
     /// (end of stream, an error). Dropping the packet without taking it
     /// returns the buffer to its pool.
-    pub fn take_pooled(&mut self) -> Option<crate::PooledBuf> {
+    pub fn take_pooled(&mut self) -> Option<crate::driver::PooledBuf> {
         self.op.as_mut()?.io.pool.as_mut()?.take()
     }
 
@@ -287,7 +287,7 @@ pub struct PacketParts<C> {
     /// The file of a successful open.
     pub opened: Option<std::fs::File>,
     /// The buffer of a pooled receive that received bytes.
-    pub pooled: Option<crate::PooledBuf>,
+    pub pooled: Option<crate::driver::PooledBuf>,
 }
 
 impl<C: fmt::Debug> fmt::Debug for Packet<C> {

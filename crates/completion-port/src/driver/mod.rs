@@ -20,6 +20,14 @@
 //! operation goes to the backend with a successful `submit` and comes back
 //! with its completion, exactly once.
 //!
+//! A pooled receive ([`OpKind::RecvPooled`], `pool.rs`) takes a buffer of
+//! its op's pool only when data is there (io_uring: the kernel picks it
+//! from the pool's buffer ring and names it in the CQE's flags; epoll: the
+//! backend takes one from the free list). Before reporting such an op the
+//! backend hands the buffer's id and the result to [`OpIo::pool_took`],
+//! which keeps the buffer for the packet or frees it; the raw result of an
+//! empty pool is `-ENOBUFS`.
+//!
 //! # The contract ([`Engine`])
 //! - `submit(op, defer)`: take the operation and start it. Either it is
 //!   accepted — [`Submitted::Queued`], then reported **exactly once**
@@ -71,6 +79,7 @@
 //! `cfg(loom)`, `model.rs` (a model engine for the loom tests of the core).
 
 mod op;
+mod pool;
 mod valgrind;
 
 pub(crate) mod epoll;
@@ -86,6 +95,8 @@ use std::time::Instant;
 pub(crate) use self::op::{
     FdRef, KernelTimespec, OpIo, OpKind, OpPtr, Splice, OFFSET_CURRENT, SPLICE_CHUNK,
 };
+pub use self::pool::PooledBuf;
+pub(crate) use self::pool::{PoolOp, PoolShared};
 pub(crate) use self::valgrind::mark_defined;
 
 /// One finished operation, as reported by a backend.

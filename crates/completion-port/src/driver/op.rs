@@ -17,9 +17,8 @@ use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use super::valgrind;
-use super::FdState;
+use super::{FdState, PoolOp};
 use crate::buf::Buffers;
-use crate::buf_pool::PoolOp;
 
 /// The operation, as the backends see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
