@@ -53,6 +53,9 @@ pub struct Pool {
 /// over the whole run.
 pub static POOL_EXHAUSTED: AtomicUsize = AtomicUsize::new(0);
 
+/// A connection waiting for a pooled buffer, and its place in its stream.
+type Starving = (Handle<Op>, CostParser);
+
 /// The pooled server's pool, and the connections whose receive found it
 /// empty: each waits here until a worker drops a pooled buffer, which
 /// issues one of them again (so retries never outnumber returned buffers:
@@ -60,7 +63,7 @@ pub static POOL_EXHAUSTED: AtomicUsize = AtomicUsize::new(0);
 #[derive(Clone)]
 struct Pooled {
     pool: BufPool,
-    starving: Arc<std::sync::Mutex<Vec<(Handle<Op>, CostParser)>>>,
+    starving: Arc<std::sync::Mutex<Vec<Starving>>>,
 }
 
 impl Pooled {
