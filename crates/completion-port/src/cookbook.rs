@@ -312,10 +312,12 @@
 //! A [`BufPool`](crate::BufPool) shared by every connection lends a buffer
 //! only once data is there ([`Handle::recv_pooled`]); the packet hands it
 //! over as a [`PooledBuf`](crate::PooledBuf), which returns to the pool when
-//! dropped — so drop it (or copy out of it) before the next receive. Data
-//! that finds every buffer out ends the receive with
-//! [`is_pool_exhausted`](crate::is_pool_exhausted), and stays in the socket:
-//! receive again. [`buf_pool`](crate::buf_pool) has the details.
+//! dropped — so drop it (or copy out of it) soon. Data that finds every
+//! buffer out ends the receive with
+//! [`is_pool_exhausted`](crate::is_pool_exhausted) and stays in the socket.
+//! Do not issue that receive again at once (under load it would only fail
+//! again, and spin): park the connection, and issue one parked receive each
+//! time you drop a buffer. [`buf_pool`](crate::buf_pool) has the details.
 //!
 //! ```
 //! use completion_port::{is_pool_exhausted, Handle, Port};
@@ -337,6 +339,7 @@
 //! for (i, p) in peers.iter_mut().enumerate() {
 //!     p.write_all(format!("hello from {i}").as_bytes())?;
 //! }
+//! let mut parked: Vec<usize> = Vec::new(); // connections waiting for a buffer
 //! let mut served = 0;
 //! while served < 8 {
 //!     let mut p = port.get(Some(Duration::from_secs(10)))?;
@@ -345,11 +348,19 @@
 //!         Ok(n) => {
 //!             let buf = p.take_pooled().expect("bytes come in a pooled buffer");
 //!             assert_eq!(&buf[..n], format!("hello from {i}").as_bytes());
-//!             served += 1; // `buf` drops here: back to the pool
+//!             served += 1;
+//!             drop(buf); // back to the pool: one parked connection may use it
+//!             if let Some(j) = parked.pop() {
+//!                 conns[j].recv_pooled(&pool, j)?;
+//!             }
 //!         }
-//!         // Both buffers were out when this one's data came: try again.
 //!         Err(e) if is_pool_exhausted(&e) => {
-//!             conns[i].recv_pooled(&pool, i)?;
+//!             parked.push(i);
+//!             if pool.in_use() == 0 {
+//!                 // Every buffer came back already: nobody will drop one.
+//!                 let j = parked.pop().unwrap();
+//!                 conns[j].recv_pooled(&pool, j)?;
+//!             }
 //!         }
 //!         Err(e) => return Err(e),
 //!     }
