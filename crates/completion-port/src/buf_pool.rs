@@ -49,15 +49,18 @@
 //!   server stuck when every buffer is held by packets nobody dequeues.
 //!   A failing receive tells the caller to drop buffers sooner or size
 //!   the pool larger.
-//! - **Sizing**: buffers are out from the moment a receive takes one until
-//!   its `PooledBuf` is dropped, so a pool needs about as many as the
-//!   receives that complete between a worker's dequeues, plus those the
-//!   caller keeps. A pool much smaller than that, under load, makes
-//!   receives fail and — issued again at once — spin: `cport-bench pooled`
-//!   measured 256 buffers for 10 000 busy connections at a fifth of the
-//!   throughput of per-connection buffers, 4096 at par (BENCHMARKS.md,
-//!   "Pooled receives"). Where buffers run out, issue the receive again
-//!   after other work, or later ([`Port::post_after`](crate::Port::post_after)).
+//! - **Sizing, and what to do when it runs out**: buffers are out from
+//!   the moment a receive takes one until its `PooledBuf` is dropped, so
+//!   under load a pool needs about as many as the receives that complete
+//!   between a worker's dequeues, plus those the caller keeps. A receive
+//!   that found the pool empty and is issued again at once fails again
+//!   while the buffers are out, and spins: at 10 000 busy connections and
+//!   256 buffers, `cport-bench pooled` counted 7.4 M such retries and a
+//!   fifth of the throughput of per-connection buffers. Instead park the
+//!   connection and issue one parked receive each time a buffer is dropped
+//!   (the cookbook's recipe): the same pool then ran at the CPU per request
+//!   of per-connection buffers with 58 % of their memory per connection
+//!   (BENCHMARKS.md, "Pooled receives").
 //! - A [`PooledBuf`] goes back to the pool when dropped, from any thread,
 //!   and so does the buffer of a packet dropped without taking it.
 //!   Cancel, time-out, handle close and port close end pooled receives as

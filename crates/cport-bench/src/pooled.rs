@@ -11,8 +11,10 @@
 //!   (the `scale` probe: VmRSS growth once every connection has a receive
 //!   in flight).
 //!
-//! Both rows count the pooled receives that found the pool empty (and were
-//! issued again: the data waits in the socket).
+//! Both rows count the pooled receives that found the pool empty: the data
+//! waits in the socket, and the connection waits for a returned buffer
+//! (each worker that drops one issues one waiting receive again:
+//! `echo_ours.rs`), as the cookbook recommends.
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -26,10 +28,9 @@ const FULL: usize = 10_000;
 
 /// The pool of the `echo_pooled` row: more buffers than connections.
 pub(super) const ECHO_POOL: usize = 256;
-/// The pool of the `scale_pooled` row: fewer buffers than connections,
-/// enough for the receives that complete between two dequeues (a smaller
-/// pool makes receives find it empty and retry: BENCHMARKS.md, "Pooled
-/// receives").
+/// The pool of the `scale_pooled` row: fewer buffers than connections
+/// (a smaller pool makes more receives find it empty and wait for a
+/// buffer: BENCHMARKS.md, "Pooled receives").
 pub(super) const SCALE_POOL: usize = 4096;
 
 /// The `echo_pooled` and `scale_pooled` rows; `buffers` overrides both
