@@ -197,7 +197,9 @@ fn cancel_and_close_pending(backend: Backend) {
     port.close();
     assert_eq!(pool.in_use(), 0);
     // The pool outlives the port; nothing more can be issued with it.
-    assert!(c.recv_pooled(&pool, 7).is_err());
+    let r = c.recv_pooled(&pool, 7).unwrap_err();
+    assert!(completion_port::is_port_closed(&r.error), "{}", r.error);
+    assert_eq!(r.context, 7);
 }
 
 /// The port goes while the pool and a buffer from it are alive; then the
@@ -301,12 +303,19 @@ fn refusals(backend: Backend) {
         (io::ErrorKind::InvalidInput, 77)
     );
     assert!(r.error.to_string().contains("another port"));
-    for (count, size) in [(0, 16), (1 << 15 | 1, 16), (1, 0)] {
+    for (count, size) in [
+        (0, 16),
+        (1 << 15 | 1, 16),
+        (1, 0),
+        (1, completion_port::buf_pool::MAX_POOL_BUF_SIZE + 1),
+    ] {
         let e = BufPool::new(&port, count, size).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{count} × {size}");
+        assert!(e.to_string().starts_with("buf_pool: "), "{e}");
     }
     port.close();
-    assert!(port.buf_pool(1, 16).is_err());
+    let e = port.buf_pool(1, 16).unwrap_err();
+    assert!(completion_port::is_port_closed(&e), "{e}");
 }
 
 /// Many threads: two workers take packets and re-issue receives, buffers
