@@ -131,8 +131,9 @@ impl BufPool {
     /// once. Same as [`Port::buf_pool`].
     ///
     /// Fails with `InvalidInput` for sizes out of range, with the port-closed
-    /// error on a closed port, and on io_uring when the kernel refuses the
-    /// buffer ring (older than 5.19).
+    /// error on a closed port (and the fork error on a port inherited
+    /// across `fork`), and on io_uring when the kernel refuses the buffer
+    /// ring (older than 5.19).
     pub fn new<C: Send + 'static>(
         port: &Port<C>,
         count: usize,
@@ -149,6 +150,10 @@ impl BufPool {
             )));
         }
         let core = port.core();
+        if let Some(e) = core.fork_refusal() {
+            // The ring is shared with the parent: register nothing in it.
+            return Err(e);
+        }
         if core.is_closed() {
             return Err(crate::error::port_closed());
         }

@@ -25,7 +25,9 @@
 //!   in flight holds one, so none can still select a buffer. The ring (its
 //!   fd) is kept open by an `Arc` until then, so the kernel never tears the
 //!   registration down on its own while the memory is ours again. If the
-//!   unregistration fails, both are leaked rather than freed.
+//!   unregistration fails, both are leaked rather than freed; so they are
+//!   in a child made by `fork`, whose copy of a pool must not unregister
+//!   the group of the ring it shares with its parent.
 
 use std::alloc::{self, Layout};
 use std::io;
@@ -87,6 +89,10 @@ pub(crate) struct BufRing {
     tail: Mutex<u16>,
     /// Still registered with the kernel (its memory must not be freed).
     registered: bool,
+    /// The process that registered it: a child made by `fork` shares the
+    /// ring (the same io_uring instance) and must not unregister the
+    /// parent's group when its copy of the pool goes.
+    owner: u32,
 }
 
 // SAFETY: `entries` is memory this value owns, written only under the
@@ -117,6 +123,7 @@ impl BufRing {
             mask: (n - 1) as u16,
             tail: Mutex::new(0),
             registered: false,
+            owner: std::process::id(),
         };
         me.bgid = take_group()?;
         // SAFETY: `entries` is a zeroed, page-aligned array of `n` entries
@@ -180,6 +187,11 @@ impl BufRing {
     pub(crate) fn unregister(&mut self) -> bool {
         if !self.registered {
             return true;
+        }
+        if self.owner != std::process::id() {
+            // A forked child's copy: the group is the parent's. Keep the
+            // memory (this process's copy of it) and leave the group alone.
+            return false;
         }
         match self.ring.ring.submitter().unregister_buf_ring(self.bgid) {
             Ok(()) => {
