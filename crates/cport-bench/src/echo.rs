@@ -180,11 +180,11 @@ pub fn trial_with(server: Server, o: Opts) -> io::Result<EchoRun> {
     if o.measure_rss
         && !matches!(
             server,
-            Server::Ours(_) | Server::OursPool(_) | Server::OursPooled(..)
+            Server::Ours(_) | Server::OursPool(_) | Server::OursPooled(..) | Server::RawEpoll
         )
     {
         return Err(io::Error::other(
-            "echo: the memory probe needs our server (it counts armed connections)",
+            "echo: the memory probe needs our server or the raw epoll loop (they count armed connections)",
         ));
     }
     let running = start(
@@ -234,7 +234,7 @@ pub fn trial_with(server: Server, o: Opts) -> io::Result<EchoRun> {
 
 /// Starts `server` on `listener`: its threads pinned to `cpu`, doing the
 /// work requests ask for when `costs`, counting connections armed in
-/// `accepted` (ours only); the peers stop when `stop` is set.
+/// `accepted` (ours and the raw epoll loop); the peers stop when `stop` is set.
 fn start(
     server: Server,
     listener: TcpListener,
@@ -257,7 +257,7 @@ fn start(
             };
             ours::start(listener, pool, size, cpu, costs, accepted.clone())
         }
-        Server::RawEpoll => peers::raw_epoll(listener, size, stop.clone(), cpu),
+        Server::RawEpoll => peers::raw_epoll(listener, size, stop.clone(), cpu, accepted.clone()),
         Server::RawUring(setup) => raw_uring::raw_uring(listener, size, stop.clone(), cpu, setup),
         Server::Tokio(blocking) => peers::tokio(listener, size, stop.clone(), cpu, costs, blocking),
         Server::Compio(n) => peers::compio(listener, size, stop.clone(), cpu, n.max(1), costs),

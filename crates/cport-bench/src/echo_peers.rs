@@ -10,7 +10,7 @@
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -21,16 +21,20 @@ use super::{Running, TokioBlocking};
 
 // ----- raw epoll --------------------------------------------------------------
 
+/// The raw epoll loop on its own thread, pinned to `cpu`; it counts the
+/// connections it has registered in `accepted` (the `scale` memory probe
+/// waits for them).
 pub(super) fn raw_epoll(
     listener: TcpListener,
     size: usize,
     stop: Arc<AtomicBool>,
     cpu: Option<usize>,
+    accepted: Arc<AtomicUsize>,
 ) -> io::Result<Running> {
     listener.set_nonblocking(true)?;
     let t = thread::spawn(move || {
         pin(cpu);
-        raw_loop(listener, size, &stop)?;
+        raw_loop(listener, size, &stop, &accepted)?;
         Ok(thread_use())
     });
     Ok(Running {
@@ -40,7 +44,12 @@ pub(super) fn raw_epoll(
     })
 }
 
-fn raw_loop(listener: TcpListener, size: usize, stop: &AtomicBool) -> io::Result<()> {
+fn raw_loop(
+    listener: TcpListener,
+    size: usize,
+    stop: &AtomicBool,
+    accepted: &AtomicUsize,
+) -> io::Result<()> {
     // SAFETY: plain syscall; closed below.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if ep < 0 {
@@ -79,6 +88,7 @@ fn raw_loop(listener: TcpListener, size: usize, stop: &AtomicBool) -> io::Result
                     }
                     add(s.as_raw_fd(), conns.len() as u64);
                     conns.push(Some(s));
+                    accepted.fetch_add(1, Ordering::Release);
                 }
                 continue;
             }

@@ -307,6 +307,13 @@ fn drive(
                     RAMP_LIMIT.as_secs()
                 )));
             }
+            // A trial measures at least one round trip: on a loaded
+            // machine a short trial (the tests' tiny scale) can end before
+            // the server first ran. Its time counts (`elapsed` below).
+            if requests == 0 && now - start < RAMP_LIMIT {
+                end = now + duration;
+                continue;
+            }
             break;
         }
         let ms = (end - now).as_millis().clamp(1, 1000) as i32;
@@ -458,5 +465,34 @@ mod tests {
             let h = cost.header(0, seq);
             assert!(h == 2_000 || h == 200_000, "{h}");
         }
+    }
+
+    /// A server that first answers after the trial's time is up still
+    /// gives the trial a round trip (a loaded machine, a tiny scale):
+    /// the trial runs on until one comes back, and its time counts.
+    #[test]
+    fn a_trial_waits_for_its_first_round_trip() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            let mut buf = [0u8; 16];
+            // Echo until the load generator hangs up.
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+        let load = run_with(addr, 1, 16, Duration::from_millis(10), Opts::default()).unwrap();
+        assert!(load.requests >= 1, "{} requests", load.requests);
+        assert!(
+            load.elapsed >= Duration::from_millis(90),
+            "{:?}",
+            load.elapsed
+        );
+        server.join().unwrap();
     }
 }

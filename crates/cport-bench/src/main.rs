@@ -12,7 +12,7 @@
 //!
 //! The workloads live one per file (`queue.rs`, `nop.rs`, `echo.rs`,
 //! `mixed.rs`, `handlers.rs`, `scale.rs`, `pooled.rs`, `file.rs`, `wake.rs`,
-//! `blocking.rs`; `yardstick.rs` checks the raw echo peers against each
+//! `timers.rs`, `sends.rs`, `blocking.rs`; `yardstick.rs` checks the raw echo peers against each
 //! other); this file
 //! holds the command line, the run's settings and the dispatch to the
 //! workloads. `trial.rs` holds the trial loop and the rows it makes,
@@ -34,6 +34,7 @@ mod pooled;
 mod queue;
 mod report;
 mod scale;
+mod sends;
 mod threads;
 mod timers;
 mod trial;
@@ -88,6 +89,10 @@ pub enum Workload {
     /// 100 000 pending timers (`post_after`) armed and expired by one
     /// thread against tokio's timer wheel: CPU per timer and lateness.
     Timers,
+    /// Large `send_all`s (256 KiB, 1 MiB) over one loopback TCP connection
+    /// to a draining reader: zero-copy sends on (`SEND_ZC`) against off;
+    /// process and sender CPU per send.
+    Sends,
     /// Handlers that block 1 ms in 10 % of packets: a port with blocking
     /// detection on and off against a plain thread pool; plus the
     /// monitor's detection delay and CPU cost. Not part of `all`.
@@ -117,8 +122,8 @@ pub enum Workload {
 /// connections, memory per connection), pooled (recv_pooled against a
 /// buffer per connection: CPU per request, memory per connection), file (O_DIRECT random reads vs
 /// fio), wake (post→wake latency vs Mutex+Condvar), timers (100 000
-/// pending timers vs tokio), http (static files with wrk vs tokio and
-/// nginx), all; and blocking (the monitor's detection delay and cost; not
+/// pending timers vs tokio), sends (large sends, zero-copy on vs off),
+/// http (static files with wrk vs tokio and nginx), all; and blocking (the monitor's detection delay and cost; not
 /// part of all).
 #[derive(clap::Parser, Debug)]
 #[command(
@@ -402,7 +407,7 @@ fn run(a: Args) -> io::Result<()> {
         rows.extend(handlers::run(&s, backend)?);
     }
     if matches!(a.workload, Workload::Scale | Workload::All) {
-        rows.push(scale::run(&s, backend)?);
+        rows.extend(scale::run(&s, backend)?);
     }
     if matches!(a.workload, Workload::Pooled | Workload::All) {
         rows.extend(pooled::run(
@@ -419,6 +424,9 @@ fn run(a: Args) -> io::Result<()> {
     }
     if matches!(a.workload, Workload::Timers | Workload::All) {
         rows.push(timers::run(&s, backend)?);
+    }
+    if matches!(a.workload, Workload::Sends | Workload::All) {
+        rows.extend(sends::run(&s, backend)?);
     }
     if matches!(a.workload, Workload::Http | Workload::All) {
         rows.extend(http::run(&s, backend, a.http_tokio)?);

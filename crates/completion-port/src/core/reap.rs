@@ -265,7 +265,8 @@ impl<C: Send + 'static> Core<C> {
     ///   again.
     /// - **Whole transfers cut short** (`send_all`, `write_all_at`, the C
     ///   ABI's stream sends): the bytes are counted and the rest is issued
-    ///   (`OpIo::advance_whole`); one cancelled meanwhile ends cancelled.
+    ///   (`OpIo::advance_whole`); one cancelled meanwhile ends cancelled,
+    ///   one past its deadline timed out.
     ///
     /// Decided under the fd's in-flight lock, held until the driver has the
     /// op again, so a user's cancel is either seen here (the op is reported
@@ -305,10 +306,15 @@ impl<C: Send + 'static> Core<C> {
                 }
                 !cancelled && !overdue
             } else if io.advance(c.res) {
+                // Cut short by a cancel, or by its linked time-out (the
+                // kernel then reports the bytes it sent, not `ECANCELED`):
+                // it ends here, never issued again past its deadline.
                 if cancelled {
                     c.res = -libc::ECANCELED;
+                } else if overdue {
+                    c.res = -libc::ETIMEDOUT;
                 }
-                !cancelled
+                !cancelled && !overdue
             } else {
                 false
             };

@@ -1,5 +1,6 @@
 //! [`PortStats`]: a snapshot of a port's counters.
 
+use crate::driver::Engine;
 use crate::sync::Ordering;
 
 use super::Core;
@@ -28,10 +29,18 @@ pub struct PortStats {
     /// How many times the monitor counted a thread of this port out since
     /// the port was created.
     pub blocked_total: u64,
+    /// Sends that went zero-copy (io_uring,
+    /// [`PortBuilder::send_zerocopy_threshold`](crate::PortBuilder::send_zerocopy_threshold)),
+    /// counted at their release; always 0 on the epoll backend.
+    pub zerocopy_sends: u64,
+    /// Of those, how many the kernel copied after all (it says so from
+    /// Linux 6.2; loopback always copies).
+    pub zerocopy_copied: u64,
 }
 
 impl<C: Send + 'static> Core<C> {
     pub(crate) fn stats(&self) -> PortStats {
+        let (zerocopy_sends, zerocopy_copied) = self.driver.zerocopy_counts();
         let st = self.state.lock();
         PortStats {
             queued: self.queue.len(),
@@ -46,6 +55,8 @@ impl<C: Send + 'static> Core<C> {
                 .iter()
                 .map(|d| d.load(Ordering::Relaxed))
                 .sum(),
+            zerocopy_sends,
+            zerocopy_copied,
         }
     }
 }

@@ -139,6 +139,9 @@ pub(crate) struct Reaped {
 pub(crate) struct FdState {
     /// The epoll backend: registration and per-direction queues.
     epoll: OnceLock<epoll::Registration>,
+    /// The io_uring backend: whether the fd is a TCP socket (zero-copy
+    /// sends qualify), checked at its first large send.
+    pub(crate) uring_tcp: OnceLock<bool>,
 }
 
 /// Timer operations ([`OpKind::Timer`]) fire on this grid: up to this much
@@ -187,6 +190,11 @@ pub(crate) trait Engine: Send + Sync {
     fn resubmit(&self, ops: &[OpPtr], spill: &mut Vec<Completion>) -> Vec<bool>;
     /// Refuses new submissions and cancels everything in flight.
     fn shutdown(&self, spill: &mut Vec<Completion>);
+    /// Zero-copy sends reported, and how many of them the kernel copied
+    /// anyway (io_uring only).
+    fn zerocopy_counts(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 /// Which engine runs a port's I/O.
@@ -236,6 +244,8 @@ impl std::str::FromStr for Backend {
 pub(crate) struct Config {
     /// Submission queue size (io_uring entries).
     pub(crate) entries: u32,
+    /// Smallest send sent zero-copy (io_uring); 0: never.
+    pub(crate) send_zerocopy: usize,
 }
 
 /// The engine of one port, and why it is not io_uring when `Auto` fell back.
@@ -375,6 +385,10 @@ impl Engine for Driver {
 
     fn shutdown(&self, spill: &mut Vec<Completion>) {
         dispatch!(self, e => e.shutdown(spill))
+    }
+
+    fn zerocopy_counts(&self) -> (u64, u64) {
+        dispatch!(self, e => e.zerocopy_counts())
     }
 }
 

@@ -450,6 +450,7 @@ pub struct PortBuilder<C> {
     entries: u32,
     backend: Backend,
     blocking_detection: bool,
+    send_zerocopy: usize,
     on_completion: Option<CompletionHook<C>>,
     _context: PhantomData<fn() -> C>,
 }
@@ -461,6 +462,7 @@ impl<C> fmt::Debug for PortBuilder<C> {
             .field("entries", &self.entries)
             .field("backend", &self.backend)
             .field("blocking_detection", &self.blocking_detection)
+            .field("send_zerocopy_threshold", &self.send_zerocopy)
             .field("on_completion", &self.on_completion.is_some())
             .finish()
     }
@@ -481,6 +483,7 @@ impl<C: Send + 'static> PortBuilder<C> {
             entries: 256,
             backend: Backend::Auto,
             blocking_detection: true,
+            send_zerocopy: 0,
             on_completion: None,
             _context: PhantomData,
         }
@@ -521,6 +524,28 @@ impl<C: Send + 'static> PortBuilder<C> {
     /// blocking calls with [`Port::blocking`].
     pub fn blocking_detection(mut self, on: bool) -> Self {
         self.blocking_detection = on;
+        self
+    }
+
+    /// Sends of at least `min_bytes` on a TCP socket go out zero-copy on
+    /// the io_uring backend (`IORING_OP_SEND_ZC`, Linux 6.0; vectored
+    /// sends `IORING_OP_SENDMSG_ZC`, 6.1): the kernel transmits from the
+    /// buffer's pages instead of copying them into the socket. 0 (the
+    /// default) means never. A kernel without these opcodes sends plainly;
+    /// so does the epoll backend, always. Results, ordering and whole-send
+    /// semantics do not change.
+    ///
+    /// What it costs: the packet comes only when the kernel no longer
+    /// references the buffer — on a network once the peer acknowledged the
+    /// bytes, about a round trip after a plain send's — and a peer that
+    /// stops reading holds it (and, since the operation keeps its socket
+    /// open, closing the handle or the port waits) until the peer reads or
+    /// the connection ends. On loopback the kernel copies anyway
+    /// ([`PortStats::zerocopy_copied`] counts it). Measured on and off in
+    /// BENCHMARKS.md ("Zero-copy sends"); details in the io_uring backend's
+    /// `send_zc.rs`.
+    pub fn send_zerocopy_threshold(mut self, min_bytes: usize) -> Self {
+        self.send_zerocopy = min_bytes;
         self
     }
 
@@ -591,6 +616,7 @@ impl<C: Send + 'static> PortBuilder<C> {
             self.backend,
             Config {
                 entries: self.entries.min(32768),
+                send_zerocopy: self.send_zerocopy,
             },
         )?;
         Ok(Port::from_core(Core::new(

@@ -30,6 +30,7 @@
 
 mod buf_ring;
 mod op;
+mod send_zc;
 mod setup;
 mod timers;
 
@@ -44,6 +45,7 @@ use parking_lot::Mutex;
 use crate::driver::{
     self, Completion, Config, Engine, FdRef, OpIo, OpKind, OpPtr, Reaped, Submitted,
 };
+use send_zc::ZeroCopy;
 use timers::{Tick, Timers};
 
 pub(crate) use buf_ring::{page_size, BufRing};
@@ -67,12 +69,16 @@ pub(crate) struct Ring {
     timers: Mutex<Timers>,
     /// A tick's CQE was seen: arm the next tick (`settle_ticks`).
     rearm: AtomicBool,
+    /// Zero-copy sends (`send_zc.rs`).
+    zc: ZeroCopy,
 }
 
 impl Ring {
     pub(crate) fn open(cfg: Config) -> io::Result<Ring> {
+        let (ring, probe) = setup::open(cfg)?;
         Ok(Ring {
-            ring: setup::open(cfg)?,
+            ring,
+            zc: ZeroCopy::new(cfg.send_zerocopy, &probe, setup::kernel_version()),
             sq: Mutex::new(false),
             cq: Mutex::new(()),
             timers: Mutex::new(Timers::new()),
@@ -162,7 +168,7 @@ impl Ring {
     /// the SQ lock.
     unsafe fn push_op(&self, op: OpPtr, spill: &mut Vec<Completion>) -> io::Result<()> {
         // SAFETY: forwarded from the caller: the record is ours.
-        let (e, link) = op::entries(unsafe { op.op() });
+        let (e, link) = op::entries(unsafe { op.op() }, &self.zc);
         // SAFETY: the entries' pointers stay valid until the op's
         // completion (see `op::entries`); we hold the SQ lock.
         unsafe {
@@ -250,15 +256,27 @@ impl Ring {
                     // A real op's user_data is the non-null address of its record.
                     let op =
                         OpPtr(NonNull::new(ud as *mut OpIo).expect("CQE without an op record"));
-                    if let Some(id) = io_uring::cqueue::buffer_select(cqe.flags()) {
+                    let mut res = cqe.result();
+                    let flags = cqe.flags();
+                    // SAFETY: the op is in flight (the kernel posted its
+                    // CQE and we have not reported it), so it is alive; its
+                    // kind is never written after issue.
+                    let send =
+                        || matches!(unsafe { op.kind() }, OpKind::Send | OpKind::SendVectored);
+                    if ZeroCopy::is_zc_cqe(flags, send) {
+                        // One of a zero-copy send's two CQEs: the op is
+                        // reported at the second (`send_zc.rs`).
+                        match self.zc.cqe(ud, res, flags) {
+                            Some(r) => res = r,
+                            None => continue,
+                        }
+                    }
+                    if let Some(id) = io_uring::cqueue::buffer_select(flags) {
                         // A pooled receive took a buffer (`buf_pool.rs`).
                         // SAFETY: the op is ours until reported, just below.
-                        unsafe { op.op() }.pool_took(id, cqe.result());
+                        unsafe { op.op() }.pool_took(id, res);
                     }
-                    out.push(Completion {
-                        op,
-                        res: cqe.result(),
-                    })
+                    out.push(Completion { op, res });
                 }
             }
         }
@@ -341,6 +359,8 @@ impl Engine for Ring {
     /// it, and only the core (under its lock) knows whether that left a
     /// packet for this thread.
     fn wait(&self, deadline: Option<Instant>, out: &mut Vec<Completion>) -> io::Result<()> {
+        // A closing port ends zero-copy sends whose peers stopped reading.
+        self.zc.abort_stuck();
         let woke = self.drain(out);
         if woke || !out.is_empty() {
             return Ok(());
@@ -484,13 +504,22 @@ impl Engine for Ring {
         taken
     }
 
-    /// Refuses further submissions and cancels every op in flight.
+    /// Zero-copy sends reported, and how many of them the kernel copied.
+    fn zerocopy_counts(&self) -> (u64, u64) {
+        self.zc.counts()
+    }
+
+    /// Refuses further submissions and cancels every op in flight. A
+    /// zero-copy send whose result was posted has nothing left to cancel:
+    /// it is reported at its notification, which the waits that follow
+    /// force after a grace period (`send_zc.rs`).
     fn shutdown(&self, spill: &mut Vec<Completion>) {
         let mut closed = self.sq.lock();
         if *closed {
             return;
         }
         *closed = true;
+        self.zc.shut_down();
         // Pending timers end cancelled; their ticks go with the rest.
         spill.extend(self.timers.lock().clear().into_iter().map(|op| Completion {
             op,

@@ -6,6 +6,7 @@ use std::os::fd::AsRawFd;
 
 use io_uring::types::{self, Timespec};
 
+use super::send_zc::ZeroCopy;
 use crate::driver::{KernelTimespec, OpIo, OpKind, SPLICE_CHUNK};
 
 /// The empty path of `statx(fd, "", AT_EMPTY_PATH)`.
@@ -55,9 +56,12 @@ pub(super) const REQUIRED: &[(u8, &str)] = &[
 /// boxed `extra` (`msg`, `addr`, `addr_len`) or into the heap memory of its
 /// buffers; the record is owned by the kernel until its CQE is reaped, so
 /// all stay valid for the whole operation.
-pub(super) fn entries(op: &mut OpIo) -> (squeue::Entry, Option<squeue::Entry>) {
+///
+/// Sends at or above the zero-copy threshold go out as `SEND_ZC` /
+/// `SENDMSG_ZC` (`send_zc.rs`).
+pub(super) fn entries(op: &mut OpIo, zc: &ZeroCopy) -> (squeue::Entry, Option<squeue::Entry>) {
     let timed = op.kind != OpKind::Timer && op.arm_deadline();
-    let e = entry(op);
+    let e = entry(op, zc);
     if !timed {
         return (e, None);
     }
@@ -77,7 +81,7 @@ fn timespec(op: &OpIo) -> *const Timespec {
 }
 
 /// The operation's own SQE (see [`entries`]).
-fn entry(op: &mut OpIo) -> squeue::Entry {
+fn entry(op: &mut OpIo, zc: &ZeroCopy) -> squeue::Entry {
     let fd = Fd(op.fd.raw);
     let e = match op.kind {
         OpKind::Nop => opcode::Nop::new().build(),
@@ -112,18 +116,25 @@ fn entry(op: &mut OpIo) -> squeue::Entry {
         // One-shot: completes with the ready mask (reported as 0).
         OpKind::Readable => opcode::PollAdd::new(fd, libc::POLLIN as u32).build(),
         OpKind::Send => {
-            let whole = waitall(op);
+            let flags = libc::MSG_NOSIGNAL | waitall(op);
             let (ptr, len) = op.out_bytes();
-            opcode::Send::new(fd, ptr, len as u32)
-                .flags(libc::MSG_NOSIGNAL | whole)
-                .build()
+            if zc.wants(len, false, op.fd.raw, &op.fd.state().uring_tcp) {
+                zc.send(fd, ptr, len as u32, flags)
+            } else {
+                opcode::Send::new(fd, ptr, len as u32).flags(flags).build()
+            }
         }
         OpKind::RecvVectored => opcode::RecvMsg::new(fd, &mut op.extra().msg).build(),
         OpKind::SendVectored => {
-            let whole = waitall(op) as u32;
-            opcode::SendMsg::new(fd, &op.extra().msg)
-                .flags(libc::MSG_NOSIGNAL as u32 | whole)
-                .build()
+            let flags = libc::MSG_NOSIGNAL as u32 | waitall(op) as u32;
+            let len = op.total() - op.done;
+            if zc.wants(len, true, op.fd.raw, &op.fd.state().uring_tcp) {
+                zc.send_msg(fd, &op.extra().msg, flags)
+            } else {
+                opcode::SendMsg::new(fd, &op.extra().msg)
+                    .flags(flags)
+                    .build()
+            }
         }
         OpKind::Accept => {
             let ex = op.extra();

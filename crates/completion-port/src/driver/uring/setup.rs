@@ -12,7 +12,9 @@ use crate::driver::Config;
 /// which closing a port uses to cancel everything in flight.
 const MIN_KERNEL: (u32, u32) = (5, 19);
 
-pub(super) fn open(cfg: Config) -> io::Result<IoUring> {
+/// Opens the ring; also returns the kernel's opcode probe (for the
+/// optional opcodes, `send_zc.rs`).
+pub(super) fn open(cfg: Config) -> io::Result<(IoUring, Probe)> {
     check_kernel_version()?;
     let ring = IoUring::builder()
         // SUBMIT_ALL: keep submitting the rest of a batch when one entry
@@ -55,7 +57,7 @@ pub(super) fn open(cfg: Config) -> io::Result<IoUring> {
     if !missing.is_empty() {
         return Err(unsupported(&format!("the opcodes {}", missing.join(", "))));
     }
-    Ok(ring)
+    Ok((ring, probe))
 }
 
 fn unsupported(what: &str) -> io::Error {
@@ -69,11 +71,29 @@ fn unsupported(what: &str) -> io::Error {
 }
 
 fn check_kernel_version() -> io::Result<()> {
+    let Some((major, minor, release)) = kernel_release() else {
+        return Ok(()); // cannot tell: let the feature checks decide
+    };
+    if (major, minor) < MIN_KERNEL {
+        return Err(unsupported(&format!(
+            "features of newer kernels (this is {release})"
+        )));
+    }
+    Ok(())
+}
+
+/// The running kernel's (major, minor) version, (0, 0) when unknown.
+pub(super) fn kernel_version() -> (u32, u32) {
+    kernel_release().map_or((0, 0), |(major, minor, _)| (major, minor))
+}
+
+/// The running kernel's major and minor version and release string.
+fn kernel_release() -> Option<(u32, u32, String)> {
     // SAFETY: `uname` fills the zeroed struct it is given.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: `u` is a valid, writable utsname.
     if unsafe { libc::uname(&mut u) } != 0 {
-        return Ok(()); // cannot tell: let the feature checks decide
+        return None;
     }
     // SAFETY: `release` is NUL-terminated by the kernel.
     let release = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }
@@ -84,12 +104,7 @@ fn check_kernel_version() -> io::Result<()> {
         .filter(|s| !s.is_empty());
     let major: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     let minor: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    if (major, minor) < MIN_KERNEL {
-        return Err(unsupported(&format!(
-            "features of newer kernels (this is {release})"
-        )));
-    }
-    Ok(())
+    Some((major, minor, release))
 }
 
 /// What `io_uring_setup` failed with, and what to change.
