@@ -10,6 +10,7 @@
 //! - [Timers](#timers)
 //! - [Shutting down cleanly](#shutting-down-cleanly)
 //! - [Reusing buffers](#reusing-buffers)
+//! - [Many idle connections: pooled receives](#many-idle-connections-pooled-receives)
 //! - [Files](#files)
 //! - [Sending a file over a socket](#sending-a-file-over-a-socket)
 //! - [Blocking inside a handler](#blocking-inside-a-handler)
@@ -306,6 +307,68 @@
 //! buf.set_spare_limit(None);
 //! pool.push(buf); // back to the pool, allocation kept
 //! assert!(pool.iter().all(|b| b.capacity() == 16 << 10));
+//! # Ok(()) }
+//! ```
+//!
+//! # Many idle connections: pooled receives
+//! A receive that owns its buffer holds it while the connection is idle.
+//! A [`BufPool`](crate::BufPool) shared by every connection lends a buffer
+//! only once data is there ([`Handle::recv_pooled`]); the packet hands it
+//! over as a [`PooledBuf`](crate::PooledBuf), which returns to the pool when
+//! dropped — so drop it (or copy out of it) soon. Data that finds every
+//! buffer out ends the receive with
+//! [`is_pool_exhausted`](crate::is_pool_exhausted) and stays in the socket.
+//! Do not issue that receive again at once (under load it would only fail
+//! again, and spin): park the connection, and issue one parked receive each
+//! time you drop a buffer. [`buf_pool`](crate::buf_pool) has the details.
+//!
+//! ```
+//! use completion_port::{is_pool_exhausted, Handle, Port};
+//! use std::io::Write;
+//! use std::time::Duration;
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let port = Port::<usize>::new(0)?;
+//! let pool = port.buf_pool(2, 4096)?; // 2 buffers for 8 connections
+//! let mut peers = Vec::new();
+//! let mut conns: Vec<Handle<usize>> = Vec::new();
+//! for i in 0..8 {
+//!     let (ours, peer) = std::os::unix::net::UnixStream::pair()?;
+//!     let conn = port.associate(ours, i)?;
+//!     conn.recv_pooled(&pool, i)?; // waits without a buffer
+//!     conns.push(conn);
+//!     peers.push(peer);
+//! }
+//! for (i, p) in peers.iter_mut().enumerate() {
+//!     p.write_all(format!("hello from {i}").as_bytes())?;
+//! }
+//! let mut parked: Vec<usize> = Vec::new(); // connections waiting for a buffer
+//! let mut served = 0;
+//! while served < 8 {
+//!     let mut p = port.get(Some(Duration::from_secs(10)))?;
+//!     let i = p.context;
+//!     match p.result {
+//!         Ok(n) => {
+//!             let buf = p.take_pooled().expect("bytes come in a pooled buffer");
+//!             assert_eq!(&buf[..n], format!("hello from {i}").as_bytes());
+//!             served += 1;
+//!             drop(buf); // back to the pool: one parked connection may use it
+//!             if let Some(j) = parked.pop() {
+//!                 conns[j].recv_pooled(&pool, j)?;
+//!             }
+//!         }
+//!         Err(e) if is_pool_exhausted(&e) => {
+//!             parked.push(i);
+//!             if pool.in_use() == 0 {
+//!                 // Every buffer came back already: nobody will drop one.
+//!                 let j = parked.pop().unwrap();
+//!                 conns[j].recv_pooled(&pool, j)?;
+//!             }
+//!         }
+//!         Err(e) => return Err(e),
+//!     }
+//! }
+//! assert_eq!(pool.in_use(), 0);
 //! # Ok(()) }
 //! ```
 //!

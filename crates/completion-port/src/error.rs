@@ -221,3 +221,36 @@ impl<C> From<Rejected<C>> for io::Error {
         r.error
     }
 }
+
+/// The payload of the error of a pooled receive that found its pool empty.
+#[derive(Debug)]
+struct PoolExhausted {
+    /// The pool, described.
+    what: String,
+}
+
+impl fmt::Display for PoolExhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "recv_pooled: data arrived but the buffer pool had no free buffer (ENOBUFS; the pool \
+             has {}): the data stays in the socket; drop PooledBufs sooner or make the pool \
+             larger, and receive again",
+            self.what
+        )
+    }
+}
+
+impl Error for PoolExhausted {}
+
+/// The error of a pooled receive that found its pool (described by
+/// `what`) empty when data arrived (kind `OutOfMemory`).
+pub(crate) fn pool_exhausted(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::OutOfMemory, PoolExhausted { what })
+}
+
+/// Whether `e` is the error of a pooled receive that found its pool empty
+/// when data arrived (see [`buf_pool`](crate::buf_pool)).
+pub fn is_pool_exhausted(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<PoolExhausted>())
+}

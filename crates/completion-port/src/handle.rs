@@ -366,6 +366,11 @@ impl<C: Send + 'static> Handle<C> {
         self.inner.core.submit(rec)
     }
 
+    /// The id of the port the handle belongs to (`Core::id`).
+    pub(crate) fn port_id(&self) -> u64 {
+        self.inner.core.id()
+    }
+
     /// The handle's fd owner.
     pub(crate) fn owner(&self) -> &Arc<FdOwner> {
         &self.inner.owner

@@ -69,6 +69,7 @@
 #![warn(missing_docs)]
 
 pub mod buf;
+pub mod buf_pool;
 pub mod cookbook;
 mod core;
 mod driver;
@@ -79,6 +80,7 @@ pub mod port;
 mod sync;
 
 pub use buf::Buf;
+pub use buf_pool::{is_pool_exhausted, BufPool, PooledBuf};
 pub use driver::Backend;
 pub use error::{is_aborted, is_port_closed, is_port_forked, GetError, Rejected};
 pub use handle::{AssociateError, Handle};

@@ -6,7 +6,10 @@
 //! refusal, the child's `get` dequeued its copy of the posted packet, and
 //! dropping its handle cancelled the parent's receive (io_uring: the
 //! cancel went into the shared ring) or deregistered its socket (epoll:
-//! `EPOLL_CTL_DEL` on the shared instance).
+//! `EPOLL_CTL_DEL` on the shared instance). A buffer pool's last copy
+//! dropped in the child leaves the parent's buffer ring registered (before,
+//! it unregistered the parent's group: the parent's next pooled receive
+//! found no buffer).
 //!
 //! `fork` in a test binary: the test re-runs this binary as a child process
 //! (`CPORT_FORK_CHILD=<backend>`) that runs only `forking_process`, which
@@ -73,13 +76,18 @@ fn forking_process() {
     let h = port.associate(a, 1).unwrap();
     let recv = h.recv(Buf::with_capacity(16), 7).unwrap();
     port.post(2, 5, 8).unwrap();
+    // A pool with nothing in flight: the child drops the last reference
+    // to its copy, which must leave the parent's buffer ring registered.
+    let pool = port.buf_pool(2, 16).unwrap();
+    let (a2, mut b2) = UnixStream::pair().unwrap();
+    let h2 = port.associate(a2, 3).unwrap();
     // SAFETY: the child only runs `in_child` (no lock of another thread is
     // needed on its paths: each call is refused before taking any) and
     // leaves with `_exit`.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
     if pid == 0 {
-        let code = match in_child(port, h, recv) {
+        let code = match in_child_pooled(&port, &h2, pool).and_then(|()| in_child(port, h, recv)) {
             Ok(()) => 0,
             Err(why) => {
                 eprintln!("forked child: {why}");
@@ -95,14 +103,19 @@ fn forking_process() {
         Some(0),
         "{backend}: the forked child's checks failed"
     );
-    // The parent's port goes on.
+    // The parent's port goes on, and so does its pool.
+    h2.recv_pooled(&pool, 13).unwrap();
     b.write_all(b"ping").unwrap();
+    b2.write_all(b"pooled").unwrap();
     let mut got = HashMap::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let mut p = port
             .get(Some(WAIT))
             .unwrap_or_else(|e| panic!("{backend}: the parent's packets after the fork: {e:?}"));
-        let bytes = p.take_buf().map(|b| b.to_vec());
+        let bytes = p
+            .take_buf()
+            .map(|b| b.to_vec())
+            .or_else(|| p.take_pooled().map(|b| b.to_vec()));
         got.insert(
             p.context,
             (p.key, p.result.map_err(|e| e.to_string()), bytes),
@@ -113,6 +126,11 @@ fn forking_process() {
         got[&7],
         (1, Ok(4), Some(b"ping".to_vec())),
         "{backend}: the pending receive"
+    );
+    assert_eq!(
+        got[&13],
+        (3, Ok(6), Some(b"pooled".to_vec())),
+        "{backend}: the pending pooled receive"
     );
     println!("fork checks passed on {name}");
 }
@@ -135,6 +153,27 @@ fn wait_child(pid: libc::pid_t) -> Option<i32> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// In the forked child: a pooled receive and a new pool are refused with
+/// the fork error; dropping the inherited pool leaves the parent's buffer
+/// ring registered.
+fn in_child_pooled(
+    port: &Port<u32>,
+    h: &Handle<u32>,
+    pool: completion_port::BufPool,
+) -> Result<(), String> {
+    match h.recv_pooled(&pool, 14) {
+        Err(r) if is_port_forked(&r.error) && r.context == 14 => {}
+        Err(r) => return Err(format!("recv_pooled: not the fork error: {:?}", r.error)),
+        Ok(_) => return Err("recv_pooled accepted".into()),
+    }
+    match port.buf_pool(1, 8) {
+        Err(e) if is_port_forked(&e) => {}
+        other => return Err(format!("buf_pool: {other:?}")),
+    }
+    drop(pool);
+    Ok(())
 }
 
 /// In the forked child: every call on the inherited port fails with the

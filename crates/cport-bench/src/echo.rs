@@ -54,8 +54,8 @@ mod raw_uring;
 mod serve;
 
 pub(super) use child::{loadgen_child, raise_nofile};
-pub use ours::Pool;
 use ours::{Op, STOP};
+pub use ours::{Pool, POOL_EXHAUSTED};
 pub(super) use serve::serve;
 
 /// Which server a trial runs.
@@ -65,6 +65,9 @@ pub enum Server {
     Ours(Backend),
     /// Our port with a worker pool of its own shape (`handlers`).
     OursPool(ours::Pool),
+    /// Our port on this backend, with 2 workers, receiving with
+    /// `recv_pooled` from a pool of this many buffers (`pooled.rs`).
+    OursPooled(Backend, usize),
     /// The hand-written single-thread epoll loop.
     RawEpoll,
     /// The hand-written single-thread io_uring loop, its ring set up so.
@@ -129,7 +132,7 @@ pub struct Opts {
 }
 
 /// Workers of our server.
-const WORKERS: usize = 2;
+pub(super) const WORKERS: usize = 2;
 
 /// Runs one trial: start `server`, drive it, stop it.
 #[cfg(test)]
@@ -177,7 +180,7 @@ pub fn trial_with(server: Server, o: Opts) -> io::Result<EchoRun> {
     if o.measure_rss
         && !matches!(
             server,
-            Server::Ours(_) | Server::OursPool(_) | Server::RawEpoll
+            Server::Ours(_) | Server::OursPool(_) | Server::OursPooled(..) | Server::RawEpoll
         )
     {
         return Err(io::Error::other(
@@ -247,6 +250,13 @@ fn start(
             ours::start(listener, pool, size, cpu, costs, accepted.clone())
         }
         Server::OursPool(pool) => ours::start(listener, pool, size, cpu, costs, accepted.clone()),
+        Server::OursPooled(b, n) => {
+            let pool = ours::Pool {
+                pooled: Some(n),
+                ..ours::Pool::echo(b)
+            };
+            ours::start(listener, pool, size, cpu, costs, accepted.clone())
+        }
         Server::RawEpoll => peers::raw_epoll(listener, size, stop.clone(), cpu, accepted.clone()),
         Server::RawUring(setup) => raw_uring::raw_uring(listener, size, stop.clone(), cpu, setup),
         Server::Tokio(blocking) => peers::tokio(listener, size, stop.clone(), cpu, costs, blocking),
@@ -408,7 +418,7 @@ pub(super) fn run(s: &Settings, backend: Backend, peer: Server) -> io::Result<Ro
         (Server::Tokio(_), _) => ("echo_vs_tokio", "tokio (2 workers)", 1.0),
         (Server::Compio(1), _) => ("echo_vs_compio", "compio (1 runtime)", 1.1),
         (Server::Compio(_), _) => ("echo_vs_compio", "compio (2 runtimes)", 1.1),
-        (Server::Ours(_) | Server::OursPool(_), _) => {
+        (Server::Ours(_) | Server::OursPool(_) | Server::OursPooled(..), _) => {
             return Err(io::Error::other("echo: our port is not a peer"));
         }
     };
@@ -461,6 +471,8 @@ mod tests {
         for s in [
             Server::Ours(Backend::IoUring),
             Server::Ours(Backend::Epoll),
+            Server::OursPooled(Backend::IoUring, 16),
+            Server::OursPooled(Backend::Epoll, 16),
             Server::RawEpoll,
             Server::RawUring(raw_uring::Setup::Plain),
             Server::RawUring(raw_uring::Setup::Coop),

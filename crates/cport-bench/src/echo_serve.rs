@@ -19,10 +19,21 @@ use completion_port::Backend;
 use super::raw_uring::Setup;
 use super::{start, Server, RAW_URING, SIZE, TOKIO};
 
+/// Buffers of the pool of the `ours-pooled-*` servers.
+const POOLED_SERVE: usize = 4096;
+
 /// The servers by name.
-const NAMES: [(&str, Server); 8] = [
+const NAMES: [(&str, Server); 10] = [
     ("ours-io_uring", Server::Ours(Backend::IoUring)),
     ("ours-epoll", Server::Ours(Backend::Epoll)),
+    (
+        "ours-pooled-io_uring",
+        Server::OursPooled(Backend::IoUring, POOLED_SERVE),
+    ),
+    (
+        "ours-pooled-epoll",
+        Server::OursPooled(Backend::Epoll, POOLED_SERVE),
+    ),
     ("raw-epoll", Server::RawEpoll),
     ("raw-uring", RAW_URING),
     ("raw-uring-coop", Server::RawUring(Setup::Coop)),

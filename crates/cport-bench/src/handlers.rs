@@ -65,6 +65,7 @@ pub(super) fn run(s: &Settings, backend: Backend) -> io::Result<Vec<Row>> {
         workers: POOL_PER_CPU * cpus,
         concurrency: cpus,
         scope,
+        pooled: None,
     };
     let spawn_blocking = Server::Tokio(TokioBlocking::SpawnBlocking);
     let contests = [

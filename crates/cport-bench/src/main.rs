@@ -11,7 +11,7 @@
 //! the operations it saw complete and fails unless they match its work.
 //!
 //! The workloads live one per file (`queue.rs`, `nop.rs`, `echo.rs`,
-//! `mixed.rs`, `handlers.rs`, `scale.rs`, `file.rs`, `wake.rs`,
+//! `mixed.rs`, `handlers.rs`, `scale.rs`, `pooled.rs`, `file.rs`, `wake.rs`,
 //! `timers.rs`, `sends.rs`, `blocking.rs`; `yardstick.rs` checks the raw echo peers against each
 //! other); this file
 //! holds the command line, the run's settings and the dispatch to the
@@ -30,6 +30,7 @@ mod loadgen;
 mod meter;
 mod mixed;
 mod nop;
+mod pooled;
 mod queue;
 mod report;
 mod scale;
@@ -75,6 +76,10 @@ pub enum Workload {
     /// The echo at 10 000 connections against 50: throughput ratio and
     /// resident memory per connection.
     Scale,
+    /// Pooled receives (`recv_pooled`, one pool for all connections)
+    /// against a buffer per connection: echo at 50 connections (server CPU
+    /// per request) and at 10 000 (throughput and memory per connection).
+    Pooled,
     /// 4 KiB O_DIRECT random reads at queue depth 32 on a 1 GiB file (256
     /// MiB with --quick) against fio's io_uring engine on the same file.
     File,
@@ -114,7 +119,8 @@ pub enum Workload {
 /// compio), mixed (heavy-tailed CPU per request: throughput and p50/p99
 /// latency vs tokio and compio), handlers (10 % of handlers block 1 ms:
 /// throughput and p99 vs tokio and compio), scale (10 000 vs 50
-/// connections, memory per connection), file (O_DIRECT random reads vs
+/// connections, memory per connection), pooled (recv_pooled against a
+/// buffer per connection: CPU per request, memory per connection), file (O_DIRECT random reads vs
 /// fio), wake (post→wake latency vs Mutex+Condvar), timers (100 000
 /// pending timers vs tokio), sends (large sends, zero-copy on vs off),
 /// http (static files with wrk vs tokio and nginx), all; and blocking (the monitor's detection delay and cost; not
@@ -157,6 +163,10 @@ pub struct Args {
     /// the CPORT_BENCH_FIO environment variable.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Buffers of the pool of the `pooled` rows [default: 256 for
+    /// `echo_pooled`, 4096 for `scale_pooled`].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=32768))]
+    pub pool_buffers: Option<u64>,
     /// Build our ports with blocked-thread detection off (to measure what
     /// detection costs; `blocking` compares on and off itself).
     #[arg(long)]
@@ -398,6 +408,13 @@ fn run(a: Args) -> io::Result<()> {
     }
     if matches!(a.workload, Workload::Scale | Workload::All) {
         rows.extend(scale::run(&s, backend)?);
+    }
+    if matches!(a.workload, Workload::Pooled | Workload::All) {
+        rows.extend(pooled::run(
+            &s,
+            backend,
+            a.pool_buffers.map(|n| n as usize),
+        )?);
     }
     if matches!(a.workload, Workload::File | Workload::All) {
         rows.push(file::run(&s, backend)?);

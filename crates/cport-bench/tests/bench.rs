@@ -110,6 +110,8 @@ fn bench_all_quick_writes_every_row() {
             "scale",
             "scale_raw_epoll",
             "scale_vs_raw_epoll",
+            "echo_pooled",
+            "scale_pooled",
             "file",
             "wake",
             "timers",

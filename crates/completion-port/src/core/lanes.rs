@@ -51,7 +51,9 @@ impl Lane {
             | OpKind::Write
             | OpKind::SendFile
             | OpKind::Shutdown { .. } => Some(Lane::Send),
-            OpKind::Recv | OpKind::RecvVectored | OpKind::Read => Some(Lane::Recv),
+            OpKind::Recv | OpKind::RecvVectored | OpKind::RecvPooled | OpKind::Read => {
+                Some(Lane::Recv)
+            }
             // Waiting for readability consumes nothing: no order to keep.
             OpKind::Nop
             | OpKind::Accept

@@ -26,7 +26,7 @@ pub enum PacketKind {
     Read,
     /// `write_at` / `write`.
     Write,
-    /// `recv` / `recv_vectored`.
+    /// `recv` / `recv_vectored` / `recv_pooled`.
     Recv,
     /// `wait_readable`.
     Readable,
@@ -58,7 +58,7 @@ impl PacketKind {
             OpKind::Nop => PacketKind::Nop,
             OpKind::Read => PacketKind::Read,
             OpKind::Write => PacketKind::Write,
-            OpKind::Recv | OpKind::RecvVectored => PacketKind::Recv,
+            OpKind::Recv | OpKind::RecvVectored | OpKind::RecvPooled => PacketKind::Recv,
             OpKind::Readable => PacketKind::Readable,
             OpKind::Timer => PacketKind::Timer,
             OpKind::Fsync { .. } => PacketKind::Fsync,
@@ -173,6 +173,14 @@ impl<C> Packet<C> {
         }
     }
 
+    /// The buffer a [`recv_pooled`](crate::Handle::recv_pooled) received
+    /// into (once): `None` for other packets, or when it received nothing
+    /// (end of stream, an error). Dropping the packet without taking it
+    /// returns the buffer to its pool.
+    pub fn take_pooled(&mut self) -> Option<crate::driver::PooledBuf> {
+        self.op.as_mut()?.io.pool.as_mut()?.take()
+    }
+
     /// The metadata a `stat` read (`None` for other packets, or when it
     /// failed).
     pub fn stat(&self) -> Option<super::FileStat> {
@@ -243,6 +251,7 @@ impl<C> Packet<C> {
         }
         let accepted = self.take_accepted();
         let opened = self.take_opened();
+        let pooled = self.take_pooled();
         PacketParts {
             key: self.key,
             kind: self.kind,
@@ -252,6 +261,7 @@ impl<C> Packet<C> {
             bufs,
             accepted,
             opened,
+            pooled,
         }
     }
 }
@@ -276,6 +286,8 @@ pub struct PacketParts<C> {
     pub accepted: Option<Accepted>,
     /// The file of a successful open.
     pub opened: Option<std::fs::File>,
+    /// The buffer of a pooled receive that received bytes.
+    pub pooled: Option<crate::driver::PooledBuf>,
 }
 
 impl<C: fmt::Debug> fmt::Debug for Packet<C> {

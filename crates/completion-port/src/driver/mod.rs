@@ -20,6 +20,14 @@
 //! operation goes to the backend with a successful `submit` and comes back
 //! with its completion, exactly once.
 //!
+//! A pooled receive ([`OpKind::RecvPooled`], `pool.rs`) takes a buffer of
+//! its op's pool only when data is there (io_uring: the kernel picks it
+//! from the pool's buffer ring and names it in the CQE's flags; epoll: the
+//! backend takes one from the free list). Before reporting such an op the
+//! backend hands the buffer's id and the result to [`OpIo::pool_took`],
+//! which keeps the buffer for the packet or frees it; the raw result of an
+//! empty pool is `-ENOBUFS`.
+//!
 //! # The contract ([`Engine`])
 //! - `submit(op, defer)`: take the operation and start it. Either it is
 //!   accepted — [`Submitted::Queued`], then reported **exactly once**
@@ -71,6 +79,7 @@
 //! `cfg(loom)`, `model.rs` (a model engine for the loom tests of the core).
 
 mod op;
+mod pool;
 mod valgrind;
 
 pub(crate) mod epoll;
@@ -86,6 +95,9 @@ use std::time::Instant;
 pub(crate) use self::op::{
     FdRef, KernelTimespec, OpIo, OpKind, OpPtr, Splice, OFFSET_CURRENT, SPLICE_CHUNK,
 };
+pub use self::pool::PooledBuf;
+pub(crate) use self::pool::{PoolOp, PoolShared};
+pub(crate) use self::valgrind::mark_defined;
 
 /// One finished operation, as reported by a backend.
 pub(crate) struct Completion {
@@ -247,8 +259,9 @@ pub(crate) struct Driver {
 }
 
 enum Engines {
-    /// Boxed: the ring is large and the enum is moved around at open.
-    Uring(Box<uring::Ring>),
+    /// Shared (and boxed: the ring is large): a buffer pool keeps it open
+    /// until its buffer ring is unregistered (`uring/buf_ring.rs`).
+    Uring(std::sync::Arc<uring::Ring>),
     Epoll(epoll::Reactor),
     #[cfg(loom)]
     Model(std::sync::Arc<model::Model>),
@@ -279,10 +292,13 @@ impl Driver {
             b => b,
         };
         let (engine, fallback) = match backend {
-            Backend::IoUring => (Engines::Uring(Box::new(uring::Ring::open(cfg)?)), None),
+            Backend::IoUring => (
+                Engines::Uring(std::sync::Arc::new(uring::Ring::open(cfg)?)),
+                None,
+            ),
             Backend::Epoll => (Engines::Epoll(epoll::Reactor::open()?), None),
             Backend::Auto => match uring::Ring::open(cfg) {
-                Ok(r) => (Engines::Uring(Box::new(r)), None),
+                Ok(r) => (Engines::Uring(std::sync::Arc::new(r)), None),
                 Err(e) => {
                     let reason = e.to_string();
                     log_fallback_once(&reason);
@@ -313,6 +329,14 @@ impl Driver {
 
     pub(crate) fn fallback_reason(&self) -> Option<&str> {
         self.fallback.as_deref()
+    }
+
+    /// The io_uring engine, when it runs (for buffer pools: `buf_pool.rs`).
+    pub(crate) fn uring(&self) -> Option<&std::sync::Arc<uring::Ring>> {
+        match &self.engine {
+            Engines::Uring(r) => Some(r),
+            _ => None,
+        }
     }
 }
 

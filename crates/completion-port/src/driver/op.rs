@@ -17,7 +17,7 @@ use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use super::valgrind;
-use super::FdState;
+use super::{FdState, PoolOp};
 use crate::buf::Buffers;
 
 /// The operation, as the backends see it.
@@ -32,6 +32,9 @@ pub(crate) enum OpKind {
     Write,
     /// Receive into the spare capacity (never empty: refused at issue).
     Recv,
+    /// Receive into a buffer of [`OpIo::pool`], picked once data is there
+    /// (`buf_pool.rs`).
+    RecvPooled,
     /// Complete with 0 once the fd is readable (the zero-byte receive of
     /// IOCP servers: wait for data without lending a buffer).
     Readable,
@@ -158,6 +161,10 @@ pub(crate) struct OpIo {
     /// The time left, as the kernel reads it (io_uring's `TIMEOUT` and
     /// `LINK_TIMEOUT` take a pointer to it); written at each submission.
     pub(crate) ts: KernelTimespec,
+    /// Pooled receives: the pool, and the buffer the receive delivered
+    /// (`buf_pool.rs`). The backend records the buffer it took with
+    /// [`pool_took`](Self::pool_took) before it reports the completion.
+    pub(crate) pool: Option<PoolOp>,
 }
 
 /// `struct __kernel_timespec`.
@@ -257,6 +264,17 @@ impl OpIo {
             done: 0,
             deadline: None,
             ts: KernelTimespec::default(),
+            pool: None,
+        }
+    }
+
+    /// A pooled receive took buffer `id` from its pool and ended with
+    /// `res`: the op holds the buffer when `res > 0`, else it is freed at
+    /// once (`buf_pool.rs`, invariants). Called by the backend that owns
+    /// the op, before reporting it.
+    pub(crate) fn pool_took(&mut self, id: u16, res: i32) {
+        if let Some(p) = self.pool.as_mut() {
+            p.deliver(id, res);
         }
     }
 
@@ -434,6 +452,9 @@ impl OpIo {
             // It fired.
             return Ok(0);
         }
+        if self.kind == OpKind::RecvPooled {
+            return self.complete_pooled(res);
+        }
         if res < 0 {
             return Err(io::Error::from_raw_os_error(-res));
         }
@@ -502,10 +523,27 @@ impl OpIo {
             | OpKind::Fsync { .. }
             | OpKind::Fallocate { .. }
             | OpKind::Shutdown { .. } => return Ok(0),
-            OpKind::Timer | OpKind::SendFile => unreachable!("handled above"),
+            OpKind::Timer | OpKind::SendFile | OpKind::RecvPooled => unreachable!("handled above"),
             // Earlier submissions of a whole transfer count too.
             OpKind::Write | OpKind::Send | OpKind::SendVectored => return Ok(self.done + n),
         }
         Ok(n)
+    }
+
+    /// [`complete`](Self::complete) for a pooled receive: the count of the
+    /// bytes in the buffer it holds, `Ok(0)` at end of stream, or the error
+    /// (an empty pool named as such).
+    fn complete_pooled(&mut self, res: i32) -> io::Result<usize> {
+        let Some(p) = self.pool.as_ref() else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        match res {
+            r if r == -libc::ENOBUFS => Err(p.exhausted()),
+            r if r < 0 => Err(io::Error::from_raw_os_error(-r)),
+            0 => Ok(0),
+            // A count without a buffer cannot come from either backend.
+            _ if !p.holds() => Err(io::Error::from_raw_os_error(libc::EIO)),
+            r => Ok(r as usize),
+        }
     }
 }

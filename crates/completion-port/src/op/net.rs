@@ -3,6 +3,7 @@
 use socket2::SockAddr;
 
 use crate::buf::{Buf, Buffers};
+use crate::buf_pool::BufPool;
 use crate::core::Token;
 use crate::driver::OpKind;
 use crate::error::{invalid_input, Rejected};
@@ -53,6 +54,28 @@ impl<C: Send + 'static> Handle<C> {
         self.issue_checked(OpKind::Recv, 0, Buffers::One(buf), context, |b| {
             check_recv_room(spare(b)).or_else(|| check_len("receive", spare(b)))
         })
+    }
+
+    /// Receives into a buffer of `pool`, taken only once data is there: the
+    /// packet's result is the byte count (at most
+    /// [`BufPool::buf_size`]) and [`Packet::take_pooled`](crate::Packet::take_pooled)
+    /// hands over the buffer, which returns to the pool when dropped.
+    /// `Ok(0)` only when the peer closed (no buffer then). When data arrives
+    /// and the pool has no free buffer, the packet carries the
+    /// [`is_pool_exhausted`](crate::is_pool_exhausted) error and the data
+    /// stays in the socket. See [`buf_pool`](crate::buf_pool) for the
+    /// behaviour on both backends.
+    ///
+    /// Refused at once (`InvalidInput`) when `pool` was made for another
+    /// port.
+    pub fn recv_pooled(&self, pool: &BufPool, context: C) -> Result<Token, Rejected<C>> {
+        let p = match pool.op_for(self.port_id()) {
+            Ok(p) => p,
+            Err(e) => return Err(Rejected::new(e, context, Buffers::None)),
+        };
+        let mut rec = self.new_record(OpKind::RecvPooled, Buffers::None, context);
+        rec.io.pool = Some(p);
+        self.issue_record(rec)
     }
 
     /// Completes with `Ok(0)` once the socket (or pipe) has data to read, or

@@ -658,6 +658,11 @@ impl<C: Send + 'static> Port<C> {
         }
     }
 
+    /// The port's core.
+    pub(crate) fn core(&self) -> &Arc<Core<C>> {
+        &self.inner.core
+    }
+
     pub(crate) fn from_owner(inner: Arc<Owner<C>>) -> Port<C> {
         Port { inner }
     }

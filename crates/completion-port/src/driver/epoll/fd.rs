@@ -125,7 +125,12 @@ pub(super) fn classify(fd: RawFd) -> FdKind {
 pub(super) fn is_read_side(kind: OpKind) -> bool {
     matches!(
         kind,
-        OpKind::Recv | OpKind::RecvVectored | OpKind::Accept | OpKind::Read | OpKind::Readable
+        OpKind::Recv
+            | OpKind::RecvPooled
+            | OpKind::RecvVectored
+            | OpKind::Accept
+            | OpKind::Read
+            | OpKind::Readable
     )
 }
 
@@ -252,6 +257,7 @@ unsafe fn attempt_once(p: &mut Pending, kind: FdKind) -> Attempt {
                 };
                 settle(r, &mut retry)
             }
+            OpKind::RecvPooled => recv_pooled(op, &mut retry),
             OpKind::Readable => match ready_now(fd, libc::POLLIN) {
                 Ok(true) => Some(Attempt::Done(0)),
                 Ok(false) => Some(Attempt::WouldBlock),
@@ -320,6 +326,32 @@ unsafe fn attempt_once(p: &mut Pending, kind: FdKind) -> Attempt {
         }
         debug_assert!(retry);
     }
+}
+
+/// A pooled receive (`buf_pool.rs`): takes a free buffer and receives into
+/// it; the buffer is delivered with a positive count and freed otherwise.
+/// No buffer free: fails with `ENOBUFS` if data is there (as io_uring's
+/// buffer selection does), waits if not.
+fn recv_pooled(op: &mut OpIo, retry: &mut bool) -> Option<Attempt> {
+    let fd = op.fd.raw;
+    let p = op.pool.as_mut().expect("a pooled receive has its pool");
+    let Some((id, ptr, len)) = p.take_free() else {
+        return Some(match ready_now(fd, libc::POLLIN) {
+            Ok(true) => Attempt::Done(-libc::ENOBUFS),
+            Ok(false) => Attempt::WouldBlock,
+            Err(e) => Attempt::Done(-e),
+        });
+    };
+    // SAFETY: the pool gave us buffer `id`, `len` writable bytes that
+    // nobody else touches until we deliver or free it below.
+    let r = unsafe { libc::recv(fd, ptr.cast(), len, libc::MSG_DONTWAIT) };
+    let a = settle(r, retry);
+    match a {
+        Some(Attempt::Done(res)) => p.deliver(id, res),
+        // Would block or interrupted: give it back (the retry takes one again).
+        _ => p.deliver(id, 0),
+    }
+    a
 }
 
 /// A connect: started non-blocking once, then finished on writability.

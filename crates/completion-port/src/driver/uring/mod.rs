@@ -31,6 +31,7 @@
 //! finds the CQ full also checks the flag and flushes. A kernel without
 //! NODROP is refused at open.
 
+mod buf_ring;
 mod files;
 mod op;
 mod send_zc;
@@ -52,6 +53,7 @@ use crate::driver::{
 use send_zc::ZeroCopy;
 use timers::{Tick, Timers};
 
+pub(crate) use buf_ring::{page_size, BufRing};
 pub(crate) use files::FixedFile;
 
 /// `user_data` of the NOP that [`Ring::wake`] submits.
@@ -278,6 +280,11 @@ impl Ring {
                             Some(r) => res = r,
                             None => continue,
                         }
+                    }
+                    if let Some(id) = io_uring::cqueue::buffer_select(flags) {
+                        // A pooled receive took a buffer (`buf_pool.rs`).
+                        // SAFETY: the op is ours until reported, just below.
+                        unsafe { op.op() }.pool_took(id, res);
                     }
                     out.push(Completion { op, res });
                 }

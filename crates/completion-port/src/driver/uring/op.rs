@@ -12,6 +12,11 @@ use crate::driver::{KernelTimespec, OpIo, OpKind, SPLICE_CHUNK};
 /// The empty path of `statx(fd, "", AT_EMPTY_PATH)`.
 const EMPTY_PATH: &std::ffi::CStr = c"";
 
+/// `IORING_RECVSEND_POLL_FIRST` (Linux 5.19; the io_uring crate does not
+/// export it): a receive arms its poll before trying, so a pooled receive
+/// on an idle socket takes no buffer.
+const RECVSEND_POLL_FIRST: u16 = 1;
+
 /// A `statx` for the kernel to fill.
 fn zeroed_statx() -> libc::statx {
     // SAFETY: all-zero is a valid `statx` (plain integers).
@@ -100,6 +105,16 @@ fn entry(op: &mut OpIo, zc: &ZeroCopy) -> squeue::Entry {
         OpKind::Recv => {
             let b = op.bufs.one_mut();
             opcode::Recv::new(fd, b.spare_ptr(), b.spare_capacity() as u32).build()
+        }
+        // The kernel picks a buffer of the pool's group once data is there
+        // (poll first: an idle socket takes none); the CQE names it.
+        OpKind::RecvPooled => {
+            let p = op.pool.as_ref().expect("a pooled receive has its pool");
+            opcode::Recv::new(fd, std::ptr::null_mut(), p.buf_size())
+                .buf_group(p.group())
+                .ioprio(RECVSEND_POLL_FIRST)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
         }
         // One-shot: completes with the ready mask (reported as 0).
         OpKind::Readable => opcode::PollAdd::new(fd, libc::POLLIN as u32).build(),
