@@ -31,6 +31,7 @@
 mod op;
 mod setup;
 mod timers;
+mod wake;
 
 use std::io;
 use std::ptr::NonNull;
@@ -44,6 +45,7 @@ use crate::driver::{
     self, Completion, Config, Engine, FdRef, OpIo, OpKind, OpPtr, Reaped, Submitted,
 };
 use timers::{Tick, Timers};
+use wake::Doorbell;
 
 /// `user_data` of the NOP that [`Ring::wake`] submits.
 const WAKE: u64 = u64::MAX;
@@ -64,12 +66,16 @@ pub(crate) struct Ring {
     timers: Mutex<Timers>,
     /// A tick's CQE was seen: arm the next tick (`settle_ticks`).
     rearm: AtomicBool,
+    /// How `wake` reaches the leader (`wake.rs`).
+    bell: Doorbell,
 }
 
 impl Ring {
     pub(crate) fn open(cfg: Config) -> io::Result<Ring> {
+        let ring = setup::open(cfg)?;
         Ok(Ring {
-            ring: setup::open(cfg)?,
+            bell: Doorbell::open(&ring),
+            ring,
             sq: Mutex::new(false),
             cq: Mutex::new(()),
             timers: Mutex::new(Timers::new()),
@@ -236,6 +242,7 @@ impl Ring {
         for cqe in &mut cq {
             match cqe.user_data() {
                 WAKE => woke = true,
+                ud if Doorbell::owns(ud) => woke |= self.bell.reaped(ud, cqe.result()),
                 CANCEL | LINK_TIMEOUT => {}
                 ud if Timers::is_tick(ud) => {
                     let mut t = self.timers.lock();
@@ -255,6 +262,19 @@ impl Ring {
             res: -libc::ETIME,
         }));
         (woke, full)
+    }
+
+    /// Makes the leader's wait return with a NOP tagged [`WAKE`].
+    fn wake_nop(&self, spill: &mut Vec<Completion>) {
+        let _sq = self.sq.lock();
+        let nop = opcode::Nop::new().build().user_data(WAKE);
+        // SAFETY: a NOP references no memory; we hold the SQ lock.
+        let r = unsafe { self.push(&nop, spill) }.and_then(|()| self.enter_submit(spill));
+        if let Err(e) = r {
+            // Only kernel resource errors are left; the leader still returns
+            // at its deadline or with the next completion.
+            tracing::warn!("io_uring: could not wake the waiting thread: {e}");
+        }
     }
 }
 
@@ -333,6 +353,8 @@ impl Engine for Ring {
         if woke || !out.is_empty() {
             return Ok(());
         }
+        // A futex doorbell's wait goes in with this enter (`wake.rs`).
+        self.settle_bell(false, out);
         let r = match deadline {
             None => self.ring.submitter().submit_and_wait(1),
             Some(d) => {
@@ -363,8 +385,10 @@ impl Engine for Ring {
         if self.cq.is_locked() {
             return Reaped::default();
         }
+        let swallowed_wake = self.drain(out);
+        self.settle_bell(true, out);
         Reaped {
-            swallowed_wake: self.drain(out),
+            swallowed_wake,
             complete: true,
         }
     }
@@ -372,22 +396,19 @@ impl Engine for Ring {
     /// Completions are posted to the CQ by the kernel itself: draining it
     /// is all a wait would add.
     fn poll(&self, out: &mut Vec<Completion>) -> Reaped {
+        let swallowed_wake = self.drain(out);
+        self.settle_bell(true, out);
         Reaped {
-            swallowed_wake: self.drain(out),
+            swallowed_wake,
             complete: true,
         }
     }
 
-    /// Makes the leader's wait return: a NOP tagged [`WAKE`].
+    /// Makes the leader's wait return: the doorbell (`wake.rs`), or a NOP
+    /// tagged [`WAKE`].
     fn wake(&self, spill: &mut Vec<Completion>) {
-        let _sq = self.sq.lock();
-        let nop = opcode::Nop::new().build().user_data(WAKE);
-        // SAFETY: a NOP references no memory; we hold the SQ lock.
-        let r = unsafe { self.push(&nop, spill) }.and_then(|()| self.enter_submit(spill));
-        if let Err(e) = r {
-            // Only kernel resource errors are left; the leader still returns
-            // at its deadline or with the next completion.
-            tracing::warn!("io_uring: could not wake the waiting thread: {e}");
+        if !self.ring_bell() {
+            self.wake_nop(spill);
         }
     }
 
