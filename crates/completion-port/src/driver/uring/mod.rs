@@ -17,8 +17,11 @@
 //!   entry goes with the next leader wait (`submit_and_wait`), the next
 //!   immediate submission of any thread, or [`Ring::flush`], which the port
 //!   calls at the issuing thread's next `get`, blocking scope or exit.
-//! - **Reserved `user_data`**: [`WAKE`] and [`CANCEL`]. Real ops carry the
-//!   address of their record, a heap pointer, which is never either value.
+//! - **Reserved `user_data`**: [`WAKE`], [`CANCEL`], [`LINK_TIMEOUT`] and
+//!   the doorbell's (`wake.rs`). Real ops carry the address of their
+//!   record, a heap pointer, which is never one of these values.
+//! - **Waking the leader** takes no SQ lock where the kernel allows
+//!   (`wake.rs`): the doorbell posts a [`WAKE`] CQE with one system call.
 //!
 //! # Never dropping a completion
 //! The ring requires `IORING_FEAT_NODROP`: when the CQ is full the kernel
@@ -47,7 +50,7 @@ use crate::driver::{
 use timers::{Tick, Timers};
 use wake::Doorbell;
 
-/// `user_data` of the NOP that [`Ring::wake`] submits.
+/// `user_data` of the CQE that wakes the leader (`wake.rs`).
 const WAKE: u64 = u64::MAX;
 /// `user_data` of the cancel-everything request of [`Ring::shutdown`].
 const CANCEL: u64 = u64::MAX - 1;
@@ -242,8 +245,7 @@ impl Ring {
         for cqe in &mut cq {
             match cqe.user_data() {
                 WAKE => woke = true,
-                ud if Doorbell::owns(ud) => woke |= self.bell.reaped(ud, cqe.result()),
-                CANCEL | LINK_TIMEOUT => {}
+                CANCEL | LINK_TIMEOUT | wake::PROBE => {}
                 ud if Timers::is_tick(ud) => {
                     let mut t = self.timers.lock();
                     t.tick_done(ud);
@@ -353,8 +355,6 @@ impl Engine for Ring {
         if woke || !out.is_empty() {
             return Ok(());
         }
-        // A futex doorbell's wait goes in with this enter (`wake.rs`).
-        self.settle_bell(false, out);
         let r = match deadline {
             None => self.ring.submitter().submit_and_wait(1),
             Some(d) => {
@@ -385,10 +385,8 @@ impl Engine for Ring {
         if self.cq.is_locked() {
             return Reaped::default();
         }
-        let swallowed_wake = self.drain(out);
-        self.settle_bell(true, out);
         Reaped {
-            swallowed_wake,
+            swallowed_wake: self.drain(out),
             complete: true,
         }
     }
@@ -396,10 +394,8 @@ impl Engine for Ring {
     /// Completions are posted to the CQ by the kernel itself: draining it
     /// is all a wait would add.
     fn poll(&self, out: &mut Vec<Completion>) -> Reaped {
-        let swallowed_wake = self.drain(out);
-        self.settle_bell(true, out);
         Reaped {
-            swallowed_wake,
+            swallowed_wake: self.drain(out),
             complete: true,
         }
     }
