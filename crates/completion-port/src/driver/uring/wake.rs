@@ -275,4 +275,41 @@ mod tests {
             wakes_reach(&ring, 2);
         }
     }
+
+    /// Not a test: the cost of one wake with nobody asleep (no wake-up to
+    /// pay for), the doorbell's own price, printed. BENCHMARKS.md, "Waking
+    /// the leader". Run: `cargo test --release -p completion-port --lib
+    /// wake_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement; run with --release --ignored --nocapture"]
+    fn wake_cost() {
+        fn thread_cpu_ns() -> u64 {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `ts` is a valid, writable timespec.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+            ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+        }
+        const N: u64 = 200_000;
+        for round in 0..3 {
+            for msg in [false, true] {
+                let ring = ring(msg);
+                let (mut out, mut spill) = (Vec::new(), Vec::new());
+                let start = thread_cpu_ns();
+                for i in 0..N {
+                    ring.wake(&mut spill);
+                    if i % 32 == 31 {
+                        assert!(ring.reap(&mut out).swallowed_wake);
+                    }
+                }
+                let ns = (thread_cpu_ns() - start) as f64 / N as f64;
+                eprintln!(
+                    "round {round}: {}: {ns:.0} ns of CPU per wake",
+                    ring.bell.kind()
+                );
+            }
+        }
+    }
 }
