@@ -19,9 +19,12 @@
 //!
 //! A futex doorbell (`IORING_OP_FUTEX_WAIT`, Linux 6.7: the leader arms a
 //! wait on a word, `wake` sets the word and calls `FUTEX_WAKE`) was built
-//! and measured too: no faster than the NOP, and its completion runs as
-//! task work on the thread that armed it, an extra hop. BENCHMARKS.md,
-//! "Waking the leader", has the numbers of all three.
+//! and measured too: no better than the NOP on wake-up latency, and its
+//! completion runs as task work on the thread that armed it, an extra
+//! hop. BENCHMARKS.md, "Waking the leader", has the numbers of all three.
+//!
+//! The epoll backend wakes its leader by writing an eventfd
+//! (`driver/epoll/mod.rs`).
 
 use std::io;
 use std::os::fd::AsRawFd;
