@@ -12,7 +12,9 @@
 //! waiter waits on the condition variable.
 //!
 //! The ratio is ours/peer of the median wake-up latency: lower is better.
-//! CPU/op includes the poster's spin-waits, so it says little here.
+//! CPU/op includes the poster's spin-waits, so it says little here; the
+//! poster's own cost is measured apart: its thread CPU time inside each
+//! `post` (or store-and-notify), reported as an extra number of the row.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,8 +25,8 @@ use completion_port::{Backend, GetError};
 use hdrhistogram::Histogram;
 
 use super::{
-    join_all, ns_histogram, open_port, run_on_thread, run_pairs, spawn_pinned, Contest, Lat, Meter,
-    RatioKind, Row, Sample, Settings,
+    join_all, median, ns_histogram, open_port, run_on_thread, run_pairs, spawn_pinned, Contest,
+    Extra, Lat, Meter, RatioKind, Row, Sample, Settings,
 };
 
 const POSTER_SLOT: usize = 0;
@@ -62,7 +64,21 @@ fn ns_since(base: Instant) -> u64 {
     base.elapsed().as_nanos() as u64
 }
 
-fn ours(n: u64, backend: Backend, waiter_cpu: Option<usize>) -> io::Result<Sample> {
+/// The calling thread's CPU time, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A trial's sample and its poster's CPU time per post, in nanoseconds.
+type Trial = (Sample, f64);
+
+fn ours(n: u64, backend: Backend, waiter_cpu: Option<usize>) -> io::Result<Trial> {
     let port = open_port::<u64>(backend, 1)?;
     let ack = Arc::new(AtomicU64::new(0));
     let base = Instant::now();
@@ -87,11 +103,14 @@ fn ours(n: u64, backend: Backend, waiter_cpu: Option<usize>) -> io::Result<Sampl
         })?
     };
     let meter = Meter::start();
+    let mut posting = 0;
     let r = (|| -> io::Result<()> {
         for i in 0..n {
             wait_ack(&ack, i)?;
             spin_for(GAP);
+            let t = thread_cpu_ns();
             port.post(0, 0, ns_since(base))?;
+            posting += thread_cpu_ns() - t;
         }
         wait_ack(&ack, n)
     })();
@@ -108,7 +127,7 @@ fn ours(n: u64, backend: Backend, waiter_cpu: Option<usize>) -> io::Result<Sampl
     let h = h?;
     port.close();
     sample.lat = Some(Lat::of(&h));
-    Ok(sample)
+    Ok((sample, posting as f64 / n as f64))
 }
 
 /// The peer's shared slot: the posted time, or the stop flag.
@@ -117,7 +136,7 @@ struct Slot {
     cv: Condvar,
 }
 
-fn condvar(n: u64, waiter_cpu: Option<usize>) -> io::Result<Sample> {
+fn condvar(n: u64, waiter_cpu: Option<usize>) -> io::Result<Trial> {
     let slot = Arc::new(Slot {
         m: Mutex::new((None, false)),
         cv: Condvar::new(),
@@ -149,11 +168,14 @@ fn condvar(n: u64, waiter_cpu: Option<usize>) -> io::Result<Sample> {
         slot.cv.notify_one();
     };
     let meter = Meter::start();
+    let mut posting = 0;
     let r = (|| -> io::Result<()> {
         for i in 0..n {
             wait_ack(&ack, i)?;
             spin_for(GAP);
+            let t = thread_cpu_ns();
             set((Some(ns_since(base)), false));
+            posting += thread_cpu_ns() - t;
         }
         wait_ack(&ack, n)
     })();
@@ -164,12 +186,14 @@ fn condvar(n: u64, waiter_cpu: Option<usize>) -> io::Result<Sample> {
         .ok_or_else(|| io::Error::other("wake: no waiter"))?;
     r?;
     sample.lat = Some(Lat::of(&h?));
-    Ok(sample)
+    Ok((sample, posting as f64 / n as f64))
 }
 
 struct Wake<'a> {
     s: &'a Settings,
     backend: Backend,
+    /// Poster CPU per post of each trial (warm-ups included): ours, peer.
+    posting: (Vec<f64>, Vec<f64>),
 }
 
 impl Contest for Wake<'_> {
@@ -178,20 +202,29 @@ impl Contest for Wake<'_> {
     }
     fn ours(&mut self, n: u64) -> io::Result<Sample> {
         let (backend, cpu) = (self.backend, self.s.cpu_for(WAITER_SLOT));
-        run_on_thread("wake", self.s.cpu_for(POSTER_SLOT), move || {
+        let (sample, posting) = run_on_thread("wake", self.s.cpu_for(POSTER_SLOT), move || {
             ours(n, backend, cpu)
-        })
+        })?;
+        self.posting.0.push(posting);
+        Ok(sample)
     }
     fn peer(&mut self, n: u64) -> io::Result<Sample> {
         let cpu = self.s.cpu_for(WAITER_SLOT);
-        run_on_thread("wake", self.s.cpu_for(POSTER_SLOT), move || condvar(n, cpu))
+        let (sample, posting) =
+            run_on_thread("wake", self.s.cpu_for(POSTER_SLOT), move || condvar(n, cpu))?;
+        self.posting.1.push(posting);
+        Ok(sample)
     }
 }
 
 /// The `wake` row.
 pub(super) fn run(s: &Settings, backend: Backend) -> io::Result<Row> {
     let n = s.work(20_000, 3_000, 200, 1);
-    let mut c = Wake { s, backend };
+    let mut c = Wake {
+        s,
+        backend,
+        posting: (Vec::new(), Vec::new()),
+    };
     let (ours, peer) = run_pairs(
         s,
         &mut c,
@@ -216,6 +249,17 @@ pub(super) fn run(s: &Settings, backend: Backend) -> io::Result<Row> {
         target: Some(1.1),
         kind: RatioKind::P50,
         note: None,
-        extra: Vec::new(),
+        extra: vec![
+            Extra {
+                name: "poster CPU per post, ours (thread CPU time inside port.post, median of trials)",
+                value: median(c.posting.0),
+                unit: "ns",
+            },
+            Extra {
+                name: "poster CPU per store-and-notify, peer (median of trials)",
+                value: median(c.posting.1),
+                unit: "ns",
+            },
+        ],
     })
 }

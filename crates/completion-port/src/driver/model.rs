@@ -12,7 +12,7 @@
 //!   must rule out.
 //! - **Wake-ups**: `wake` sets a pending flag that the leader's `wait`
 //!   consumes; `reap` may consume it too and says so (io_uring's reaper
-//!   can drain the leader's `WAKE` NOP), when built with `swallows_wakes`.
+//!   can drain the leader's `WAKE` CQE), when built with `swallows_wakes`.
 
 use std::collections::VecDeque;
 use std::io;

@@ -17,8 +17,11 @@
 //!   entry goes with the next leader wait (`submit_and_wait`), the next
 //!   immediate submission of any thread, or [`Ring::flush`], which the port
 //!   calls at the issuing thread's next `get`, blocking scope or exit.
-//! - **Reserved `user_data`**: [`WAKE`] and [`CANCEL`]. Real ops carry the
-//!   address of their record, a heap pointer, which is never either value.
+//! - **Reserved `user_data`**: [`WAKE`], [`CANCEL`], [`LINK_TIMEOUT`] and
+//!   the doorbell's (`wake.rs`). Real ops carry the address of their
+//!   record, a heap pointer, which is never one of these values.
+//! - **Waking the leader** takes no SQ lock where the kernel allows
+//!   (`wake.rs`): the doorbell posts a [`WAKE`] CQE with one system call.
 //! - **Fixed files**: associated fds get a slot of the ring's registered
 //!   file table on first use and their SQEs name it (`files.rs`, which
 //!   says when a slot may be reused).
@@ -37,6 +40,7 @@ mod op;
 mod send_zc;
 mod setup;
 mod timers;
+mod wake;
 
 use std::io;
 use std::ptr::NonNull;
@@ -52,11 +56,12 @@ use crate::driver::{
 };
 use send_zc::ZeroCopy;
 use timers::{Tick, Timers};
+use wake::Doorbell;
 
 pub(crate) use buf_ring::{page_size, BufRing};
 pub(crate) use files::FixedFile;
 
-/// `user_data` of the NOP that [`Ring::wake`] submits.
+/// `user_data` of the CQE that wakes the leader (`wake.rs`).
 const WAKE: u64 = u64::MAX;
 /// `user_data` of the cancel-everything request of [`Ring::shutdown`].
 const CANCEL: u64 = u64::MAX - 1;
@@ -79,6 +84,8 @@ pub(crate) struct Ring {
     files: Option<Arc<files::Table>>,
     /// Zero-copy sends (`send_zc.rs`).
     zc: ZeroCopy,
+    /// How `wake` reaches the leader (`wake.rs`).
+    bell: Doorbell,
 }
 
 impl Ring {
@@ -86,6 +93,7 @@ impl Ring {
         let (ring, probe) = setup::open(cfg)?;
         let files = files::Table::open(&ring, cfg.fixed_files);
         Ok(Ring {
+            bell: Doorbell::open(&ring),
             ring,
             zc: ZeroCopy::new(cfg.send_zerocopy, &probe, setup::kernel_version()),
             sq: Mutex::new(false),
@@ -255,7 +263,7 @@ impl Ring {
         for cqe in &mut cq {
             match cqe.user_data() {
                 WAKE => woke = true,
-                CANCEL | LINK_TIMEOUT => {}
+                CANCEL | LINK_TIMEOUT | wake::PROBE => {}
                 ud if Timers::is_tick(ud) => {
                     let mut t = self.timers.lock();
                     t.tick_done(ud);
@@ -295,6 +303,19 @@ impl Ring {
             res: -libc::ETIME,
         }));
         (woke, full)
+    }
+
+    /// Makes the leader's wait return with a NOP tagged [`WAKE`].
+    fn wake_nop(&self, spill: &mut Vec<Completion>) {
+        let _sq = self.sq.lock();
+        let nop = opcode::Nop::new().build().user_data(WAKE);
+        // SAFETY: a NOP references no memory; we hold the SQ lock.
+        let r = unsafe { self.push(&nop, spill) }.and_then(|()| self.enter_submit(spill));
+        if let Err(e) = r {
+            // Only kernel resource errors are left; the leader still returns
+            // at its deadline or with the next completion.
+            tracing::warn!("io_uring: could not wake the waiting thread: {e}");
+        }
     }
 }
 
@@ -427,16 +448,11 @@ impl Engine for Ring {
         }
     }
 
-    /// Makes the leader's wait return: a NOP tagged [`WAKE`].
+    /// Makes the leader's wait return: the doorbell (`wake.rs`), or a NOP
+    /// tagged [`WAKE`].
     fn wake(&self, spill: &mut Vec<Completion>) {
-        let _sq = self.sq.lock();
-        let nop = opcode::Nop::new().build().user_data(WAKE);
-        // SAFETY: a NOP references no memory; we hold the SQ lock.
-        let r = unsafe { self.push(&nop, spill) }.and_then(|()| self.enter_submit(spill));
-        if let Err(e) = r {
-            // Only kernel resource errors are left; the leader still returns
-            // at its deadline or with the next completion.
-            tracing::warn!("io_uring: could not wake the waiting thread: {e}");
+        if !self.ring_bell() {
+            self.wake_nop(spill);
         }
     }
 
