@@ -20,6 +20,7 @@
 
 use std::io;
 use std::mem;
+use std::sync::Arc;
 
 use super::fd::{FdOwner, InFlightOp};
 use super::record::{Notify, RecordBox};
@@ -32,6 +33,8 @@ use crate::sync::Ordering;
 
 impl<C: Send + 'static> Core<C> {
     /// Hands an operation to the backend. On refusal everything comes back.
+    /// The caller holds a reference to the record's fd owner (a handle, or
+    /// the port for its own fd) for the whole call.
     pub(crate) fn submit(&self, mut rec: RecordBox<C>) -> Result<Token, Rejected<C>> {
         if let Some(e) = self.fork_refusal() {
             return Err(refused(rec, e));
@@ -39,13 +42,18 @@ impl<C: Send + 'static> Core<C> {
         let token = rec.token;
         let notify = rec.notify;
         rec.io.prepare();
-        let owner = rec.owner.clone();
+        // Borrowed without a count (no atomic read-modify-write pair per
+        // operation): the record is handed away below, and may even be freed
+        // by its completion once the lock is released, but the caller's own
+        // reference keeps the owner alive for the whole call (above).
+        // SAFETY: alive for this call, as just said.
+        let owner: &FdOwner = unsafe { &*Arc::as_ptr(&rec.owner) };
         let mut reg = owner.inflight();
         if reg.closed {
             drop(reg);
             return Err(refused(rec, handle_closed()));
         }
-        rec.lane = self.lane_for(&owner, rec.io.kind);
+        rec.lane = self.lane_for(owner, rec.io.kind);
         let lane = rec.lane;
         // Registered before submitting (the op may complete at once), and
         // the lock kept until the backend has it (module docs).
