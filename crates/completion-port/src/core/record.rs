@@ -24,7 +24,7 @@ use std::ptr::{self, NonNull};
 
 use std::sync::Arc;
 
-use super::fd::FdOwner;
+use super::fd::{FdOwner, OwnerRef};
 use super::lanes::Lane;
 use super::token::{next_token, Token};
 use crate::buf::Buffers;
@@ -52,9 +52,10 @@ pub(crate) struct OpRecord<C> {
     /// Must stay the first field: backends get an [`OpPtr`] to it and the
     /// core casts it back to `*mut OpRecord<C>`.
     pub(crate) io: OpIo,
-    /// Keeps the fd open (and its number reserved) until this op is gone;
-    /// `io.fd` points into it.
-    pub(crate) owner: Arc<FdOwner>,
+    /// The fd's owner, which keeps the fd open (and its number reserved)
+    /// while this op is in flight (`fd.rs`: not counted, so used only while
+    /// the op is registered there); `io.fd` points into it.
+    pub(crate) owner: OwnerRef,
     pub(crate) key: usize,
     pub(crate) token: Token,
     pub(crate) notify: Notify,
@@ -63,6 +64,9 @@ pub(crate) struct OpRecord<C> {
     /// A second fd the operation uses (the file of a `send_file`), kept
     /// open until the operation is gone.
     pub(crate) also: Option<Arc<FdOwner>>,
+    /// Set when the op completes on a closed handle: its packet keeps the
+    /// fd open until it is dropped (`fd.rs`).
+    pub(crate) hold: Option<Arc<FdOwner>>,
     /// `Some` until the packet is built.
     pub(crate) ctx: Option<C>,
 }
@@ -79,12 +83,13 @@ impl<C> OpRecord<C> {
     ) -> RecordBox<C> {
         RecordBox::new(OpRecord {
             io: OpIo::new(kind, owner.driver_fd(), bufs),
-            owner: owner.clone(),
+            owner: OwnerRef::new(owner),
             key,
             token: next_token(),
             notify,
             lane: None,
             also: None,
+            hold: None,
             ctx: Some(ctx),
         })
     }

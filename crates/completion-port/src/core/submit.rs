@@ -20,6 +20,7 @@
 
 use std::io;
 use std::mem;
+use std::sync::Arc;
 
 use super::fd::{FdOwner, InFlightOp};
 use super::record::{Notify, RecordBox};
@@ -32,6 +33,8 @@ use crate::sync::Ordering;
 
 impl<C: Send + 'static> Core<C> {
     /// Hands an operation to the backend. On refusal everything comes back.
+    /// The caller holds a reference to the record's fd owner (a handle, or
+    /// the port for its own fd) for the whole call.
     pub(crate) fn submit(&self, mut rec: RecordBox<C>) -> Result<Token, Rejected<C>> {
         if let Some(e) = self.fork_refusal() {
             return Err(refused(rec, e));
@@ -39,13 +42,14 @@ impl<C: Send + 'static> Core<C> {
         let token = rec.token;
         let notify = rec.notify;
         rec.io.prepare();
-        let owner = rec.owner.clone();
+        // SAFETY: the caller holds a reference to the owner (above).
+        let owner = unsafe { rec.owner.get() };
         let mut reg = owner.inflight();
         if reg.closed {
             drop(reg);
             return Err(refused(rec, handle_closed()));
         }
-        rec.lane = self.lane_for(&owner, rec.io.kind);
+        rec.lane = self.lane_for(owner, rec.io.kind);
         let lane = rec.lane;
         // Registered before submitting (the op may complete at once), and
         // the lock kept until the backend has it (module docs).
@@ -78,8 +82,10 @@ impl<C: Send + 'static> Core<C> {
         let r = self.driver.submit(op, defer, &mut spill);
         if !matches!(r, Ok(Submitted::Queued)) {
             // Ours again: not in flight any more (nothing waits behind it
-            // in its lane: it was first).
-            reg.ops.remove(&token.0);
+            // in its lane: it was first). Not the last op of a closed fd
+            // (checked open above, under this lock hold): nothing kept.
+            let kept = reg.unregister(token.0);
+            debug_assert!(kept.is_none());
             if let Some(lane) = lane {
                 reg.lanes[lane as usize].busy = false;
             }
@@ -151,7 +157,10 @@ impl<C: Send + 'static> Core<C> {
     /// Closes a handle's fd for operations: nothing new is accepted on it,
     /// and every operation in flight is cancelled (each still yields its
     /// packet). Returns how many were cancelled; 0 when already closed.
-    pub(crate) fn close_fd(&self, owner: &FdOwner) -> usize {
+    /// With operations in flight, the fd's registry keeps a reference to
+    /// `owner` until the last of them is gone (`fd.rs`): the caller may drop
+    /// its own afterwards.
+    pub(crate) fn close_fd(&self, owner: &Arc<FdOwner>) -> usize {
         if self.forked() {
             return 0; // the operations in flight are the parent's (`fork.rs`)
         }
@@ -162,6 +171,10 @@ impl<C: Send + 'static> Core<C> {
                 return 0;
             }
             reg.closed = true;
+            if !reg.ops.is_empty() {
+                // Until the last one is unregistered (`fd.rs`).
+                reg.keep = Some(owner.clone());
+            }
             match self.cancel_locked(owner, &mut reg, None, &mut spill) {
                 Ok(n) => n,
                 Err(e) => {
@@ -216,11 +229,11 @@ fn refused<C>(mut rec: RecordBox<C>, error: io::Error) -> Rejected<C> {
 /// [`Core::close_fd`] without the context type: what a handle's last clone
 /// calls when it is dropped (`handle.rs`).
 pub(crate) trait CloseFd: Send + Sync {
-    fn close_fd(&self, owner: &FdOwner) -> usize;
+    fn close_fd(&self, owner: &Arc<FdOwner>) -> usize;
 }
 
 impl<C: Send + 'static> CloseFd for Core<C> {
-    fn close_fd(&self, owner: &FdOwner) -> usize {
+    fn close_fd(&self, owner: &Arc<FdOwner>) -> usize {
         Core::close_fd(self, owner)
     }
 }
