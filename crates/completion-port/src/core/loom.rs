@@ -29,7 +29,9 @@
 //!    closed (or cancelled) from another thread is either refused or yields
 //!    exactly one packet — never accepted and then lost; an operation the
 //!    kernel cancels on its own (an io_uring orphan) racing a user's cancel
-//!    still yields exactly one packet.
+//!    still yields exactly one packet; a handle dropped while its operations
+//!    complete keeps its fd owner alive for their records, and the fd open
+//!    until their packets are dropped.
 //!
 //! Ghost counters (plain `std` atomics: loom runs one thread at a time, so
 //! they follow the real interleaving without adding any) count packets
@@ -587,6 +589,54 @@ fn orphan_vs_user_cancel() {
         canceller.join().unwrap();
         assert_eq!(core.stats().in_flight, 0);
         assert_eq!((model.in_kernel(), model.unsubmitted()), (0, 0));
+        core.close();
+    });
+}
+
+/// A handle's last clone goes (`close_fd`, then its reference dropped)
+/// while its two operations complete. Records point at their fd's owner
+/// without counting (fd.rs): the close leaves a reference in the registry,
+/// the last unregistration takes it into its packet, the other packet takes
+/// a clone. So the owner outlives every record that points at it, each of
+/// the two packets comes once, and the fd closes only when both packets
+/// are dropped.
+#[test]
+fn handle_drop_vs_completions() {
+    builder(2).check(|| {
+        let ghosts = Arc::new(Ghosts::default());
+        let model = Arc::new(Model::new(false, true));
+        let core = core(2, false, &model);
+        let owner = Arc::new(FdOwner::new(devnull()).map_err(|e| e.0).unwrap());
+        let alive = Arc::downgrade(&owner);
+        for id in 0..2 {
+            assert!(core.submit(nop(&owner, id, &ghosts)).is_ok(), "accepted");
+        }
+        let closer = {
+            let core = core.clone();
+            thread::spawn(move || {
+                assert_eq!(core.close_fd(&owner), 2);
+                drop(owner); // the handle's own reference
+            })
+        };
+        let mut packets = Vec::new();
+        for _ in 0..2 {
+            let mut p = core.get(None).expect("a cancelled operation's packet");
+            assert!(crate::error::is_aborted(p.result.as_ref().unwrap_err()));
+            p.context.delivered = true;
+            ghosts.delivered[p.context.id].fetch_add(1, G);
+            packets.push(p);
+        }
+        closer.join().unwrap();
+        assert!(alive.upgrade().is_some(), "the packets hold the fd");
+        drop(packets.pop());
+        assert!(alive.upgrade().is_some(), "one packet still holds the fd");
+        drop(packets);
+        assert!(alive.upgrade().is_none(), "the fd closes with its last packet");
+        for id in 0..2 {
+            assert_eq!(ghosts.delivered[id].load(G), 1, "one packet per operation");
+        }
+        assert_eq!(core.stats().in_flight, 0);
+        running::exit_current();
         core.close();
     });
 }
