@@ -69,6 +69,16 @@
 //! the monitor sees the flag (and flushes) or the thread sees `Detected`
 //! (and flushes itself): no deferred operation is left behind by a thread
 //! the port no longer waits for.
+//!
+//! A batch costs one store and fence, not one per operation: a thread that
+//! finds `pending` still set after its push (a `SeqCst` load) does nothing
+//! more. The flag is then taken later in the `SeqCst` order by whoever
+//! takes it, and that taker's flush locks the backend's submission queue
+//! after this thread's push released it — had the taker locked it first,
+//! its swap would happen before this thread's load, which would then have
+//! read `false`. So the push is in the queue the taker submits. (Checked by
+//! the loom model `detection_flushes_deferred_submissions`, whose
+//! thread defers two operations.)
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -358,6 +368,12 @@ pub(crate) fn deferred() -> bool {
             let Some(cur) = c.as_ref() else {
                 return true;
             };
+            if cur.rec.pending.load(Ordering::SeqCst) {
+                // Still set by an earlier deferral, not yet taken (module
+                // docs, "a batch costs one store and fence"): whoever takes
+                // it flushes after this push.
+                return false;
+            }
             cur.rec.pending.store(true, Ordering::SeqCst);
             // Store, fence, load (module docs): the monitor fences between
             // its CAS on `state` and its look at `pending`.
