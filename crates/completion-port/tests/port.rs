@@ -668,7 +668,52 @@ fn waiters_share_out_posts_exactly_once(backend: Backend) {
     assert_eq!(port.stats().queued, 0);
 }
 
+/// `PortStats::dequeued` counts every packet once, whether it came by
+/// `get`, by `get_many`, straight from the leader's wait (nops reaped by
+/// the getter itself: core/direct.rs), or on another thread.
+fn dequeued_counts_every_packet(backend: Backend) {
+    let other = port::<usize>(backend, 1);
+    let port = port::<usize>(backend, 2);
+    for i in 0..150 {
+        port.post(0, 0, i).unwrap();
+    }
+    for _ in 0..100 {
+        port.get(Some(WAIT)).unwrap();
+    }
+    let mut out = Vec::new();
+    assert_eq!(port.get_many(&mut out, 50, Some(WAIT)).unwrap(), 50);
+    expect_timeout(port.get(Some(Duration::ZERO)));
+    assert_eq!(port.stats().dequeued, 150);
+    // Straight from the wait: nops reaped by this thread as the leader.
+    let h = port.associate(File::open("/dev/null").unwrap(), 1).unwrap();
+    for i in 0..10 {
+        h.nop(i).unwrap();
+    }
+    let mut got = 0;
+    while got < 10 {
+        out.clear();
+        got += port.get_many(&mut out, 10, Some(WAIT)).unwrap();
+    }
+    other.post(0, 0, 0).unwrap();
+    other.get(Some(WAIT)).unwrap();
+    assert_eq!(port.stats().dequeued, 160);
+    assert_eq!(other.stats().dequeued, 1);
+    for i in 0..5 {
+        port.post(0, 0, i).unwrap();
+    }
+    let p2 = port.clone();
+    thread::spawn(move || {
+        for _ in 0..5 {
+            p2.get(Some(WAIT)).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(port.stats().dequeued, 165);
+}
+
 per_backend! {
+    dequeued_counts_every_packet,
     fifo_order,
     lifo_release_of_posts,
     lifo_release_of_completions,

@@ -84,6 +84,7 @@
 mod accounting;
 mod after_unlock;
 mod close;
+mod direct;
 pub(crate) mod fd;
 mod file_stat;
 mod fork;
@@ -123,6 +124,7 @@ pub(crate) use self::submit::CloseFd;
 pub use self::token::Token;
 
 use self::after_unlock::AfterUnlock;
+use self::direct::Direct;
 use self::results::Results;
 use self::running::Accounting;
 use self::waiter::{Waiter, Wake};
@@ -198,6 +200,10 @@ struct Hot {
     /// plus one for a leader with `!leader_woken`. Written under the lock
     /// (`publish_sleepers`), read by posters without it.
     sleepers: AtomicUsize,
+    /// Parked threads (`State::waiters.len()`), written with `sleepers`:
+    /// a leader hands its packets straight to itself only when nobody is
+    /// parked (`direct.rs`).
+    parked: AtomicUsize,
     /// Set once by `close` (also mirrored in `State::closed`).
     closed: AtomicBool,
     /// Mirrors `State::leader` for readers without the lock: a thread
@@ -263,6 +269,7 @@ impl<C: Send + 'static> Core<C> {
             hot: CachePadded::new(Hot {
                 running: AtomicUsize::new(0),
                 sleepers: AtomicUsize::new(0),
+                parked: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
                 leading: AtomicBool::new(false),
             }),
@@ -389,6 +396,7 @@ impl<C: Send + 'static> Core<C> {
     /// the caller looks at the queue afterwards.
     fn publish_sleepers(&self, st: &State<C>) {
         let n = st.waiters.len() + usize::from(st.leader && !st.leader_woken);
+        self.hot.parked.store(st.waiters.len(), Ordering::SeqCst);
         self.hot.sleepers.store(n, Ordering::SeqCst);
         fence(Ordering::SeqCst);
     }
@@ -420,6 +428,41 @@ impl<C: Send + 'static> Core<C> {
 
     /// Dequeues one packet for the calling thread (windows-semantics §4.17, §1.3–1.5).
     pub(crate) fn get(&self, timeout: Option<Duration>) -> Result<Packet<C>, GetError> {
+        let mut one = Direct::One(None);
+        self.get_into(timeout, &mut one)?;
+        match one {
+            Direct::One(Some(p)) => Ok(p),
+            _ => unreachable!("a get that succeeded took a packet"),
+        }
+    }
+
+    /// Dequeues up to `max` (≥ 1) packets into `out`, waiting for the first
+    /// (windows-semantics §4.18). Returns how many.
+    pub(crate) fn get_many(
+        &self,
+        out: &mut Vec<Packet<C>>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize, GetError> {
+        let before = out.len();
+        let mut many = Direct::Many {
+            out: &mut *out,
+            max,
+            taken: 0,
+        };
+        self.get_into(timeout, &mut many)?;
+        let taken = many.taken();
+        self.take_more(out, max - taken);
+        Ok(out.len() - before)
+    }
+
+    /// `get` and `get_many`: takes at least one packet into `direct`
+    /// (more only straight from the leader's wait: `direct.rs`).
+    fn get_into(
+        &self,
+        timeout: Option<Duration>,
+        direct: &mut Direct<'_, C>,
+    ) -> Result<(), GetError> {
         if let Some(e) = self.fork_refusal() {
             return Err(GetError::Io(e));
         }
@@ -451,7 +494,8 @@ impl<C: Send + 'static> Core<C> {
                     self.flush();
                 }
                 running::counted(self.id, || self.me.clone() as Weak<dyn Accounting>);
-                return Ok(p);
+                direct.push(p);
+                return Ok(());
             }
             // Nothing queued (or closed): it stops counting (windows-semantics
             // §1.4). The loop below looks at the queue again.
@@ -477,7 +521,8 @@ impl<C: Send + 'static> Core<C> {
                         self.set_leader(&mut st, false);
                     }
                     self.dispatch(&mut st, &mut later);
-                    break Ok(p);
+                    direct.push(p);
+                    break Ok(());
                 }
                 self.release_slot();
                 // Nothing queued: collect ready completions without blocking.
@@ -526,7 +571,15 @@ impl<C: Send + 'static> Core<C> {
                 // the stack, breaking LIFO). The loop then lets this thread
                 // take a packet or lead on.
                 let r;
-                (st, r) = self.lead_once(st, deadline, &mut later);
+                (st, r) = self.lead_once(st, deadline, &mut later, Some(&mut *direct));
+                if direct.taken() > 0 {
+                    // Handed over straight from the wait, with a slot
+                    // (`direct.rs`). A wait error with completions is met
+                    // again by the next wait.
+                    self.set_leader(&mut st, false);
+                    self.dispatch(&mut st, &mut later);
+                    break Ok(());
+                }
                 if let Err(e) = r {
                     self.set_leader(&mut st, false);
                     self.dispatch(&mut st, &mut later);
@@ -549,7 +602,8 @@ impl<C: Send + 'static> Core<C> {
                 Some(Wake::Packet(p)) => {
                     // The giver counted this thread as running already.
                     running::counted(self.id, || self.me.clone() as Weak<dyn Accounting>);
-                    return Ok(p);
+                    direct.push(p);
+                    return Ok(());
                 }
                 Some(Wake::Closed) => return Err(GetError::Closed),
                 Some(Wake::Lead) => {
@@ -560,7 +614,10 @@ impl<C: Send + 'static> Core<C> {
                     // Timed out: settle the race with a giver under the lock.
                     st = self.state.lock();
                     match me.take() {
-                        Some(Wake::Packet(p)) => break Ok(p),
+                        Some(Wake::Packet(p)) => {
+                            direct.push(p);
+                            break Ok(());
+                        }
                         Some(Wake::Closed) => break Err(GetError::Closed),
                         Some(Wake::Lead) => leading = true,
                         None => {
@@ -670,6 +727,7 @@ impl<C: Send + 'static> Core<C> {
         }
         // Only decreases since the publication above: no fence needed.
         let n = st.waiters.len() + usize::from(st.leader && !st.leader_woken);
+        self.hot.parked.store(st.waiters.len(), Ordering::SeqCst);
         self.hot.sleepers.store(n, Ordering::SeqCst);
     }
 }

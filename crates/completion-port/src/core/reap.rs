@@ -17,7 +17,7 @@ use std::mem;
 use std::ops::{Deref, DerefMut};
 use std::time::Instant;
 
-
+use super::direct::Direct;
 use super::record::{Notify, OpRecord};
 use super::{AfterUnlock, Core, Delivery, State};
 use crate::core::Packet;
@@ -79,13 +79,15 @@ impl<C: Send + 'static> Core<C> {
     /// One kernel wait by the leader (the caller holds `st.leader`): waits
     /// without the lock (after doing the deferred work), re-locks, marks
     /// itself awake (so `dispatch` sends it no wake-up while it queues), and
-    /// queues what it reaped. Returns the re-taken lock and the wait's
-    /// outcome.
+    /// queues what it reaped — or hands the first packets straight to a
+    /// `get` (`direct`: `direct.rs`; it then holds a slot). Returns the
+    /// re-taken lock and the wait's outcome.
     pub(super) fn lead_once<'a>(
         &'a self,
         st: MutexGuard<'a, State<C>>,
         deadline: Option<Instant>,
         later: &mut AfterUnlock<C>,
+        direct: Option<&mut Direct<'_, C>>,
     ) -> (MutexGuard<'a, State<C>>, io::Result<()>) {
         drop(st);
         self.run(mem::take(later));
@@ -94,7 +96,11 @@ impl<C: Send + 'static> Core<C> {
         self.reaped
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.settle(&mut done);
-        let kept = self.queue_completions(&mut done);
+        let mut kept = match direct {
+            Some(d) => self.deliver_direct(&mut done, d, &mut later.drop),
+            None => false,
+        };
+        kept |= self.queue_completions(&mut done);
         let mut st = self.state.lock();
         st.leader_woken = true;
         self.after_queueing(&mut st, kept, later);

@@ -75,7 +75,7 @@ impl<C: Send + 'static> Core<C> {
                 st.leader_for_result = true;
                 self.publish_sleepers(&st);
                 let r;
-                (st, r) = self.lead_once(st, deadline, &mut later);
+                (st, r) = self.lead_once(st, deadline, &mut later, None);
                 st.leader = false;
                 st.leader_for_result = false;
                 self.dispatch(&mut st, &mut later);

@@ -250,11 +250,7 @@ impl<C: Send + 'static> Port<C> {
                 "get_many needs room for at least one packet",
             )));
         }
-        let first = self.inner.core.get(timeout)?;
-        let before = out.len();
-        out.push(first);
-        self.inner.core.take_more(out, max - 1);
-        Ok(out.len() - before)
+        self.inner.core.get_many(out, max, timeout)
     }
 
     /// Queues a packet carrying exactly `key`, `Ok(bytes)` and `context`;
