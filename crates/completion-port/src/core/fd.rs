@@ -3,33 +3,10 @@
 //!
 //! # Invariants
 //! - An fd number is in [`ASSOCIATED`] from association until its owner is
-//!   dropped, which happens only after the last handle clone is gone **and**
-//!   the last operation in flight on it has completed. So a double
-//!   association (the same open fd owned twice, which only `unsafe` code
-//!   can arrange) is refused, and a reused fd number is never confused with
-//!   the old one.
-//! - **Who keeps an owner alive while operations are in flight.** An
-//!   operation's record points at its owner without a reference count
-//!   ([`OwnerRef`]: no atomic read-modify-write per operation). While
-//!   `inflight.ops` is not empty the owner is kept alive by one of:
-//!   - a handle (`Arc<FdOwner>`): its last clone closes the fd
-//!     (`Core::close_fd`) *before* it drops its reference, and the close,
-//!     finding operations in flight, leaves a reference in `inflight.keep`;
-//!   - the port, for its own fd (timers, opens): `Core::close` reaps every
-//!     operation before the port's reference can go;
-//!   - once closed, `inflight.keep`: set by the close (under this lock) when
-//!     operations are in flight, and taken by whoever removes the last one
-//!     ([`InFlight::unregister`]). Nothing is registered after a close, so
-//!     `keep` is set at most once.
-//!
-//!   An operation that completes on a closed fd takes a counted reference
-//!   into its record (`OpRecord::hold`: `keep` itself for the last one, a
-//!   clone for the others), so the fd stays open until the packets of the
-//!   operations the close found are dropped — as it did when every record
-//!   counted. Any other reference (a `send_file`'s second fd,
-//!   `OpRecord::also`) is a counted one too. A record's [`OwnerRef`] is used
-//!   only while its operation is in `inflight.ops`, or under this lock
-//!   before it is removed.
+//!   dropped, which happens only after the last handle clone **and** the
+//!   last operation record that uses it are gone. So a double association
+//!   (the same open fd owned twice, which only `unsafe` code can arrange)
+//!   is refused, and a reused fd number is never confused with the old one.
 //! - Every operation in flight on the fd is in `inflight.ops`: registered
 //!   before the backend gets it, removed when its packet is built. A cancel
 //!   reaches an op only through this map and under its lock, so the record
@@ -44,8 +21,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
-use std::sync::Arc;
 
 use crate::sync::{Mutex, MutexGuard};
 
@@ -83,52 +58,6 @@ pub(crate) struct InFlight {
     pub(crate) closed: bool,
     /// Indexed by [`Lane`](super::lanes::Lane).
     pub(crate) lanes: [LaneState; 2],
-    /// The owner's own reference while it is closed with operations in
-    /// flight (module docs).
-    pub(crate) keep: Option<Arc<FdOwner>>,
-}
-
-impl InFlight {
-    /// Removes `token`'s operation. Returns the owner's kept reference when
-    /// that was the last operation of a closed fd (module docs): the caller
-    /// must not drop it under this lock (the owner may go with it).
-    #[must_use = "the kept reference must outlive this lock"]
-    pub(crate) fn unregister(&mut self, token: u64) -> Option<Arc<FdOwner>> {
-        self.ops.remove(&token);
-        if self.ops.is_empty() {
-            self.keep.take()
-        } else {
-            None
-        }
-    }
-}
-
-/// An operation record's pointer to its fd's owner: no reference count
-/// (module docs: while the operation is in flight, something else keeps
-/// the owner alive).
-#[derive(Clone, Copy)]
-pub(crate) struct OwnerRef(NonNull<FdOwner>);
-
-// SAFETY: a pointer to an `FdOwner`, which is `Sync`; it hands out only
-// shared references.
-unsafe impl Send for OwnerRef {}
-// SAFETY: as above.
-unsafe impl Sync for OwnerRef {}
-
-impl OwnerRef {
-    pub(crate) fn new(owner: &Arc<FdOwner>) -> OwnerRef {
-        OwnerRef(NonNull::from(&**owner))
-    }
-
-    /// The owner.
-    ///
-    /// # Safety
-    /// The record's operation must be in the owner's `inflight.ops` (or
-    /// its caller must hold a reference to the owner): module docs.
-    pub(crate) unsafe fn get<'a>(self) -> &'a FdOwner {
-        // SAFETY: alive, per the caller's contract.
-        unsafe { self.0.as_ref() }
-    }
 }
 
 /// One operation in flight.

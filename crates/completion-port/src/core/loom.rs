@@ -30,8 +30,7 @@
 //!    exactly one packet — never accepted and then lost; an operation the
 //!    kernel cancels on its own (an io_uring orphan) racing a user's cancel
 //!    still yields exactly one packet; a handle dropped while its operations
-//!    complete keeps its fd owner alive for their records, and the fd open
-//!    until their packets are dropped.
+//!    complete keeps its fd open until their packets are dropped.
 //!
 //! Ghost counters (plain `std` atomics: loom runs one thread at a time, so
 //! they follow the real interleaving without adding any) count packets
@@ -594,12 +593,9 @@ fn orphan_vs_user_cancel() {
 }
 
 /// A handle's last clone goes (`close_fd`, then its reference dropped)
-/// while its two operations complete. Records point at their fd's owner
-/// without counting (fd.rs): the close leaves a reference in the registry,
-/// the last unregistration takes it into its packet, the other packet takes
-/// a clone. So the owner outlives every record that points at it, each of
-/// the two packets comes once, and the fd closes only when both packets
-/// are dropped.
+/// while its two operations complete: each record counts a reference to
+/// the fd's owner, which its packet keeps (fd.rs), so each of the two
+/// packets comes once and the fd closes only when both are dropped.
 #[test]
 fn handle_drop_vs_completions() {
     builder(2).check(|| {

@@ -17,6 +17,8 @@ use std::mem;
 use std::ops::{Deref, DerefMut};
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use super::direct::Direct;
 use super::record::{Notify, OpRecord};
 use super::{AfterUnlock, Core, Delivery, State};
@@ -218,24 +220,14 @@ impl<C: Send + 'static> Core<C> {
         // SAFETY: every op this port's driver reports was submitted by
         // `Core::<C>::submit` (so it is an `OpRecord<C>`), and the driver
         // reports each exactly once.
-        let mut rec = unsafe { OpRecord::<C>::from_completion(c.op) };
-        rec.hold = {
-            // SAFETY: in flight until unregistered under this lock (fd.rs);
-            // the owner is not touched through `rec.owner` after it is
-            // released.
-            let mut reg = unsafe { rec.owner.get() }.inflight();
-            let kept = reg.unregister(rec.token.0);
+        let rec = unsafe { OpRecord::<C>::from_completion(c.op) };
+        {
+            let mut reg = rec.owner.inflight();
+            reg.ops.remove(&rec.token.0);
             if let Some(lane) = rec.lane {
                 self.lane_next(&mut reg, lane, more);
             }
-            // On a closed handle the packet holds the fd (fd.rs): the last
-            // one takes the registry's reference, the others a clone.
-            match kept {
-                Some(k) => Some(k),
-                None if reg.closed => reg.keep.clone(),
-                None => None,
-            }
-        };
+        }
         let mut p = Packet::completed(rec, c.res);
         match &self.hook {
             Some(hook) if hook(&mut p) == Delivery::Discard => None,
@@ -300,11 +292,10 @@ impl<C: Send + 'static> Core<C> {
                 // SAFETY: ours (above); every op this port's driver reports
                 // is an `OpRecord<C>`. Only shared fields are read.
                 let rec = unsafe { OpRecord::<C>::peek(c.op) };
-                (rec.owner, rec.token)
+                (Arc::as_ptr(&rec.owner), rec.token)
             };
-            // SAFETY: not yet unregistered (only `complete` does, later),
-            // so its owner is alive (fd.rs).
-            let reg = unsafe { owner.get() }.inflight();
+            // SAFETY: the record (ours) keeps its owner alive.
+            let reg = unsafe { &*owner }.inflight();
             let cancelled = reg.ops.get(&token.0).is_none_or(|e| e.cancelled);
             // SAFETY: ours, and no other reference to it is alive.
             let io = unsafe { c.op.op() };

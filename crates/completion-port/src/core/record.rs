@@ -24,7 +24,7 @@ use std::ptr::{self, NonNull};
 
 use std::sync::Arc;
 
-use super::fd::{FdOwner, OwnerRef};
+use super::fd::FdOwner;
 use super::lanes::Lane;
 use super::token::{next_token, Token};
 use crate::buf::Buffers;
@@ -52,10 +52,9 @@ pub(crate) struct OpRecord<C> {
     /// Must stay the first field: backends get an [`OpPtr`] to it and the
     /// core casts it back to `*mut OpRecord<C>`.
     pub(crate) io: OpIo,
-    /// The fd's owner, which keeps the fd open (and its number reserved)
-    /// while this op is in flight (`fd.rs`: not counted, so used only while
-    /// the op is registered there); `io.fd` points into it.
-    pub(crate) owner: OwnerRef,
+    /// Keeps the fd open (and its number reserved) until this op is gone;
+    /// `io.fd` points into it.
+    pub(crate) owner: Arc<FdOwner>,
     pub(crate) key: usize,
     pub(crate) token: Token,
     pub(crate) notify: Notify,
@@ -64,9 +63,6 @@ pub(crate) struct OpRecord<C> {
     /// A second fd the operation uses (the file of a `send_file`), kept
     /// open until the operation is gone.
     pub(crate) also: Option<Arc<FdOwner>>,
-    /// Set when the op completes on a closed handle: its packet keeps the
-    /// fd open until it is dropped (`fd.rs`).
-    pub(crate) hold: Option<Arc<FdOwner>>,
     /// `Some` until the packet is built.
     pub(crate) ctx: Option<C>,
 }
@@ -83,13 +79,12 @@ impl<C> OpRecord<C> {
     ) -> RecordBox<C> {
         RecordBox::new(OpRecord {
             io: OpIo::new(kind, owner.driver_fd(), bufs),
-            owner: OwnerRef::new(owner),
+            owner: owner.clone(),
             key,
             token: next_token(),
             notify,
             lane: None,
             also: None,
-            hold: None,
             ctx: Some(ctx),
         })
     }

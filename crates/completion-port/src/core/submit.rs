@@ -42,8 +42,12 @@ impl<C: Send + 'static> Core<C> {
         let token = rec.token;
         let notify = rec.notify;
         rec.io.prepare();
-        // SAFETY: the caller holds a reference to the owner (above).
-        let owner = unsafe { rec.owner.get() };
+        // Borrowed without a count (no atomic read-modify-write pair per
+        // operation): the record is handed away below, and may even be freed
+        // by its completion once the lock is released, but the caller's own
+        // reference keeps the owner alive for the whole call (above).
+        // SAFETY: alive for this call, as just said.
+        let owner: &FdOwner = unsafe { &*Arc::as_ptr(&rec.owner) };
         let mut reg = owner.inflight();
         if reg.closed {
             drop(reg);
@@ -82,10 +86,8 @@ impl<C: Send + 'static> Core<C> {
         let r = self.driver.submit(op, defer, &mut spill);
         if !matches!(r, Ok(Submitted::Queued)) {
             // Ours again: not in flight any more (nothing waits behind it
-            // in its lane: it was first). Not the last op of a closed fd
-            // (checked open above, under this lock hold): nothing kept.
-            let kept = reg.unregister(token.0);
-            debug_assert!(kept.is_none());
+            // in its lane: it was first).
+            reg.ops.remove(&token.0);
             if let Some(lane) = lane {
                 reg.lanes[lane as usize].busy = false;
             }
@@ -157,10 +159,7 @@ impl<C: Send + 'static> Core<C> {
     /// Closes a handle's fd for operations: nothing new is accepted on it,
     /// and every operation in flight is cancelled (each still yields its
     /// packet). Returns how many were cancelled; 0 when already closed.
-    /// With operations in flight, the fd's registry keeps a reference to
-    /// `owner` until the last of them is gone (`fd.rs`): the caller may drop
-    /// its own afterwards.
-    pub(crate) fn close_fd(&self, owner: &Arc<FdOwner>) -> usize {
+    pub(crate) fn close_fd(&self, owner: &FdOwner) -> usize {
         if self.forked() {
             return 0; // the operations in flight are the parent's (`fork.rs`)
         }
@@ -171,10 +170,6 @@ impl<C: Send + 'static> Core<C> {
                 return 0;
             }
             reg.closed = true;
-            if !reg.ops.is_empty() {
-                // Until the last one is unregistered (`fd.rs`).
-                reg.keep = Some(owner.clone());
-            }
             match self.cancel_locked(owner, &mut reg, None, &mut spill) {
                 Ok(n) => n,
                 Err(e) => {
@@ -229,11 +224,11 @@ fn refused<C>(mut rec: RecordBox<C>, error: io::Error) -> Rejected<C> {
 /// [`Core::close_fd`] without the context type: what a handle's last clone
 /// calls when it is dropped (`handle.rs`).
 pub(crate) trait CloseFd: Send + Sync {
-    fn close_fd(&self, owner: &Arc<FdOwner>) -> usize;
+    fn close_fd(&self, owner: &FdOwner) -> usize;
 }
 
 impl<C: Send + 'static> CloseFd for Core<C> {
-    fn close_fd(&self, owner: &Arc<FdOwner>) -> usize {
+    fn close_fd(&self, owner: &FdOwner) -> usize {
         Core::close_fd(self, owner)
     }
 }
