@@ -17,8 +17,10 @@
 //!   entry goes with the next leader wait (`submit_and_wait`), the next
 //!   immediate submission of any thread, or [`Ring::flush`], which the port
 //!   calls at the issuing thread's next `get`, blocking scope or exit.
-//! - **Reserved `user_data`**: [`WAKE`] and [`CANCEL`]. Real ops carry the
-//!   address of their record, a heap pointer, which is never either value.
+//! - **Reserved `user_data`**: [`WAKE`], [`CANCEL`] and [`LINK_TIMEOUT`];
+//!   timer ticks (`timers.rs`) and multishot accepts (`accept.rs`) carry
+//!   tagged values. Real ops carry the address of their record, a heap
+//!   pointer, which is never any of them.
 //!
 //! # Never dropping a completion
 //! The ring requires `IORING_FEAT_NODROP`: when the CQ is full the kernel
@@ -28,6 +30,7 @@
 //! finds the CQ full also checks the flag and flushes. A kernel without
 //! NODROP is refused at open.
 
+pub(super) mod accept;
 mod op;
 mod setup;
 mod timers;
@@ -64,6 +67,8 @@ pub(crate) struct Ring {
     timers: Mutex<Timers>,
     /// A tick's CQE was seen: arm the next tick (`settle_ticks`).
     rearm: AtomicBool,
+    /// Multishot accepts (`accept.rs`).
+    accepts: accept::Accepts,
 }
 
 impl Ring {
@@ -74,6 +79,7 @@ impl Ring {
             cq: Mutex::new(()),
             timers: Mutex::new(Timers::new()),
             rearm: AtomicBool::new(false),
+            accepts: accept::Accepts::new(cfg.multishot_accept),
         })
     }
 
@@ -195,6 +201,7 @@ impl Ring {
     fn drain(&self, out: &mut Vec<Completion>) -> bool {
         let woke = self.drain_all(out);
         self.settle_ticks(out);
+        self.settle_accepts(out);
         woke
     }
 
@@ -243,6 +250,7 @@ impl Ring {
                     t.due(&mut due);
                     self.rearm.store(true, Ordering::Release);
                 }
+                ud if accept::is_accept(ud) => self.accept_cqe(ud, cqe.result(), cqe.flags(), out),
                 ud => out.push(Completion {
                     // A real op's user_data is the non-null address of its record.
                     op: OpPtr(NonNull::new(ud as *mut OpIo).expect("CQE without an op record")),
@@ -293,6 +301,11 @@ impl Engine for Ring {
             };
             // SAFETY: we hold the SQ lock; the timespec lives in `timers`.
             unsafe { self.push_tick(tick, spill)? };
+        } else if let Some(r) = (io.kind == OpKind::Accept)
+            .then(|| self.submit_accept(op, defer, spill))
+            .flatten()
+        {
+            return r;
         } else {
             // SAFETY: the caller hands us exclusive ownership of the record;
             // nothing else references it until its CQE is reaped. We hold
@@ -425,6 +438,10 @@ impl Engine for Ring {
                 }
             }
         }
+        // Accepts waiting for a multishot's connection are ours too.
+        if self.cancel_accepts(fd, &mut kernel, all, spill)? && kernel.is_empty() {
+            return self.enter_submit(spill);
+        }
         if kernel.is_empty() {
             return Ok(());
         }
@@ -472,6 +489,11 @@ impl Engine for Ring {
         taken
     }
 
+    /// Ends the listener's multishot accept, if any (`accept.rs`).
+    fn close_fd(&self, fd: FdRef, spill: &mut Vec<Completion>) {
+        self.close_accepts(fd, spill)
+    }
+
     /// Refuses further submissions and cancels every op in flight.
     fn shutdown(&self, spill: &mut Vec<Completion>) {
         let mut closed = self.sq.lock();
@@ -484,6 +506,7 @@ impl Engine for Ring {
             op,
             res: -libc::ECANCELED,
         }));
+        self.shutdown_accepts(spill);
         let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
             .user_data(CANCEL);
@@ -492,5 +515,13 @@ impl Engine for Ring {
         if let Err(e) = r {
             tracing::warn!("io_uring: could not cancel operations at close: {e}");
         }
+    }
+}
+
+impl Drop for Ring {
+    /// Collects the last connections of multishot accepts still armed
+    /// (`accept.rs`), so none is leaked.
+    fn drop(&mut self) {
+        self.finish_accepts();
     }
 }
