@@ -170,16 +170,13 @@ impl<C: Send + 'static> Core<C> {
                 return 0;
             }
             reg.closed = true;
-            let n = match self.cancel_locked(owner, &mut reg, None, &mut spill) {
+            match self.cancel_locked(owner, &mut reg, None, &mut spill) {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!("completion port: cancelling at handle close failed: {e}");
                     0
                 }
-            };
-            // What the backend keeps for the fd besides operations.
-            self.driver.close_fd(owner.driver_fd(), &mut spill);
-            n
+            }
         };
         self.absorb(&mut spill);
         n

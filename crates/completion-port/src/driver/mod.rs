@@ -66,11 +66,6 @@
 //!   registry, decides which completions are such orphans; the backend
 //!   only re-issues them. Returns, per op, whether it was taken back into
 //!   flight (the others are reported as they were).
-//! - `close_fd(fd)`: the handle of `fd` was closed (its ops were just
-//!   cancelled, and no new one will come): release what the backend keeps
-//!   for it besides operations (io_uring: a multishot accept and its
-//!   queued connections). The core calls it once, under the fd's in-flight
-//!   lock; the fd is still open.
 //! - `shutdown()`: refuse new submissions and ask the kernel to cancel
 //!   everything in flight; the cancelled ops are still reported.
 //!
@@ -149,8 +144,6 @@ pub(crate) struct FdState {
     /// The io_uring backend: whether the fd is a TCP socket (zero-copy
     /// sends qualify), checked at its first large send.
     pub(crate) uring_tcp: OnceLock<bool>,
-    /// The io_uring backend: a listener's multishot accept (`uring/accept.rs`).
-    uring_accept: OnceLock<std::sync::Arc<uring::accept::Listener>>,
 }
 
 /// Timer operations ([`OpKind::Timer`]) fire on this grid: up to this much
@@ -195,8 +188,6 @@ pub(crate) trait Engine: Send + Sync {
         all: bool,
         spill: &mut Vec<Completion>,
     ) -> io::Result<()>;
-    /// The handle of `fd` was closed (module docs). Default: nothing.
-    fn close_fd(&self, _fd: FdRef, _spill: &mut Vec<Completion>) {}
     /// Starts again operations the kernel cancelled on its own.
     fn resubmit(&self, ops: &[OpPtr], spill: &mut Vec<Completion>) -> Vec<bool>;
     /// Refuses new submissions and cancels everything in flight.
@@ -259,8 +250,6 @@ pub(crate) struct Config {
     pub(crate) fixed_files: u32,
     /// Smallest send sent zero-copy (io_uring); 0: never.
     pub(crate) send_zerocopy: usize,
-    /// io_uring: multishot accept behind `Handle::accept` (`uring/accept.rs`).
-    pub(crate) multishot_accept: bool,
 }
 
 /// The engine of one port, and why it is not io_uring when `Auto` fell back.
@@ -392,10 +381,6 @@ impl Engine for Driver {
         spill: &mut Vec<Completion>,
     ) -> io::Result<()> {
         dispatch!(self, e => e.cancel(fd, targets, all, spill))
-    }
-
-    fn close_fd(&self, fd: FdRef, spill: &mut Vec<Completion>) {
-        dispatch!(self, e => e.close_fd(fd, spill))
     }
 
     fn resubmit(&self, ops: &[OpPtr], spill: &mut Vec<Completion>) -> Vec<bool> {

@@ -448,7 +448,6 @@ pub struct PortBuilder<C> {
     backend: Backend,
     blocking_detection: bool,
     send_zerocopy: usize,
-    multishot_accept: Option<bool>,
     on_completion: Option<CompletionHook<C>>,
     _context: PhantomData<fn() -> C>,
 }
@@ -462,7 +461,6 @@ impl<C> fmt::Debug for PortBuilder<C> {
             .field("backend", &self.backend)
             .field("blocking_detection", &self.blocking_detection)
             .field("send_zerocopy_threshold", &self.send_zerocopy)
-            .field("multishot_accept", &self.multishot_accept)
             .field("on_completion", &self.on_completion.is_some())
             .finish()
     }
@@ -485,7 +483,6 @@ impl<C: Send + 'static> PortBuilder<C> {
             backend: Backend::Auto,
             blocking_detection: true,
             send_zerocopy: 0,
-            multishot_accept: None,
             on_completion: None,
             _context: PhantomData,
         }
@@ -570,23 +567,6 @@ impl<C: Send + 'static> PortBuilder<C> {
         self
     }
 
-    /// io_uring backend: whether [`Handle::accept`](crate::Handle::accept)
-    /// uses one multishot accept per listener (`IORING_ACCEPT_MULTISHOT`,
-    /// Linux 5.19) instead of one kernel request per accept operation.
-    /// The multishot stays armed while accepts wait, and accepts up to 32
-    /// connections ahead of them (they are closed if the handle closes
-    /// first); each connection still completes exactly one accept, one
-    /// packet each. What it costs: a `getpeername(2)` per connection (the
-    /// multishot has no address buffer), and the ahead-of-time connections
-    /// are open fds of the process. Accepts with a time-out still use one
-    /// request each. The epoll backend ignores it (it accepts when the
-    /// listener is readable). Default: off, or the environment variable
-    /// `CPORT_MULTISHOT_ACCEPT=1|0` when this is not called.
-    pub fn multishot_accept(mut self, on: bool) -> Self {
-        self.multishot_accept = Some(on);
-        self
-    }
-
     /// Runs `hook` on every operation's packet at the moment its completion
     /// is collected — before the packet is queued (or its result kept by
     /// token) — on whichever thread collects it: a thread waiting in
@@ -656,9 +636,6 @@ impl<C: Send + 'static> PortBuilder<C> {
                 entries: self.entries.min(32768),
                 fixed_files: self.fixed_files.unwrap_or_else(default_fixed_files),
                 send_zerocopy: self.send_zerocopy,
-                multishot_accept: self
-                    .multishot_accept
-                    .unwrap_or_else(multishot_accept_from_env),
             },
         )?;
         Ok(Port::from_core(Core::new(
@@ -685,13 +662,6 @@ impl<C: Send + 'static> Port<C> {
     pub(crate) fn from_owner(inner: Arc<Owner<C>>) -> Port<C> {
         Port { inner }
     }
-}
-
-/// `CPORT_MULTISHOT_ACCEPT`: `1`/`on` turns multishot accept on, anything
-/// else (or unset) leaves it off (`PortBuilder::multishot_accept`).
-fn multishot_accept_from_env() -> bool {
-    std::env::var("CPORT_MULTISHOT_ACCEPT")
-        .is_ok_and(|v| matches!(v.trim(), "1" | "on" | "true" | "yes"))
 }
 
 /// CPUs in this process's affinity mask (at least 1).

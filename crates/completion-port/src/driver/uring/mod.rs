@@ -18,9 +18,8 @@
 //!   immediate submission of any thread, or [`Ring::flush`], which the port
 //!   calls at the issuing thread's next `get`, blocking scope or exit.
 //! - **Reserved `user_data`**: [`WAKE`], [`CANCEL`], [`LINK_TIMEOUT`] and
-//!   the doorbell's (`wake.rs`); timer ticks (`timers.rs`) and multishot
-//!   accepts (`accept.rs`) carry tagged values. Real ops carry the address
-//!   of their record, a heap pointer, which is never any of them.
+//!   the doorbell's (`wake.rs`). Real ops carry the address of their
+//!   record, a heap pointer, which is never one of these values.
 //! - **Waking the leader** takes no SQ lock where the kernel allows
 //!   (`wake.rs`): the doorbell posts a [`WAKE`] CQE with one system call.
 //! - **Fixed files**: associated fds get a slot of the ring's registered
@@ -35,7 +34,6 @@
 //! finds the CQ full also checks the flag and flushes. A kernel without
 //! NODROP is refused at open.
 
-pub(super) mod accept;
 mod buf_ring;
 mod files;
 mod op;
@@ -88,8 +86,6 @@ pub(crate) struct Ring {
     zc: ZeroCopy,
     /// How `wake` reaches the leader (`wake.rs`).
     bell: Doorbell,
-    /// Multishot accepts (`accept.rs`).
-    accepts: accept::Accepts,
 }
 
 impl Ring {
@@ -105,7 +101,6 @@ impl Ring {
             timers: Mutex::new(Timers::new()),
             rearm: AtomicBool::new(false),
             files,
-            accepts: accept::Accepts::new(cfg.multishot_accept),
         })
     }
 
@@ -227,7 +222,6 @@ impl Ring {
     fn drain(&self, out: &mut Vec<Completion>) -> bool {
         let woke = self.drain_all(out);
         self.settle_ticks(out);
-        self.settle_accepts(out);
         woke
     }
 
@@ -276,7 +270,6 @@ impl Ring {
                     t.due(&mut due);
                     self.rearm.store(true, Ordering::Release);
                 }
-                ud if accept::is_accept(ud) => self.accept_cqe(ud, cqe.result(), cqe.flags(), out),
                 ud => {
                     // A real op's user_data is the non-null address of its record.
                     let op =
@@ -368,11 +361,6 @@ impl Engine for Ring {
             };
             // SAFETY: we hold the SQ lock; the timespec lives in `timers`.
             unsafe { self.push_tick(tick, spill)? };
-        } else if let Some(r) = (io.kind == OpKind::Accept)
-            .then(|| self.submit_accept(op, defer, spill))
-            .flatten()
-        {
-            return r;
         } else {
             // SAFETY: the caller hands us exclusive ownership of the record;
             // nothing else references it until its CQE is reaped. We hold
@@ -502,10 +490,6 @@ impl Engine for Ring {
                 }
             }
         }
-        // Accepts waiting for a multishot's connection are ours too.
-        if self.cancel_accepts(fd, &mut kernel, all, spill)? && kernel.is_empty() {
-            return self.enter_submit(spill);
-        }
         if kernel.is_empty() {
             return Ok(());
         }
@@ -559,11 +543,6 @@ impl Engine for Ring {
         taken
     }
 
-    /// Ends the listener's multishot accept, if any (`accept.rs`).
-    fn close_fd(&self, fd: FdRef, spill: &mut Vec<Completion>) {
-        self.close_accepts(fd, spill)
-    }
-
     /// Zero-copy sends reported, and how many of them the kernel copied.
     fn zerocopy_counts(&self) -> (u64, u64) {
         self.zc.counts()
@@ -585,7 +564,6 @@ impl Engine for Ring {
             op,
             res: -libc::ECANCELED,
         }));
-        self.shutdown_accepts(spill);
         let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
             .user_data(CANCEL);
@@ -598,12 +576,10 @@ impl Engine for Ring {
 }
 
 impl Drop for Ring {
-    /// Collects the last connections of multishot accepts still armed
-    /// (`accept.rs`), so none is leaked; then stops the fixed-file table's
-    /// register calls before the ring's fd is closed (fds outliving the
-    /// port then have nothing to release: the table goes with the ring).
+    /// Stops the fixed-file table's register calls before the ring's fd is
+    /// closed (fds outliving the port then have nothing to release: the
+    /// table goes with the ring).
     fn drop(&mut self) {
-        self.finish_accepts();
         if let Some(files) = &self.files {
             files.close();
         }

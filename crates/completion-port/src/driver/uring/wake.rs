@@ -150,7 +150,6 @@ mod tests {
             entries: 64,
             fixed_files: 0,
             send_zerocopy: 0,
-            multishot_accept: false,
         })
         .expect("an io_uring ring");
         r.bell = Doorbell::with(&r.ring, msg);
