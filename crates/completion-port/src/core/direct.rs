@@ -39,7 +39,6 @@
 
 use std::mem;
 
-use super::record::Notify;
 use super::{Core, Packet};
 use crate::driver::Completion;
 use crate::sync::{fence, Ordering};
@@ -140,12 +139,7 @@ impl<C: Send + 'static> Core<C> {
             let Some(p) = self.complete(c, &mut more) else {
                 continue;
             };
-            if p.notify() == Notify::Result {
-                let token = p.token().expect("an operation's packet has a token");
-                kept |= self.results.store(token.0, p).is_ok();
-            } else {
-                direct.push(p);
-            }
+            kept |= self.keep_or(p, |p| direct.push(p));
         }
         done.extend(rest);
         done.append(&mut more);

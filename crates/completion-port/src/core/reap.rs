@@ -195,12 +195,7 @@ impl<C: Send + 'static> Core<C> {
                 let Some(p) = self.complete(c, &mut more) else {
                     continue;
                 };
-                if p.notify() == Notify::Result {
-                    let token = p.token().expect("an operation's packet has a token");
-                    kept |= self.results.store(token.0, p).is_ok();
-                } else {
-                    self.queue.push(p);
-                }
+                kept |= self.keep_or(p, |p| self.queue.push(p));
             }
             done.append(&mut more);
         }
@@ -211,6 +206,20 @@ impl<C: Send + 'static> Core<C> {
         }
         self.in_flight.fetch_sub(n, Ordering::AcqRel);
         kept
+    }
+
+    /// Where a completed operation's packet goes: a result-by-token
+    /// packet is kept in the results map (returns whether it was kept;
+    /// `Port::wait_result`), any other is handed to `deliver` (the queue,
+    /// or a getter's own `Vec`: `direct.rs`).
+    pub(super) fn keep_or(&self, p: Packet<C>, deliver: impl FnOnce(Packet<C>)) -> bool {
+        if p.notify() == Notify::Result {
+            let token = p.token().expect("an operation's packet has a token");
+            self.results.store(token.0, p).is_ok()
+        } else {
+            deliver(p);
+            false
+        }
     }
 
     /// Under the lock, after `queue_completions`: wakes a leader waiting
