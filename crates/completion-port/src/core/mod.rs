@@ -324,9 +324,14 @@ impl<C: Send + 'static> Core<C> {
             // what the backend holds first (windows-semantics §3.15).
             // Best effort: a thread collecting right now queues its batch
             // when it is done, which may be after this packet.
-            let mut later = AfterUnlock::default();
-            drop(self.collect_then_lock(&mut later, false));
-            self.run(later);
+            let c = self.collect(false);
+            if c.needs_lock() {
+                let mut later = AfterUnlock::default();
+                let mut st = self.state.lock();
+                self.after_collect(&mut st, c, &mut later);
+                drop(st);
+                self.run(later);
+            }
         }
         self.queue.push(Packet::posted(key, bytes, context));
         // Push, fence, then look (module docs, "No lost wake-up").

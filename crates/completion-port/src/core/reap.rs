@@ -67,6 +67,23 @@ impl Drop for Scratch {
     }
 }
 
+/// What a non-blocking collection did ([`Core::collect`]).
+pub(super) struct Collected {
+    /// It consumed a wake-up meant for the leader.
+    swallowed_wake: bool,
+    /// It queued packets (or kept results).
+    collected: bool,
+    /// A result was kept by token.
+    kept: bool,
+}
+
+impl Collected {
+    /// Whether [`Core::after_collect`] has anything to do (under the lock).
+    pub(super) fn needs_lock(&self) -> bool {
+        self.collected || self.swallowed_wake
+    }
+}
+
 impl<C: Send + 'static> Core<C> {
     /// Submits every operation left pending in the backend.
     pub(super) fn flush(&self) {
@@ -130,24 +147,23 @@ impl<C: Send + 'static> Core<C> {
         poll: bool,
     ) -> MutexGuard<'a, State<C>> {
         drop(st);
-        self.collect_then_lock(later, poll)
+        let c = self.collect(poll);
+        let mut st = self.state.lock();
+        self.after_collect(&mut st, c, later);
+        st
     }
 
-    /// [`collect_unlocked`](Self::collect_unlocked) for a caller that does
-    /// not hold the lock: collects, then takes the lock and hands out what
-    /// it queued.
-    pub(super) fn collect_then_lock(
-        &self,
-        later: &mut AfterUnlock<C>,
-        poll: bool,
-    ) -> MutexGuard<'_, State<C>> {
+    /// The unlocked half of [`collect_unlocked`](Self::collect_unlocked):
+    /// reaps (or polls) the backend and queues what it collected. The
+    /// caller then takes the lock for [`after_collect`](Self::after_collect)
+    /// when [`Collected::needs_lock`] says so.
+    pub(super) fn collect(&self, poll: bool) -> Collected {
         let mut done = Scratch::take();
         let reaped = if poll {
             self.driver.poll(&mut done)
         } else {
             self.driver.reap(&mut done)
         };
-        let swallowed_wake = reaped.swallowed_wake;
         if reaped.complete {
             // Progress the monitor may count on (`progress.rs`).
             self.reaped
@@ -156,19 +172,32 @@ impl<C: Send + 'static> Core<C> {
         self.settle(&mut done);
         let collected = !done.is_empty();
         let kept = self.queue_completions(&mut done);
-        let mut st = self.state.lock();
-        if swallowed_wake {
+        Collected {
+            swallowed_wake: reaped.swallowed_wake,
+            collected,
+            kept,
+        }
+    }
+
+    /// The locked half: hands out what [`collect`](Self::collect) queued,
+    /// and sends again a wake-up it consumed.
+    pub(super) fn after_collect(
+        &self,
+        st: &mut State<C>,
+        c: Collected,
+        later: &mut AfterUnlock<C>,
+    ) {
+        if c.swallowed_wake {
             // The leader's wake-up was consumed here: it may still sleep in
             // the kernel. Let `dispatch` send another if it is still needed.
             st.leader_woken = false;
-            self.wake_result_leader(&mut st, later);
+            self.wake_result_leader(st, later);
         }
-        if collected {
-            self.after_queueing(&mut st, kept, later);
-        } else if swallowed_wake {
-            self.dispatch(&mut st, later);
+        if c.collected {
+            self.after_queueing(st, c.kept, later);
+        } else if c.swallowed_wake {
+            self.dispatch(st, later);
         }
-        st
     }
 
     /// Turns completions into packets and queues them, without the state
