@@ -148,21 +148,10 @@ impl FdOwner {
             }
             match st.st_mode & libc::S_IFMT {
                 libc::S_IFIFO | libc::S_IFCHR => true,
-                libc::S_IFSOCK => {
-                    let mut ty: libc::c_int = 0;
-                    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-                    // SAFETY: SO_TYPE writes one c_int into `ty`.
-                    let r = unsafe {
-                        libc::getsockopt(
-                            fd,
-                            libc::SOL_SOCKET,
-                            libc::SO_TYPE,
-                            (&mut ty as *mut libc::c_int).cast(),
-                            &mut len,
-                        )
-                    };
-                    r == 0 && (ty == libc::SOCK_STREAM || ty == libc::SOCK_SEQPACKET)
-                }
+                libc::S_IFSOCK => matches!(
+                    socket2::SockRef::from(&self.fd).r#type(),
+                    Ok(socket2::Type::STREAM | socket2::Type::SEQPACKET)
+                ),
                 _ => false,
             }
         })

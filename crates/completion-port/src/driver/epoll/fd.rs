@@ -16,7 +16,7 @@
 //!   the fd is closed).
 
 use std::collections::VecDeque;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -176,20 +176,10 @@ fn settle(r: isize, retry: &mut bool) -> Option<Attempt> {
 /// other fd fails at once with `EINVAL`, as `accept4` (and io_uring) would,
 /// instead of waiting for a readiness that means something else.
 fn is_listening(fd: RawFd) -> bool {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: SO_ACCEPTCONN writes one c_int into `v`.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
+    // SAFETY: `fd` is open for this call (an operation on it runs).
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     // Not a socket at all: let accept4 report the right error (ENOTSOCK).
-    r != 0 || v != 0
+    socket2::SockRef::from(&fd).is_listener().unwrap_or(true)
 }
 
 /// Whether `fd` is ready for `events` right now (a zero-time poll).
@@ -379,23 +369,12 @@ fn connect(op: &mut OpIo, started: &mut bool) -> Attempt {
             e => Attempt::Done(-e),
         };
     }
-    let mut err: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: SO_ERROR writes one c_int into `err`.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut err as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Attempt::Done(-errno());
-    }
-    if err != 0 {
-        return Attempt::Done(-err);
+    // SAFETY: `fd` is open for this call (its connect is in flight).
+    let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+    match socket2::SockRef::from(&sock).take_error() {
+        Err(e) => return Attempt::Done(-e.raw_os_error().unwrap_or(libc::EIO)),
+        Ok(Some(e)) => return Attempt::Done(-e.raw_os_error().unwrap_or(libc::EIO)),
+        Ok(None) => {}
     }
     // Writable with no error: connected, unless the handshake is still on.
     // SAFETY: `ss`/`sl` are valid out-parameters for getpeername.

@@ -55,7 +55,7 @@
 //! `MSG_ZEROCOPY`): the threshold is ignored there.
 
 use std::collections::HashMap;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -259,25 +259,14 @@ impl ZeroCopy {
 
 /// Whether `fd` is a TCP socket (IPv4 or IPv6).
 fn is_tcp(fd: RawFd) -> bool {
-    let opt = |name| {
-        let mut v: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: writes at most `len` bytes into `v`; an fd that is not a
-        // socket only makes the call fail.
-        let r = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                name,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        (r == 0).then_some(v)
-    };
-    matches!(opt(libc::SO_DOMAIN), Some(libc::AF_INET | libc::AF_INET6))
-        && opt(libc::SO_TYPE) == Some(libc::SOCK_STREAM)
-        && opt(libc::SO_PROTOCOL) == Some(libc::IPPROTO_TCP)
+    use socket2::{Domain, Protocol, SockRef, Type};
+    // SAFETY: the caller's fd is open for this call (an operation on it
+    // is being issued); an fd that is not a socket only fails the queries.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let s = SockRef::from(&fd);
+    matches!(s.domain(), Ok(Domain::IPV4 | Domain::IPV6))
+        && matches!(s.r#type(), Ok(Type::STREAM))
+        && matches!(s.protocol(), Ok(Some(Protocol::TCP)))
 }
 
 #[cfg(test)]
